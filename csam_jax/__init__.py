@@ -1,0 +1,32 @@
+"""csam_jax: C-SAM (Compression-aware Sharpness Minimization) in JAX and Optax.
+
+Sharpness-aware minimization in pruning-mask space as composable Optax
+gradient transformations, mask pytrees, the C-SAM objective terms, Monte Carlo
+robustness certification and input variations (He & Chen, 2026).
+"""
+
+from csam_jax import objectives
+from csam_jax._src.apply import apply_masks, sparsity
+from csam_jax._src.masks import init_masks, prunable
+from csam_jax._src.perturbation import (
+  CSAMState,
+  csam,
+  csam_transform,
+  project_unit_interval,
+)
+from csam_jax._src.topk import topk_masks
+
+__version__ = "0.1.0"
+
+__all__ = (
+  "CSAMState",
+  "apply_masks",
+  "csam",
+  "csam_transform",
+  "init_masks",
+  "objectives",
+  "project_unit_interval",
+  "prunable",
+  "sparsity",
+  "topk_masks",
+)
