@@ -118,8 +118,8 @@ def brightness(image: Array, delta: Array | float) -> Array:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> float(brightness(jnp.full((2, 2, 1), 0.5), 0.2)[0, 0, 0])
-    0.7
+    >>> round(float(brightness(jnp.full((2, 2, 1), 0.5), 0.25)[0, 0, 0]), 6)
+    0.75
   """
   return _clip(_check_image(image) + delta)
 

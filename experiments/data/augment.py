@@ -58,7 +58,7 @@ class ResizedCropParams(NamedTuple):
 
 
 def sample_crop_flip(
-    rng: np.random.Generator, batch_size: int, pad: int = CIFAR_PAD
+  rng: np.random.Generator, batch_size: int, pad: int = CIFAR_PAD
 ) -> CropFlipParams:
   """Draws CIFAR crop offsets and flips: top, left, then flip, in that order.
 
@@ -82,7 +82,7 @@ def sample_crop_flip(
 
 
 def apply_crop_flip(
-    images: np.ndarray, params: CropFlipParams, pad: int = CIFAR_PAD
+  images: np.ndarray, params: CropFlipParams, pad: int = CIFAR_PAD
 ) -> np.ndarray:
   """Pads, crops and flips a uint8 NHWC batch (one vectorised gather).
 
@@ -105,17 +105,19 @@ def apply_crop_flip(
   b, h, w, _ = images.shape
   padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
   rows = params.top[:, None] + np.arange(h)[None, :]
-  cols = np.where(
-      params.flip[:, None], np.arange(w - 1, -1, -1)[None, :],
+  cols = (
+    np.where(
+      params.flip[:, None],
+      np.arange(w - 1, -1, -1)[None, :],
       np.arange(w)[None, :],
-  ) + params.left[:, None]
-  return padded[
-      np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]
-  ]
+    )
+    + params.left[:, None]
+  )
+  return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
 def sample_resized_crop(
-    rng: np.random.Generator, batch_size: int, height: int, width: int
+  rng: np.random.Generator, batch_size: int, height: int, width: int
 ) -> ResizedCropParams:
   """Draws random-resized-crop boxes and flips, vectorised over the batch.
 
@@ -141,7 +143,7 @@ def sample_resized_crop(
   area = height * width
   fraction = rng.uniform(*RRC_SCALE, size=(batch_size, RRC_TRIES))
   log_ratio = rng.uniform(
-      np.log(RRC_RATIO[0]), np.log(RRC_RATIO[1]), size=(batch_size, RRC_TRIES)
+    np.log(RRC_RATIO[0]), np.log(RRC_RATIO[1]), size=(batch_size, RRC_TRIES)
   )
   ratio = np.exp(log_ratio)
   w = np.rint(np.sqrt(area * fraction * ratio)).astype(np.int64)
@@ -161,19 +163,21 @@ def sample_resized_crop(
   h, w = np.where(found, h, fh), np.where(found, w, fw)
   u_top, u_left = rng.random(batch_size), rng.random(batch_size)
   top = np.where(
-      found, np.floor(u_top * (height - h + 1)).astype(np.int64),
-      (height - h) // 2,
+    found,
+    np.floor(u_top * (height - h + 1)).astype(np.int64),
+    (height - h) // 2,
   )
   left = np.where(
-      found, np.floor(u_left * (width - w + 1)).astype(np.int64),
-      (width - w) // 2,
+    found,
+    np.floor(u_left * (width - w + 1)).astype(np.int64),
+    (width - w) // 2,
   )
   flip = rng.random(batch_size) < 0.5
   return ResizedCropParams(top, left, h, w, flip)
 
 
 def apply_resized_crop(
-    images: np.ndarray, params: ResizedCropParams
+  images: np.ndarray, params: ResizedCropParams
 ) -> np.ndarray:
   """Crops each box and resizes it back to (H, W), then applies the flips.
 
@@ -209,11 +213,11 @@ def apply_resized_crop(
 
 
 def augment_batch(
-    images: np.ndarray,
-    rng: np.random.Generator,
-    kind: str,
-    global_batch_size: int,
-    row_offset: int,
+  images: np.ndarray,
+  rng: np.random.Generator,
+  kind: str,
+  global_batch_size: int,
+  row_offset: int,
 ) -> np.ndarray:
   """Augments the rows [row_offset, row_offset + len(images)) of a batch.
 
@@ -241,8 +245,8 @@ def augment_batch(
     _, h, w, _ = images.shape
     params = sample_resized_crop(rng, global_batch_size, h, w)
     return apply_resized_crop(
-        images, ResizedCropParams(*(p[rows] for p in params))
+      images, ResizedCropParams(*(p[rows] for p in params))
     )
   raise ValueError(
-      f"Unknown augment={kind!r}; valid values: ('cifar', 'imagenet', 'none')."
+    f"Unknown augment={kind!r}; valid values: ('cifar', 'imagenet', 'none')."
   )

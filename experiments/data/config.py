@@ -72,26 +72,26 @@ class DataSpec(NamedTuple):
 
 
 _DEFAULTS: dict[str, Any] = dict(
-    source="sklearn_digits",
-    name="",
-    path="",
-    data_dir=None,
-    manual_dir=None,
-    image_size=16,
-    channels=1,
-    train_split="",
-    eval_split="",
-    validation_fraction=0.0,
-    augment="none",
-    image_key="image",
-    label_key="label",
-    attribute="Male",
-    num_classes=0,
-    shuffle_buffer=10_000,
-    split_seed=0,
-    download=True,
-    stats_examples=1024,
-    attributes_file=None,
+  source="sklearn_digits",
+  name="",
+  path="",
+  data_dir=None,
+  manual_dir=None,
+  image_size=16,
+  channels=1,
+  train_split="",
+  eval_split="",
+  validation_fraction=0.0,
+  augment="none",
+  image_key="image",
+  label_key="label",
+  attribute="Male",
+  num_classes=0,
+  shuffle_buffer=10_000,
+  split_seed=0,
+  download=True,
+  stats_examples=1024,
+  attributes_file=None,
 )
 
 
@@ -134,7 +134,7 @@ def _check_int(key: str, value: Any, minimum: int) -> int:
 def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
   if value not in choices:
     raise ValueError(
-        f"Unknown config.data.{key}={value!r}; valid values: {choices}."
+      f"Unknown config.data.{key}={value!r}; valid values: {choices}."
     )
   return value
 
@@ -156,23 +156,30 @@ def resolve_spec(cfg: Any) -> DataSpec:
   """
   source = _check_choice("source", _field(cfg, "source"), SOURCES)
   augment = _check_choice("augment", _field(cfg, "augment"), AUGMENTATIONS)
-  image_size = _check_int("config.data.image_size", _field(cfg, "image_size"), 1)
+  image_size = _check_int(
+    "config.data.image_size", _field(cfg, "image_size"), 1
+  )
   channels = _field(cfg, "channels")
   if channels not in (1, 3) or isinstance(channels, bool):
-    raise ValueError(
-        f"config.data.channels must be 1 or 3, got {channels!r}."
-    )
+    raise ValueError(f"config.data.channels must be 1 or 3, got {channels!r}.")
   fraction = _field(cfg, "validation_fraction")
   if not isinstance(fraction, (int, float)) or not (
-      math.isfinite(fraction) and 0.0 <= fraction < 1.0
+    math.isfinite(fraction) and 0.0 <= fraction < 1.0
   ):
     raise ValueError(
-        "config.data.validation_fraction must be a number in [0, 1), got "
-        f"{fraction!r}."
+      "config.data.validation_fraction must be a number in [0, 1), got "
+      f"{fraction!r}."
     )
   strings = {}
-  for key in ("name", "path", "train_split", "eval_split", "image_key",
-              "label_key", "attribute"):
+  for key in (
+    "name",
+    "path",
+    "train_split",
+    "eval_split",
+    "image_key",
+    "label_key",
+    "attribute",
+  ):
     value = _field(cfg, key)
     if not isinstance(value, str):
       raise TypeError(f"config.data.{key} must be a str, got {value!r}.")
@@ -182,44 +189,48 @@ def resolve_spec(cfg: Any) -> DataSpec:
     value = _field(cfg, key)
     if value is not None and not isinstance(value, str):
       raise TypeError(
-          f"config.data.{key} must be a str or None, got {value!r}."
+        f"config.data.{key} must be a str or None, got {value!r}."
       )
     optional_paths[key] = value or None
   if source == "npz" and not strings["path"]:
     raise ValueError(
-        "config.data.path is empty: source='npz' needs the path of an .npz "
-        "file (e.g. '../shared/data/cifar10_jpeg.npz')."
+      "config.data.path is empty: source='npz' needs the path of an .npz "
+      "file (e.g. '../shared/data/cifar10_jpeg.npz')."
     )
   if source == "tfds" and not strings["name"]:
     raise ValueError(
-        "config.data.name is empty: source='tfds' needs a TFDS dataset name "
-        "(e.g. 'cifar10', 'oxford_flowers102', 'celeb_a')."
+      "config.data.name is empty: source='tfds' needs a TFDS dataset name "
+      "(e.g. 'cifar10', 'oxford_flowers102', 'celeb_a')."
     )
   download = _field(cfg, "download")
   if not isinstance(download, bool):
     raise TypeError(f"config.data.download must be a bool, got {download!r}.")
   return DataSpec(
-      source=source,
-      augment=augment,
-      image_size=image_size,
-      channels=channels,
-      validation_fraction=float(fraction),
-      num_classes=_check_int("config.data.num_classes", _field(cfg, "num_classes"), 0),
-      shuffle_buffer=_check_int(
-          "config.data.shuffle_buffer", _field(cfg, "shuffle_buffer"), 1
-      ),
-      split_seed=_check_int("config.data.split_seed", _field(cfg, "split_seed"), 0),
-      stats_examples=_check_int(
-          "config.data.stats_examples", _field(cfg, "stats_examples"), 1
-      ),
-      download=download,
-      **strings,
-      **optional_paths,
+    source=source,
+    augment=augment,
+    image_size=image_size,
+    channels=channels,
+    validation_fraction=float(fraction),
+    num_classes=_check_int(
+      "config.data.num_classes", _field(cfg, "num_classes"), 0
+    ),
+    shuffle_buffer=_check_int(
+      "config.data.shuffle_buffer", _field(cfg, "shuffle_buffer"), 1
+    ),
+    split_seed=_check_int(
+      "config.data.split_seed", _field(cfg, "split_seed"), 0
+    ),
+    stats_examples=_check_int(
+      "config.data.stats_examples", _field(cfg, "stats_examples"), 1
+    ),
+    download=download,
+    **strings,
+    **optional_paths,
   )
 
 
 def check_batching(
-    batch_size: int, process_index: int, process_count: int
+  batch_size: int, process_index: int, process_count: int
 ) -> int:
   """Validates the global batch and process layout; returns the local batch.
 
@@ -233,13 +244,13 @@ def check_batching(
     raise TypeError(f"process_index must be an int, got {process_index!r}.")
   if not 0 <= process_index < process_count:
     raise ValueError(
-        f"process_index={process_index} must be in [0, process_count="
-        f"{process_count})."
+      f"process_index={process_index} must be in [0, process_count="
+      f"{process_count})."
     )
   if batch_size % process_count:
     raise ValueError(
-        f"The global batch_size={batch_size} is not divisible by "
-        f"process_count={process_count}; choose a batch_size that is a "
-        "multiple of the number of processes."
+      f"The global batch_size={batch_size} is not divisible by "
+      f"process_count={process_count}; choose a batch_size that is a "
+      "multiple of the number of processes."
     )
   return batch_size // process_count

@@ -1,0 +1,1 @@
+"""Internals of `experiments.input_pipeline` (import the API from there)."""

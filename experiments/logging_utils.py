@@ -1,0 +1,112 @@
+"""Progress lines, metrics.jsonl and TensorBoard scalars (process 0 only)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any
+
+from absl import logging
+
+
+class MetricWriter:
+  """Appends metrics to ``<workdir>/metrics.jsonl`` and TensorBoard.
+
+  TensorBoard event files go to ``<workdir>/tensorboard/<run>`` (one run per
+  method or shared pretraining), tags ``<stage>/<metric>``, written with
+  ``tf.summary``. Only the process with ``enabled=True`` (process 0)
+  writes.
+
+  Args:
+    workdir: the work directory.
+    enabled: whether this process writes.
+    tensorboard: also write TensorBoard event files.
+  """
+
+  def __init__(self, workdir: str, *, enabled: bool, tensorboard: bool):
+    self.workdir = workdir
+    self.enabled = enabled
+    self.tensorboard = tensorboard and enabled
+    self._writers: dict[str, Any] = {}
+
+  def _tb_writer(self, run: str):
+    if run not in self._writers:
+      import tensorflow as tf  # Lazy: only TensorBoard needs it here.
+
+      self._writers[run] = tf.summary.create_file_writer(
+        os.path.join(self.workdir, "tensorboard", run)
+      )
+    return self._writers[run]
+
+  def write(
+    self, run: str, stage: str, step: int, metrics: dict[str, float]
+  ) -> None:
+    """Writes one row of scalars.
+
+    Args:
+      run: method name or shared-pretraining name.
+      stage: stage name.
+      step: step within the stage.
+      metrics: scalar name -> value.
+    """
+    if not self.enabled:
+      return
+    row = {"run": run, "stage": stage, "step": int(step), "time": time.time()}
+    row.update({k: float(v) for k, v in metrics.items()})
+    with open(os.path.join(self.workdir, "metrics.jsonl"), "a") as f:
+      f.write(json.dumps(row) + "\n")
+    if self.tensorboard:
+      import tensorflow as tf
+
+      with self._tb_writer(run).as_default():
+        for name, value in metrics.items():
+          tf.summary.scalar(f"{stage}/{name}", float(value), step=int(step))
+
+  def flush(self) -> None:
+    """Flushes TensorBoard writers."""
+    for w in self._writers.values():
+      w.flush()
+
+
+class Progress:
+  """Steps/s and ETA of a stage, and its progress line.
+
+  Args:
+    label: prefix of the lines, e.g. "csam/search".
+    start_step: first step of this (possibly resumed) run.
+    num_steps: total steps of the stage.
+  """
+
+  def __init__(self, label: str, start_step: int, num_steps: int):
+    self.label = label
+    self.num_steps = num_steps
+    self._t0 = time.time()
+    self._s0 = start_step
+
+  def rate(self, step: int) -> float:
+    """Steps per second since the start (or resume) of the stage."""
+    dt = time.time() - self._t0
+    return (step - self._s0) / dt if dt > 0 else 0.0
+
+  def line(self, step: int, metrics: dict[str, float]) -> str:
+    """The progress line (step, metrics, steps/s, ETA)."""
+    rate = self.rate(step)
+    eta = (self.num_steps - step) / rate if rate > 0 else math.inf
+    parts = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+    return (
+      f"[{self.label}] step {step}/{self.num_steps} {parts} "
+      f"steps/s={rate:.2f} ETA={_format_seconds(eta)}"
+    )
+
+  def log(self, step: int, metrics: dict[str, float]) -> None:
+    """Logs the progress line with absl."""
+    logging.info("%s", self.line(step, metrics))
+
+
+def _format_seconds(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(round(seconds))
+  return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

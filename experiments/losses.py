@@ -1,0 +1,192 @@
+"""Training objectives: cross-entropy and the C-SAM mask-search objective.
+
+C-SAM (METHOD.md, "The C-SAM objective"):
+
+  L(C) = CE(f(x; W*C), y)
+       + lam_cert * certification_hinge(p(x), p(x_T), kappa)
+       + lam_cons * mask_consistency(C, sparsity)
+
+with one random transformation ``x_T`` per example (a csam_jax.variations
+sampler vmapped over per-example keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import csam_jax
+from csam_jax import objectives
+from csam_jax import variations as csam_variations
+from experiments import state as state_lib
+
+PyTree = Any
+SampleFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+VARIATION_KINDS = ("semantic", "corruptions", "none")
+
+
+def make_sample_fn(variations: Any) -> SampleFn | None:
+  """Builds the C-SAM input-variation sampler from its config section.
+
+  Args:
+    variations: ``config.search.csam.variations``: ``kind`` "semantic"
+      (``csam_jax.variations.compose(ranges)``), "corruptions"
+      (``csam_jax.variations.corruption_sampler()``, all CIFAR-10-C families
+      and severities) or "none".
+
+  Returns:
+    ``sample_fn(key, image) -> image`` on [0, 1] HWC images, or None.
+
+  Raises:
+    ValueError: unknown kind (and the variations module's range errors).
+
+  Example:
+    >>> import jax, jax.numpy as jnp, ml_collections
+    >>> cfg = ml_collections.ConfigDict(
+    ...     dict(kind="semantic", ranges=dict(brightness=0.2)))
+    >>> fn = make_sample_fn(cfg)
+    >>> fn(jax.random.key(0), jnp.full((4, 4, 3), 0.5)).shape
+    (4, 4, 3)
+  """
+  kind = variations.kind
+  if kind not in VARIATION_KINDS:
+    raise ValueError(
+      f"config.search.csam.variations.kind must be one of {VARIATION_KINDS}, "
+      f"got {kind!r}."
+    )
+  if kind == "none":
+    return None
+  if kind == "corruptions":
+    return csam_variations.corruption_sampler()
+  return csam_variations.compose(dict(variations.ranges))
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean softmax cross-entropy with integer labels."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean top-1 accuracy."""
+  return jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+def weight_loss(
+  params: PyTree,
+  model: state_lib.ModelFns,
+  masks: PyTree,
+  batch_stats: PyTree,
+  batch: dict[str, jax.Array],
+) -> tuple[jax.Array, tuple[jax.Array, PyTree]]:
+  """Cross-entropy of the (masked) model; aux = (logits, new batch_stats).
+
+  Args:
+    params: weights.
+    model: the model.
+    masks: 0/1 masks (None: dense).
+    batch_stats: BatchNorm statistics.
+    batch: dict(image=[0, 1] NHWC, label).
+
+  Returns:
+    ``(loss, (logits, new_batch_stats))``.
+  """
+  if masks is not None:
+    params = csam_jax.apply_masks(params, masks, mode="soft")
+  logits, new_stats = state_lib.apply_model(
+    model, params, batch_stats, batch["image"], train=True
+  )
+  return cross_entropy(logits, batch["label"]), (logits, new_stats)
+
+
+class MaskObjective(NamedTuple):
+  """Static settings of the mask-search objective.
+
+  Attributes:
+    forward: "soft" (W*C), "ste" (hard top-k forward, straight-through
+      gradient) or "hard".
+    sparsity: target sparsity of the hard mask.
+    scope: top-k scope.
+    structure: top-k structure.
+    lam_cert: weight of the certification hinge (0 disables it).
+    lam_cons: weight of the soft/hard consistency term (0 disables it).
+    kappa: hinge margin.
+    sample_fn: ``sample_fn(key, image) -> image`` on [0, 1] HWC images, or
+      None (no hinge term).
+  """
+
+  forward: str
+  sparsity: float
+  scope: str
+  structure: str
+  lam_cert: float = 0.0
+  lam_cons: float = 0.0
+  kappa: float = 0.0
+  sample_fn: SampleFn | None = None
+
+
+def mask_objective(
+  masks: PyTree,
+  params: PyTree,
+  model: state_lib.ModelFns,
+  batch_stats: PyTree,
+  batch: dict[str, jax.Array],
+  key: jax.Array,
+  settings: MaskObjective,
+) -> tuple[jax.Array, tuple[jax.Array, PyTree, jax.Array]]:
+  """HYDRA (CE only) or C-SAM objective of the masks.
+
+  The clean pass runs in training mode and its BatchNorm statistics are
+  returned; the pass on transformed inputs also normalises with its own batch
+  statistics but its updates are discarded, so the running statistics come
+  from clean inputs only.
+
+  Args:
+    masks: soft masks (scores).
+    params: weights.
+    model: the model.
+    batch_stats: BatchNorm statistics.
+    batch: dict(image=[0, 1] NHWC, label).
+    key: PRNG key for the input transformations of this step.
+    settings: the objective's static settings.
+
+  Returns:
+    ``(loss, (logits, new_batch_stats, cross_entropy))``.
+  """
+  masked = csam_jax.apply_masks(
+    params,
+    masks,
+    mode=settings.forward,
+    sparsity=settings.sparsity,
+    scope=settings.scope,
+    structure=settings.structure,
+  )
+  images = batch["image"]
+  logits, new_stats = state_lib.apply_model(
+    model, masked, batch_stats, images, train=True
+  )
+  ce = cross_entropy(logits, batch["label"])
+  loss = ce
+  if settings.lam_cert > 0 and settings.sample_fn is not None:
+    keys = jax.random.split(key, images.shape[0])
+    transformed = jax.vmap(settings.sample_fn)(keys, images)
+    logits_t, _ = state_lib.apply_model(
+      model, masked, batch_stats, transformed, train=True
+    )
+    hinge = objectives.certification_hinge(
+      jax.nn.softmax(logits), jax.nn.softmax(logits_t), kappa=settings.kappa
+    ).mean()
+    loss = loss + settings.lam_cert * hinge
+  if settings.lam_cons > 0:
+    loss = loss + settings.lam_cons * objectives.mask_consistency(
+      masks,
+      settings.sparsity,
+      scope=settings.scope,
+      structure=settings.structure,
+    )
+  return loss, (logits, new_stats, ce)

@@ -1,0 +1,365 @@
+"""Stage functions: begin (new masks / optimizer), step, gmp mask updates,
+finalize (hard masks).
+
+All functions are pure and jit-able; the loop that drives them lives in
+``experiments/train.py``.
+
+BatchNorm under SAM and C-SAM: the running statistics written into
+``TrainState.batch_stats`` come from the clean forward pass at the
+unperturbed point only. The gradient at the perturbed point (``grad_fn`` of
+``csam_jax.csam_transform``) and the pass on transformed inputs discard their
+statistics updates. Under ``jax.jit`` with a data-sharded batch the mean
+losses are already global, so ``csam_transform`` needs no
+``batch_axis_name``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+import csam_jax
+from experiments import losses
+from experiments import optimizers
+from experiments import state as state_lib
+from experiments.methods import Stage
+
+PyTree = Any
+StepFn = Callable[[state_lib.TrainState, dict], tuple[state_lib.TrainState, dict]]
+
+
+class StageFns(NamedTuple):
+  """The functions of one stage.
+
+  Attributes:
+    begin: ``(state, key) -> state`` sets masks, optimizer state, step 0 and
+      the stage key.
+    step: ``(state, batch) -> (state, metrics)`` one training step (None for
+      one-shot pruning).
+    finalize: ``state -> state`` at the end of the stage (hard masks).
+    gmp_update: ``(state, sparsity) -> state`` recomputes magnitude masks at
+      a static sparsity (gmp only, else None).
+    num_steps: training steps of the stage.
+  """
+
+  begin: Callable[[state_lib.TrainState, jax.Array], state_lib.TrainState]
+  step: StepFn | None
+  finalize: Callable[[state_lib.TrainState], state_lib.TrainState]
+  gmp_update: Callable[[state_lib.TrainState, float], state_lib.TrainState]
+  num_steps: int
+
+
+def magnitude_masks(
+  params: PyTree, masks: PyTree, config: ml_collections.ConfigDict, sparsity
+) -> PyTree:
+  """Hard masks keeping the largest |w * m| (|w| when masks is None)."""
+  keep = csam_jax.prunable(params)
+  scores = jax.tree.map(
+    lambda w, k: jnp.abs(w).astype(jnp.float32) if k else None, params, keep
+  )
+  if masks is not None:
+    scores = jax.tree.map(
+      lambda s, m: None if m is None else s * m,
+      scores,
+      masks,
+      is_leaf=lambda x: x is None,
+    )
+  return csam_jax.topk_masks(
+    scores, sparsity, scope=config.scope, structure=config.structure
+  )
+
+
+def hard_masks(masks: PyTree, config: ml_collections.ConfigDict) -> PyTree:
+  """Top-k hard masks of (soft) masks at the configured sparsity."""
+  if masks is None:
+    return None
+  return csam_jax.topk_masks(
+    masks, config.sparsity, scope=config.scope, structure=config.structure
+  )
+
+
+def gmp_sparsity(
+  step: int, num_steps: int, config: ml_collections.ConfigDict
+) -> float | None:
+  """Zhu & Gupta (2017) cubic schedule, or None when masks stay unchanged.
+
+  ``s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n dt))^3`` at the update steps
+  ``t = t0, t0 + dt, ..., t0 + n dt`` where ``t0 = begin_fraction * T`` and
+  ``n = ceil((end_fraction * T - t0) / dt)`` for a stage of ``T`` steps.
+
+  Example:
+    >>> from experiments.configs import default
+    >>> cfg = default.get_config()
+    >>> cfg.sparsity, cfg.gmp.update_every = 0.8, 2
+    >>> cfg.gmp.begin_fraction, cfg.gmp.end_fraction = 0.0, 0.5
+    >>> [gmp_sparsity(t, 8, cfg) for t in range(6)]
+    [0.0, None, 0.7, None, 0.8, None]
+  """
+  g = config.gmp
+  t0 = int(round(g.begin_fraction * num_steps))
+  t_end = max(int(round(g.end_fraction * num_steps)), t0)
+  dt = int(g.update_every)
+  n = max(-(-(t_end - t0) // dt), 1)
+  if step < t0 or (step - t0) % dt or step > t0 + n * dt:
+    return None
+  frac = 1.0 - (step - t0) / (n * dt)
+  s_f, s_i = float(config.sparsity), float(g.initial_sparsity)
+  return s_f + (s_i - s_f) * frac**3
+
+
+def _weight_tx(config, stage: Stage, num_steps: int, steps_per_epoch: int):
+  base = optimizers.make_optimizer(
+    config[stage.optimizer].optimizer, num_steps, steps_per_epoch
+  )
+  if not stage.sam:
+    return optax.with_extra_args_support(base)
+  sam = csam_jax.csam_transform(config.sam.rho, radius=config.sam.radius)
+  return optax.chain(sam, base)
+
+
+def make_weight_step(model: state_lib.ModelFns, tx) -> StepFn:
+  """A training step of the weights (pretrain, gmp, finetune; SAM or not).
+
+  With SAM (``tx`` containing ``csam_jax.csam_transform``) the gradient is
+  taken at the perturbed weights; the batch_stats kept are those of the
+  clean pass.
+
+  Args:
+    model: the model.
+    tx: optax transformation accepting ``grad_fn`` (extra args).
+
+  Returns:
+    ``step(state, batch) -> (state, {"loss", "accuracy"})``.
+  """
+
+  def step(state, batch):
+    def loss_fn(params):
+      return losses.weight_loss(
+        params, model, state.masks, state.batch_stats, batch
+      )
+
+    (loss, (logits, new_stats)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True
+    )(state.params)
+
+    def grad_fn(params, _):
+      # Perturbed pass: its batch-norm statistics are discarded.
+      return jax.grad(lambda p: loss_fn(p)[0])(params)
+
+    updates, opt_state = tx.update(
+      grads, state.opt_state, state.params, grad_fn=grad_fn
+    )
+    new_state = state.replace(
+      params=optax.apply_updates(state.params, updates),
+      batch_stats=new_stats,
+      opt_state=opt_state,
+      step=state.step + 1,
+    )
+    metrics = {"loss": loss, "accuracy": losses.accuracy(logits, batch["label"])}
+    return new_state, metrics
+
+  return step
+
+
+def _search_settings(
+  config, algo: str, sample_fn: losses.SampleFn | None
+) -> losses.MaskObjective:
+  cfg = config.search[algo]
+  common = dict(
+    forward=cfg.forward,
+    sparsity=float(config.sparsity),
+    scope=config.scope,
+    structure=config.structure,
+  )
+  if algo == "hydra":
+    return losses.MaskObjective(**common)
+  return losses.MaskObjective(
+    **common,
+    lam_cert=float(cfg.lam_cert),
+    lam_cons=float(cfg.lam_cons),
+    kappa=float(cfg.kappa),
+    sample_fn=sample_fn,
+  )
+
+
+def make_search_step(
+  model: state_lib.ModelFns,
+  settings: losses.MaskObjective,
+  mask_tx,
+  weight_tx=None,
+) -> StepFn:
+  """A mask-search step (HYDRA or C-SAM); weights frozen unless weight_tx.
+
+  C-SAM: ``mask_tx`` chains ``csam_jax.csam_transform`` (mask-space SAM) so
+  the mask gradient is taken at the perturbed masks (same batch and input
+  transformations); the weights (joint mode) get their plain gradient at
+  the unperturbed point. BatchNorm statistics come from the clean pass.
+
+  Args:
+    model: the model.
+    settings: the objective's settings.
+    mask_tx: optimizer of the masks (accepts ``grad_fn``).
+    weight_tx: optimizer of the weights (joint mode) or None (frozen).
+
+  Returns:
+    ``step(state, batch) -> (state, {"loss", "accuracy", "cross_entropy"})``;
+    in joint mode ``opt_state`` is ``(mask_state, weight_state)``.
+  """
+
+  def step(state, batch):
+    key = jax.random.fold_in(state.key, state.step)
+
+    def objective(masks, params):
+      return losses.mask_objective(
+        masks, params, model, state.batch_stats, batch, key, settings
+      )
+
+    (loss, (logits, new_stats, ce)), (g_masks, g_params) = jax.value_and_grad(
+      objective, argnums=(0, 1), has_aux=True
+    )(state.masks, state.params)
+
+    def grad_fn(masks, _):
+      return jax.grad(lambda m: objective(m, state.params)[0])(masks)
+
+    mask_state = state.opt_state if weight_tx is None else state.opt_state[0]
+    updates, mask_state = mask_tx.update(
+      g_masks, mask_state, state.masks, grad_fn=grad_fn
+    )
+    masks = optax.apply_updates(state.masks, updates)
+    params, opt_state = state.params, mask_state
+    if weight_tx is not None:
+      w_updates, w_state = weight_tx.update(
+        g_params, state.opt_state[1], state.params
+      )
+      params = optax.apply_updates(state.params, w_updates)
+      opt_state = (mask_state, w_state)
+    new_state = state.replace(
+      params=params,
+      masks=masks,
+      batch_stats=new_stats,
+      opt_state=opt_state,
+      step=state.step + 1,
+    )
+    metrics = {
+      "loss": loss,
+      "cross_entropy": ce,
+      "accuracy": losses.accuracy(logits, batch["label"]),
+    }
+    return new_state, metrics
+
+  return step
+
+
+def _search_fns(config, stage, model, num_steps, steps_per_epoch, sample_fn):
+  cfg = config.search[stage.algo]
+  base = optimizers.make_optimizer(
+    config.search.optimizer, num_steps, steps_per_epoch
+  )
+  if stage.algo == "csam":
+    mask_tx = optax.chain(
+      csam_jax.csam_transform(cfg.rho, radius=cfg.radius),
+      base,
+      csam_jax.project_unit_interval(),
+    )
+  else:
+    # HYDRA: plain optimizer on unconstrained scores (Sehwag et al. 2020).
+    mask_tx = optax.with_extra_args_support(base)
+  weight_tx = None
+  if config.search.update_weights:
+    weight_tx = optimizers.make_optimizer(
+      config.search.weight_optimizer, num_steps, steps_per_epoch
+    )
+
+  def begin(state, key):
+    masks = csam_jax.init_masks(
+      state.params,
+      sparsity=config.sparsity,
+      method=cfg.init,
+      scope=config.scope,
+      tau=cfg.get("tau"),
+    )
+    opt_state = mask_tx.init(masks)
+    if weight_tx is not None:
+      opt_state = (opt_state, weight_tx.init(state.params))
+    return state.replace(
+      masks=masks, opt_state=opt_state, step=jnp.zeros((), jnp.int32), key=key
+    )
+
+  settings = _search_settings(config, stage.algo, sample_fn)
+  step = make_search_step(model, settings, mask_tx, weight_tx)
+  return begin, step
+
+
+def make_stage_fns(
+  config: ml_collections.ConfigDict,
+  stage: Stage,
+  model: state_lib.ModelFns,
+  num_steps: int,
+  steps_per_epoch: int,
+  sample_fn: losses.SampleFn | None = None,
+) -> StageFns:
+  """Builds the functions of ``stage``.
+
+  Args:
+    config: the experiment config.
+    stage: the stage.
+    model: the model.
+    num_steps: the stage's number of steps.
+    steps_per_epoch: steps per epoch (warm-up lengths).
+    sample_fn: input-variation sampler of the C-SAM objective.
+
+  Returns:
+    The stage's StageFns.
+  """
+  zero = jnp.zeros((), jnp.int32)
+  if stage.kind == "search":
+    begin, step = _search_fns(
+      config, stage, model, num_steps, steps_per_epoch, sample_fn
+    )
+    return StageFns(
+      begin,
+      step,
+      lambda s: s.replace(masks=hard_masks(s.masks, config)),
+      None,
+      num_steps,
+    )
+  if stage.kind == "prune":
+
+    def begin_prune(state, key):
+      masks = magnitude_masks(state.params, None, config, config.sparsity)
+      return state.replace(masks=masks, opt_state=None, step=zero, key=key)
+
+    return StageFns(begin_prune, None, lambda s: s, None, 0)
+
+  tx = _weight_tx(config, stage, num_steps, steps_per_epoch)
+
+  def begin(state, key):
+    if stage.kind == "pretrain":
+      masks = None
+    elif stage.kind == "gmp":
+      masks = csam_jax.init_masks(
+        state.params, sparsity=config.sparsity, method="ones"
+      )
+    else:
+      masks = hard_masks(state.masks, config)
+    return state.replace(
+      masks=masks, opt_state=tx.init(state.params), step=zero, key=key
+    )
+
+  finalize, gmp_update = (lambda s: s), None
+  if stage.kind == "gmp":
+
+    def gmp_update(state, sparsity):
+      return state.replace(
+        masks=magnitude_masks(state.params, state.masks, config, sparsity)
+      )
+
+    def finalize(state):
+      return gmp_update(state, float(config.sparsity))
+
+  return StageFns(begin, make_weight_step(model, tx), finalize, gmp_update, num_steps)
