@@ -87,9 +87,7 @@ class StageCheckpointer:
     )
     self._manager.wait_until_finished()
 
-  def restore_latest(
-    self, template: Any
-  ) -> tuple[Any, dict[str, Any]] | None:
+  def restore_latest(self, template: Any) -> tuple[Any, dict[str, Any]] | None:
     """Restores the newest readable checkpoint.
 
     A checkpoint that fails to restore (truncated or corrupt files) is

@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 import json
+import logging as logging_std
 import math
 import os
 import time
 from typing import Any
 
 from absl import logging
+
+
+class _DropInfoFrom(logging_std.Filter):
+  """Drops INFO-and-below records logged from files under ``fragment``."""
+
+  def __init__(self, fragment: str):
+    super().__init__()
+    self.fragment = fragment
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    return record.levelno > logging_std.INFO or self.fragment not in (
+      record.pathname or ""
+    )
+
+
+def quiet_library_logs(fragments: tuple[str, ...] = ("/orbax/",)) -> None:
+  """Hides the per-save INFO chatter of orbax (warnings still show)."""
+  handler = logging.get_absl_handler()
+  for fragment in fragments:
+    handler.addFilter(_DropInfoFrom(fragment))
 
 
 class MetricWriter:

@@ -64,7 +64,9 @@ def _pretrain(sam: bool) -> Stage:
 
 _PRUNE = Stage("prune", "prune")
 _REST = ("search", "finetune")
-_FINETUNE = Stage("finetune", "finetune", False, None, ("finetune",), "finetune")
+_FINETUNE = Stage(
+  "finetune", "finetune", False, None, ("finetune",), "finetune"
+)
 
 METHOD_STAGES: dict[str, tuple[Stage, ...]] = {
   "dense": (

@@ -92,10 +92,14 @@ def make_optimizer(
   """
   name = opt_config.name
   if name not in OPTIMIZERS:
-    raise ValueError(f"optimizer.name must be one of {OPTIMIZERS}, got {name!r}.")
+    raise ValueError(
+      f"optimizer.name must be one of {OPTIMIZERS}, got {name!r}."
+    )
   for field in ("weight_decay", "momentum", "grad_clip_norm"):
     if opt_config[field] < 0:
-      raise ValueError(f"optimizer.{field} must be >= 0, got {opt_config[field]}.")
+      raise ValueError(
+        f"optimizer.{field} must be >= 0, got {opt_config[field]}."
+      )
   schedule = learning_rate_schedule(opt_config, total_steps, steps_per_epoch)
   parts = []
   if opt_config.grad_clip_norm > 0:

@@ -24,13 +24,14 @@ import ml_collections
 import optax
 
 import csam_jax
-from experiments import losses
-from experiments import optimizers
+from experiments import losses, optimizers
 from experiments import state as state_lib
 from experiments.methods import Stage
 
 PyTree = Any
-StepFn = Callable[[state_lib.TrainState, dict], tuple[state_lib.TrainState, dict]]
+StepFn = Callable[
+  [state_lib.TrainState, dict], tuple[state_lib.TrainState, dict]
+]
 
 
 class StageFns(NamedTuple):
@@ -160,7 +161,10 @@ def make_weight_step(model: state_lib.ModelFns, tx) -> StepFn:
       opt_state=opt_state,
       step=state.step + 1,
     )
-    metrics = {"loss": loss, "accuracy": losses.accuracy(logits, batch["label"])}
+    metrics = {
+      "loss": loss,
+      "accuracy": losses.accuracy(logits, batch["label"]),
+    }
     return new_state, metrics
 
   return step
@@ -362,4 +366,6 @@ def make_stage_fns(
     def finalize(state):
       return gmp_update(state, float(config.sparsity))
 
-  return StageFns(begin, make_weight_step(model, tx), finalize, gmp_update, num_steps)
+  return StageFns(
+    begin, make_weight_step(model, tx), finalize, gmp_update, num_steps
+  )

@@ -618,6 +618,15 @@ def smoothing_certify(
   return SmoothingCertificate(pred, radius.astype(np.float64))
 
 
+def _binomial_test_pvalue(n_a: np.ndarray, n_b: np.ndarray) -> np.ndarray:
+  """Two-sided binomial test of ``n_a`` of ``n_a + n_b`` against p = 1/2.
+
+  Vectorised closed form for ``n_a >= n_b`` (``scipy.stats.binomtest`` takes
+  one count at a time): by symmetry the two tails are equal.
+  """
+  return np.minimum(1.0, 2.0 * scipy.stats.binom.cdf(n_b, n_a + n_b, 0.5))
+
+
 def smoothing_predict(
   key: Array,
   logits_fn: LogitsFn,
@@ -672,5 +681,5 @@ def smoothing_predict(
     n_b = np.take_along_axis(counts, order[:, 1:2], axis=-1)[:, 0]
   else:
     n_b = np.zeros_like(n_a)
-  p_value = np.minimum(1.0, 2.0 * scipy.stats.binom.cdf(n_b, n_a + n_b, 0.5))
+  p_value = _binomial_test_pvalue(n_a, n_b)
   return np.where(p_value > alpha, ABSTAIN, top).astype(np.int64)

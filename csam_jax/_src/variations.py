@@ -468,7 +468,7 @@ def _scalar_range(name: str, spec: Any) -> tuple[float, float]:
       pair = (0.0, value)
     else:  # gaussian_noise: a fixed sigma, as CC-Cert's awgn.
       pair = (value, value)
-  lo, hi = pair
+  lo, hi = min(pair), max(pair)
   if name in ("gaussian_blur", "gaussian_noise", "contrast") and lo < 0:
     raise ValueError(f"range of {name!r} must be >= 0, got {spec}")
   if name in ("gamma", "scale") and lo <= 0:

@@ -19,4 +19,12 @@ from csam_jax._src.variations import scale as scale
 from csam_jax._src.variations import translation as translation
 
 # --- CIFAR-10-C corruptions (csam_jax/_src/corruptions*) ---
-# (filled in by the corruptions module)
+# isort: split
+from csam_jax._src.corruptions.registry import CORRUPTIONS as CORRUPTIONS
+from csam_jax._src.corruptions.registry import (
+  EXTRA_CORRUPTIONS as EXTRA_CORRUPTIONS,
+)
+from csam_jax._src.corruptions.registry import corrupt as corrupt
+from csam_jax._src.corruptions.registry import (
+  corruption_sampler as corruption_sampler,
+)

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments import input_pipeline
+
 # TODO(harness): certify_config (CERT helper) and corruptions_config (CORR
 # helper) are being written in parallel; until they land the sections are
 # disabled placeholders (see _optional_section).
@@ -104,23 +106,18 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict(
     dict(name="resnet18", width=1.0, stem="cifar", dtype="float32")
   )
-  # Fields as in CONTRACTS.md (experiments.input_pipeline).
-  config.data = ml_collections.ConfigDict(
+  # Fields as in CONTRACTS.md (experiments.input_pipeline documents them).
+  config.data = input_pipeline.get_default_data_config()
+  config.data.update(
     dict(
       source="tfds",
       name="cifar10",
-      path="",
-      data_dir=ml_collections.FieldReference(None, field_type=str),
-      manual_dir=ml_collections.FieldReference(None, field_type=str),
       image_size=32,
       channels=3,
       train_split="train",
       eval_split="test",
       validation_fraction=0.0,
       augment="cifar",
-      image_key="image",
-      label_key="label",
-      attribute="Male",
       num_classes=10,
       shuffle_buffer=10_000,
     )

@@ -225,7 +225,8 @@ def channel_stats(images: np.ndarray) -> tuple[tuple, tuple]:
     p = hist / hist.sum()
     mean = float(p @ values)
     means.append(mean)
-    stds.append(float(np.sqrt(p @ (values - mean) ** 2)))
+    # Floor: a constant channel would otherwise divide by zero.
+    stds.append(max(float(np.sqrt(p @ (values - mean) ** 2)), 1e-6))
   return tuple(means), tuple(stds)
 
 

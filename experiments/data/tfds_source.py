@@ -49,6 +49,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from experiments.data import tfds_preprocess as preprocess
 from experiments.data.config import DataSpec
 
 DEFAULT_SPLITS = {
@@ -78,11 +79,11 @@ def base_name(name: str) -> str:
   return name.split("/")[0].split(":")[0]
 
 
-def _not_available(spec: DataSpec, why: str) -> FileNotFoundError:
+def _not_available(spec: DataSpec, builder, why: str) -> FileNotFoundError:
   manual = (
     " It needs a manual download: set config.data.manual_dir to the folder "
     "with the files named in the TFDS catalog page of the dataset."
-    if base_name(spec.name) == "celeb_a_hq" or spec.manual_dir
+    if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
     else ""
   )
   return FileNotFoundError(
@@ -99,18 +100,19 @@ def _builder(spec: DataSpec):
     builder = tfds.builder(spec.name, data_dir=spec.data_dir)
   except (tfds.core.DatasetNotFoundError, ValueError, KeyError) as e:
     raise ValueError(
-      f"Unknown TFDS dataset config.data.name={spec.name!r} ({e}). Use a "
+      f"Unknown TFDS dataset config.data.name={spec.name!r} "
+      f"({str(e).splitlines()[0]}). Use a "
       "TFDS name such as 'cifar10', 'cifar10_corrupted/gaussian_noise_3', "
       "'oxford_flowers102', 'celeb_a', 'celeb_a_hq/256'."
     ) from e
   if not builder.is_prepared():
     if not spec.download:
-      raise _not_available(spec, "config.data.download is False")
+      raise _not_available(spec, builder, "config.data.download is False")
     config = tfds.download.DownloadConfig(manual_dir=spec.manual_dir)
     try:
       builder.download_and_prepare(download_config=config)
     except Exception as e:  # noqa: BLE001 - any TFDS failure means "absent".
-      raise _not_available(spec, f"{type(e).__name__}: {e}") from e
+      raise _not_available(spec, builder, f"{type(e).__name__}: {e}") from e
   return builder
 
 
@@ -262,59 +264,6 @@ def _read(source: TfdsSource, spec: DataSpec, split) -> tf.data.Dataset:
   return ds.map(select, num_parallel_calls=_AUTOTUNE)
 
 
-def _decode(image, encoded: bool, channels: int) -> tf.Tensor:
-  if encoded:
-    image = tf.io.decode_image(image, channels=3, expand_animations=False)
-  elif image.shape[-1] == 1:
-    image = tf.image.grayscale_to_rgb(image)
-  if channels == 1:
-    image = tf.image.rgb_to_grayscale(image)
-  return image
-
-
-def _resize_center(image, size: int) -> tf.Tensor:
-  shape = tf.shape(image)
-  side = tf.minimum(shape[0], shape[1])
-  top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
-  crop = image[top : top + side, left : left + side]
-  return tf.image.resize(crop, (size, size), antialias=True)
-
-
-def _augment(image, seed, spec: DataSpec) -> tf.Tensor:
-  size, c = spec.image_size, spec.channels
-  seeds = tf.random.experimental.stateless_split(seed, 2)
-  if spec.augment == "imagenet":
-    begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-      tf.shape(image),
-      tf.zeros((1, 0, 4)),
-      seed=seeds[0],
-      min_object_covered=0.0,
-      aspect_ratio_range=(3 / 4, 4 / 3),
-      area_range=(0.08, 1.0),
-      max_attempts=10,
-      use_image_if_no_bounding_boxes=True,
-    )
-    crop = tf.slice(image, begin, extent)
-    image = tf.image.resize(crop, (size, size), antialias=True)
-  else:
-    image = _resize_center(image, size)
-    if spec.augment == "cifar":
-      image = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
-      image = tf.image.stateless_random_crop(image, (size, size, c), seeds[0])
-  if spec.augment != "none":
-    image = tf.image.stateless_random_flip_left_right(image, seeds[1])
-  return image
-
-
-def _finish(image, mean, std, normalize: bool) -> tf.Tensor:
-  image = tf.cast(image, tf.float32) / 255.0
-  if normalize:
-    image = (image - tf.constant(mean, tf.float32)) / tf.constant(
-      std, tf.float32
-    )
-  return image
-
-
 @functools.lru_cache(maxsize=8)
 def channel_stats(spec: DataSpec) -> tuple[tuple, tuple]:
   """Per-channel mean/std ([0, 1] units) over the first stats_examples."""
@@ -322,12 +271,7 @@ def channel_stats(spec: DataSpec) -> tuple[tuple, tuple]:
   split = source.splits["train"] or source.splits["eval"]
   ds = _read(source, spec, split).take(spec.stats_examples)
   ds = ds.map(
-    lambda x, y: (
-      _resize_center(
-        _decode(x, source.encoded_image, spec.channels), spec.image_size
-      )
-      / 255
-    )
+    lambda x, y: preprocess.eval_image(x, source.encoded_image, spec) / 255
   )
   total = np.zeros(spec.channels)
   total_sq = np.zeros(spec.channels)
@@ -373,15 +317,16 @@ def train_iterator(
   ds = ds.shuffle(spec.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   ds = ds.repeat().enumerate().skip(start_step * local)
 
-  def preprocess(index, example):
+  def prepare(index, example):
     image, label = example
     key = tf.stack(
       [tf.constant(seed, tf.int64), index * process_count + process_index]
     )
-    image = _decode(image, source.encoded_image, spec.channels)
-    return _finish(_augment(image, key, spec), mean, std, normalize), label
+    image = preprocess.decode(image, source.encoded_image, spec.channels)
+    image = preprocess.augment(image, key, spec)
+    return preprocess.finish(image, mean, std, normalize), label
 
-  ds = ds.map(preprocess, num_parallel_calls=_AUTOTUNE)
+  ds = ds.map(prepare, num_parallel_calls=_AUTOTUNE)
   ds = ds.batch(local, drop_remainder=True).prefetch(_AUTOTUNE)
   return ({"image": x, "label": y} for x, y in ds.as_numpy_iterator())
 
@@ -421,10 +366,8 @@ def eval_iterator(
   mean, std = channel_stats(spec)
   ds = ds.map(
     lambda x, y: (
-      _finish(
-        _resize_center(
-          _decode(x, source.encoded_image, spec.channels), spec.image_size
-        ),
+      preprocess.finish(
+        preprocess.eval_image(x, source.encoded_image, spec),
         mean,
         std,
         normalize,

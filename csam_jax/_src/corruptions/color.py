@@ -23,9 +23,7 @@ def rgb_to_hsv(rgb: jax.Array) -> jax.Array:
   hue = jnp.where(
     b == value,
     4.0 + (r - g) / safe_delta,
-    jnp.where(
-      g == value, 2.0 + (b - r) / safe_delta, (g - b) / safe_delta
-    ),
+    jnp.where(g == value, 2.0 + (b - r) / safe_delta, (g - b) / safe_delta),
   )
   hue = jnp.where(positive, (hue / 6.0) % 1.0, 0.0)
   return jnp.stack([hue, saturation, value], axis=-1)

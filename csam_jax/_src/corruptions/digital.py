@@ -62,9 +62,7 @@ def _random_affine(key: jax.Array, height: int, width: int, max_shift: float):
   src_points = np.stack(
     [centre + half, centre + [half, -half], centre - half]
   ).astype(np.float32)
-  shift = jax.random.uniform(
-    key, (3, 2), minval=-max_shift, maxval=max_shift
-  )
+  shift = jax.random.uniform(key, (3, 2), minval=-max_shift, maxval=max_shift)
   dst_points = jnp.asarray(src_points) + shift
   # Solve dst = A @ src + b for the 2x3 forward map, then invert it.
   design = jnp.concatenate([jnp.asarray(src_points), jnp.ones((3, 1))], 1)
@@ -74,8 +72,11 @@ def _random_affine(key: jax.Array, height: int, width: int, max_shift: float):
 
 
 def elastic_transform(
-  key, image, alpha_fraction: float, sigma_fraction: float,
-  shift_fraction: float
+  key,
+  image,
+  alpha_fraction: float,
+  sigma_fraction: float,
+  shift_fraction: float,
 ):
   """Random affine warp, then a smooth random displacement field.
 

@@ -89,9 +89,7 @@ def _lossy_plane(plane: jax.Array, table: np.ndarray) -> jax.Array:
   dct = jnp.asarray(_dct_matrix(), jnp.float32)
   table = jnp.asarray(table, jnp.float32)
   blocks = _blocks(plane - 128.0)
-  coeffs = jnp.einsum(
-    "ux,ijxy,vy->ijuv", dct, blocks, dct, precision=_HIGHEST
-  )
+  coeffs = jnp.einsum("ux,ijxy,vy->ijuv", dct, blocks, dct, precision=_HIGHEST)
   levels = jnp.sign(coeffs) * jnp.floor(jnp.abs(coeffs) / table + 0.5)
   restored = jnp.einsum(
     "ux,ijuv,vy->ijxy", dct, levels * table, dct, precision=_HIGHEST

@@ -1,4 +1,4 @@
-"""Noise corruptions: Gaussian, shot (Poisson), impulse (salt & pepper), speckle.
+"""Noise corruptions: Gaussian, shot (Poisson), impulse (s&p), speckle.
 
 Each function corrupts one HWC float image in [0, 1] with the severity
 parameters of the CIFAR-10-C script (``make_cifar_c.py``) and returns an

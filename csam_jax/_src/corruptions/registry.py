@@ -262,3 +262,15 @@ def corruption_sampler(
     return jax.lax.switch(index, branches, corrupt_key, image)
 
   return sample_fn
+
+
+def severity_parameters(name: str, severity: int) -> tuple:
+  """The CIFAR-10-C parameters of ``name`` at ``severity`` (see the table).
+
+  Example:
+    >>> severity_parameters("jpeg_compression", 5)
+    (40,)
+  """
+  _check_name(name)
+  _check_severity(severity)
+  return _TABLE[name].severities[severity - 1]

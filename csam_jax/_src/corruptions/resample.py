@@ -49,9 +49,7 @@ def boundary_index(index, n: int, mode: str):
   raise ValueError(f"Unknown mode {mode!r}; valid values: {BOUNDARY_MODES}.")
 
 
-def correlation_matrix(
-  n: int, weights: np.ndarray, mode: str
-) -> np.ndarray:
+def correlation_matrix(n: int, weights: np.ndarray, mode: str) -> np.ndarray:
   """Matrix of a 1-D correlation with a centred odd-length kernel.
 
   Returns ``m`` with ``m @ x == scipy.ndimage.correlate1d(x, weights,

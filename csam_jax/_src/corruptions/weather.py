@@ -30,30 +30,36 @@ def plasma_fractal(
   """
   if mapsize < 2 or mapsize & (mapsize - 1):
     raise ValueError(f"`mapsize` must be a power of two, got {mapsize}.")
-  grid = jnp.zeros((mapsize, mapsize), jnp.float32)
-  step, wibble = mapsize, 100.0
-
-  def wibbled_mean(key, total):
-    noise = jax.random.uniform(key, total.shape, minval=-wibble, maxval=wibble)
-    return total / 4 + wibble * noise
-
-  while step >= 2:
-    half = step // 2
-    key, square_key, row_key, col_key = jax.random.split(key, 4)
-    corners = grid[0::step, 0::step]
+  # The grid at step s is kept as its (n/s, n/s) sub-grid of corners; each
+  # level interleaves corners, row diamonds, column diamonds and square
+  # centres into the next finer sub-grid (no strided scatters).
+  levels = mapsize.bit_length() - 1
+  sizes = [4**level for level in range(levels)]  # k * k for k = 2**level
+  # One draw for all levels: 3 fills (squares, row and column diamonds) of
+  # k * k values each; U(-1, 1) is scaled by wibble below.
+  unit_noise = jax.random.uniform(key, (3 * sum(sizes),), minval=-1.0)
+  corners = jnp.zeros((1, 1), jnp.float32)
+  wibble, offset = 100.0, 0
+  for level in range(levels):
+    k = 2**level
+    noise = unit_noise[offset : offset + 3 * k * k].reshape(3, k, k)
+    noise = wibble * wibble * noise
+    offset += 3 * k * k
     total = corners + jnp.roll(corners, -1, axis=0)
     total = total + jnp.roll(total, -1, axis=1)
-    grid = grid.at[half::step, half::step].set(wibbled_mean(square_key, total))
-    centres = grid[half::step, half::step]
-    corners = grid[0::step, 0::step]
-    total = centres + jnp.roll(centres, 1, axis=0)
+    squares = total / 4 + noise[0]
+    total = squares + jnp.roll(squares, 1, axis=0)
     total = total + corners + jnp.roll(corners, -1, axis=1)
-    grid = grid.at[0::step, half::step].set(wibbled_mean(row_key, total))
-    total = centres + jnp.roll(centres, 1, axis=1)
+    row_diamonds = total / 4 + noise[1]
+    total = squares + jnp.roll(squares, 1, axis=1)
     total = total + corners + jnp.roll(corners, -1, axis=0)
-    grid = grid.at[half::step, 0::step].set(wibbled_mean(col_key, total))
-    step //= 2
+    col_diamonds = total / 4 + noise[2]
+    corners = jnp.stack(
+      [jnp.stack([corners, row_diamonds]), jnp.stack([col_diamonds, squares])]
+    )  # (2, 2, k, k): [row parity, column parity]
+    corners = corners.transpose(2, 0, 3, 1).reshape(2 * k, 2 * k)
     wibble /= wibble_decay
+  grid = corners
   grid = grid - grid.min()
   return grid / grid.max()
 
@@ -155,4 +161,3 @@ def frost(key, image, image_weight: float, frost_weight: float):
   h, w = image.shape[:2]
   texture = frost_texture(key, h, w).astype(image.dtype)
   return jnp.clip(image_weight * image + frost_weight * texture, 0.0, 1.0)
-

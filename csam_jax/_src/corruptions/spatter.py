@@ -1,0 +1,147 @@
+"""The spatter corruption (an extra of CIFAR-10-C): water drops or mud.
+
+The reference builds its water layer with OpenCV (Canny edges, a distance
+transform, histogram equalisation, an emboss filter). Those steps are
+implemented here in JAX following OpenCV's documented algorithms; the only
+deliberate difference is the distance transform, computed exactly (OpenCV's
+``DIST_L2`` with a 5x5 mask is a chamfer approximation within ~2 %).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from csam_jax._src.corruptions import resample
+
+_SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float64)
+_EMBOSS = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], np.float64)
+_BOX3 = np.full((3, 3), 1.0 / 9.0)
+_TAN_22_5 = float(np.tan(np.pi / 8))
+
+
+def _dilate(mask: jax.Array) -> jax.Array:
+  padded = jnp.pad(mask, 1)
+  h, w = mask.shape
+  shifts = [
+    padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)
+  ]
+  return jnp.any(jnp.stack(shifts), axis=0)
+
+
+def canny(image: jax.Array, low: float, high: float) -> jax.Array:
+  """``cv2.Canny(image, low, high)`` (L1 gradient) on an (H, W) 0..255 image.
+
+  Sobel gradients with replicated borders, non-maximum suppression in four
+  direction sectors (OpenCV's comparisons, zero magnitude outside the
+  image), double threshold and 8-connected hysteresis (a while loop of
+  dilations until no weak pixel joins).
+  """
+  dx = resample.correlate2d(image, _SOBEL_X, "nearest")
+  dy = resample.correlate2d(image, _SOBEL_X.T, "nearest")
+  mag = jnp.abs(dx) + jnp.abs(dy)
+  h, w = mag.shape
+  pad = jnp.pad(mag, 1)
+  at = lambda oy, ox: pad[1 + oy : 1 + oy + h, 1 + ox : 1 + ox + w]
+  ax, ay = jnp.abs(dx), jnp.abs(dy)
+  horizontal = ay < ax * _TAN_22_5
+  vertical = ay > ax * (_TAN_22_5 + 2.0)
+  same_sign = (dx < 0) == (dy < 0)
+  diagonal_max = jnp.where(
+    same_sign,
+    (mag > at(-1, -1)) & (mag > at(1, 1)),
+    (mag > at(-1, 1)) & (mag > at(1, -1)),
+  )
+  local_max = jnp.where(
+    horizontal,
+    (mag > at(0, -1)) & (mag >= at(0, 1)),
+    jnp.where(vertical, (mag > at(-1, 0)) & (mag >= at(1, 0)), diagonal_max),
+  )
+  weak = local_max & (mag > low)
+  strong = weak & (mag > high)
+
+  def grow(state):
+    edges, _ = state
+    grown = edges | (weak & _dilate(edges))
+    return grown, jnp.any(grown != edges)
+
+  edges, _ = jax.lax.while_loop(lambda s: s[1], grow, (strong, True))
+  return edges
+
+
+def distance_to(mask: jax.Array) -> jax.Array:
+  """Exact Euclidean distance of every pixel to the nearest True pixel.
+
+  Separable (column distances, then a min over columns); ``inf`` when the
+  mask is empty.
+  """
+  h, w = mask.shape
+  rows = jnp.arange(h, dtype=jnp.float32)
+  cols = jnp.arange(w, dtype=jnp.float32)
+  row_gap = jnp.abs(rows[:, None, None] - rows[None, :, None])  # (h, h, 1)
+  col_dist = jnp.min(jnp.where(mask[None], row_gap, jnp.inf), axis=1)
+  col_gap = (cols[:, None] - cols[None, :]) ** 2  # (w, w)
+  squared = jnp.min(col_dist[:, None, :] ** 2 + col_gap[None], axis=2)
+  return jnp.sqrt(squared)
+
+
+def equalize_hist(image: jax.Array) -> jax.Array:
+  """``cv2.equalizeHist`` of an (H, W) image of integers 0..255."""
+  levels = image.astype(jnp.int32).ravel()
+  hist = jnp.bincount(levels, length=256)
+  cdf = jnp.cumsum(hist)
+  first = jnp.argmax(hist > 0)
+  total = levels.shape[0]
+  below = cdf[first]
+  scale = 255.0 / jnp.maximum(total - below, 1)
+  lut = jnp.clip(jnp.round((cdf - below) * scale), 0, 255)
+  lut = jnp.where(below == total, first.astype(lut.dtype), lut)
+  return lut[levels].reshape(image.shape).astype(jnp.float32)
+
+
+def _water_layer(liquid: jax.Array) -> jax.Array:
+  """The embossed, equalised distance-to-drop-edge map (reference steps)."""
+  liquid8 = jnp.floor(jnp.clip(liquid, 0.0, 1.0) * 255.0)
+  edges = canny(liquid8, 50.0, 150.0)
+  dist = jnp.minimum(distance_to(edges), 20.0)
+  dist = jnp.floor(resample.correlate2d(dist, _BOX3, "mirror"))
+  dist = equalize_hist(dist)
+  dist = jnp.clip(
+    jnp.round(resample.correlate2d(dist, _EMBOSS, "mirror")), 0, 255
+  )
+  dist = jnp.round(resample.correlate2d(dist, _BOX3, "mirror"))
+  return liquid8 * dist
+
+
+def spatter(
+  key,
+  image,
+  mean: float,
+  std: float,
+  sigma: float,
+  threshold: float,
+  strength: float,
+  mud: int,
+):
+  """Water drops (``mud == 0``) or mud splashes (``mud == 1``).
+
+  A liquid layer ``gaussian(N(mean, std^2), sigma)`` is zeroed below
+  ``threshold``. Water: the layer times the processed distance map,
+  normalised to max 1, times ``strength``, adds pale turquoise
+  (175, 238, 238)/255. Mud: the thresholded mask blurred with
+  ``sigma = strength``, zeroed below 0.8, blends the image towards mud
+  brown (63, 42, 20)/255.
+  """
+  h, w = image.shape[:2]
+  liquid = mean + std * jax.random.normal(key, (h, w), jnp.float32)
+  liquid = resample.gaussian_filter(liquid, sigma)
+  liquid = jnp.where(liquid < threshold, 0.0, liquid)
+  if mud == 0:
+    m = _water_layer(liquid)
+    m = strength * m / jnp.maximum(m.max(), 1e-12)
+    water = jnp.asarray([175.0, 238.0, 238.0]) / 255.0
+    return jnp.clip(image + m[..., None] * water, 0.0, 1.0)
+  m = (liquid > threshold).astype(jnp.float32)
+  m = resample.gaussian_filter(m, strength)
+  m = jnp.where(m < 0.8, 0.0, m)[..., None]
+  brown = jnp.asarray([63.0, 42.0, 20.0]) / 255.0
+  return jnp.clip(image * (1 - m) + brown * m, 0.0, 1.0)

@@ -1,0 +1,179 @@
+"""Eager validation of the whole experiment config, before any compute.
+
+Each error names the config field and its valid values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import ml_collections
+
+import csam_jax
+from experiments import (
+  input_pipeline,
+  losses,
+  methods,
+  models,
+  optimizers,
+  parallel,
+)
+
+SCOPES = ("global", "layer")
+RADII = ("global", "layerwise")
+SEARCH_INITS = ("percentile", "hydra", "magnitude")
+FORWARD_MODES = ("soft", "ste")
+
+
+def _choice(field: str, value: Any, valid: tuple) -> None:
+  if value not in valid:
+    raise ValueError(
+      f"config.{field}={value!r} is invalid; valid values: {valid}."
+    )
+
+
+def _at_least(field: str, value: Any, minimum: float) -> None:
+  if value is None or value < minimum:
+    raise ValueError(f"config.{field}={value!r} must be >= {minimum}.")
+
+
+def normalize_methods(value: Any) -> tuple[str, ...]:
+  """Accepts a tuple/list of names or comma-joined names ("dense,csam").
+
+  Example:
+    >>> normalize_methods(("dense,csam",))
+    ('dense', 'csam')
+  """
+  if isinstance(value, str):
+    value = (value,)
+  names = tuple(
+    n.strip() for item in value for n in str(item).split(",") if n.strip()
+  )
+  if not names:
+    raise ValueError(
+      f"config.methods is empty; valid values: {methods.METHODS}."
+    )
+  for n in names:
+    _choice("methods", n, methods.METHODS)
+  if len(set(names)) != len(names):
+    raise ValueError(f"config.methods has duplicates: {names}.")
+  return names
+
+
+def _check_pruning(config: ml_collections.ConfigDict) -> None:
+  s = config.sparsity
+  if not isinstance(s, (int, float)) or not 0.0 <= s < 1.0:
+    raise ValueError(f"config.sparsity={s!r} must be in [0, 1).")
+  _choice("scope", config.scope, SCOPES)
+  try:  # The structure grammar and N:M / sparsity agreement live in csam_jax.
+    csam_jax.topk_masks(
+      {"w": jnp.ones((4, 8))}, s, scope=config.scope, structure=config.structure
+    )
+  except ValueError as e:
+    raise ValueError(
+      f"config.structure={config.structure!r} with config.sparsity={s}: {e} "
+      'Valid: "unstructured", "channel" or "N:M" with sparsity 1 - N/M.'
+    ) from e
+  g = config.gmp
+  if not 0.0 <= g.initial_sparsity <= s:
+    raise ValueError(
+      f"config.gmp.initial_sparsity={g.initial_sparsity} must be in "
+      f"[0, config.sparsity={s}]."
+    )
+  if not 0.0 <= g.begin_fraction <= g.end_fraction <= 1.0:
+    raise ValueError(
+      "config.gmp needs 0 <= begin_fraction <= end_fraction <= 1, got "
+      f"{g.begin_fraction}, {g.end_fraction}."
+    )
+  _at_least("gmp.update_every", g.update_every, 1)
+
+
+def _check_search(config: ml_collections.ConfigDict) -> None:
+  _at_least("sam.rho", config.sam.rho, 0.0)
+  _choice("sam.radius", config.sam.radius, RADII)
+  c = config.search.csam
+  _at_least("search.csam.rho", c.rho, 0.0)
+  _choice("search.csam.radius", c.radius, RADII)
+  _choice("search.csam.init", c.init, SEARCH_INITS)
+  _choice("search.csam.forward", c.forward, FORWARD_MODES)
+  _choice("search.hydra.init", config.search.hydra.init, SEARCH_INITS)
+  _choice("search.hydra.forward", config.search.hydra.forward, FORWARD_MODES)
+  if c.tau is not None and not 0.0 <= c.tau <= 100.0:
+    raise ValueError(
+      f"config.search.csam.tau={c.tau} must be in [0, 100] or None."
+    )
+  for field in ("lam_cert", "lam_cons", "kappa"):
+    _at_least(f"search.csam.{field}", c[field], 0.0)
+  losses.make_sample_fn(c.variations)
+
+
+def _check_budget(config: ml_collections.ConfigDict) -> None:
+  for section in ("pretrain", "search", "finetune"):
+    _at_least(f"{section}.epochs", config[section].epochs, 0.0)
+    _at_least(f"{section}.num_steps", config[section].num_steps, 0)
+  for section in ("pretrain", "search", "gmp", "finetune"):
+    try:
+      optimizers.make_optimizer(config[section].optimizer, 1, 1)
+    except ValueError as e:
+      raise ValueError(f"config.{section}.optimizer: {e}") from e
+  try:
+    optimizers.make_optimizer(config.search.weight_optimizer, 1, 1)
+  except ValueError as e:
+    raise ValueError(f"config.search.weight_optimizer: {e}") from e
+  _at_least("checkpoint.every_steps", config.checkpoint.every_steps, 0)
+  _at_least("checkpoint.max_to_keep", config.checkpoint.max_to_keep, 1)
+  _at_least("logging.log_every_steps", config.logging.log_every_steps, 1)
+
+
+def _check_data(
+  config: ml_collections.ConfigDict,
+) -> input_pipeline.DatasetInfo:
+  input_pipeline.validate_data_config(config.data)
+  parallel.check_batch_size(config.batch_size, "batch_size")
+  parallel.check_batch_size(
+    config.evaluation.batch_size, "evaluation.batch_size"
+  )
+  try:
+    info = input_pipeline.get_info(config.data)
+  except ValueError as e:
+    raise ValueError(
+      f"config.data (num_classes={config.data.num_classes}): {e}"
+    ) from e
+  if config.data.num_classes and config.data.num_classes != info.num_classes:
+    raise ValueError(
+      f"config.data.num_classes={config.data.num_classes} but the dataset has "
+      f"{info.num_classes} classes."
+    )
+  if config.batch_size > info.num_examples["train"]:
+    raise ValueError(
+      f"config.batch_size={config.batch_size} exceeds the "
+      f"{info.num_examples['train']} training examples."
+    )
+  return info
+
+
+def validate_config(
+  config: ml_collections.ConfigDict,
+) -> input_pipeline.DatasetInfo:
+  """Checks every field; normalises ``config.methods`` to a tuple.
+
+  Args:
+    config: the experiment config (modified in place: methods normalised).
+
+  Returns:
+    The dataset's DatasetInfo (computed while checking num_classes).
+
+  Raises:
+    ValueError: the first invalid field, named with its valid values.
+  """
+  config.methods = normalize_methods(config.methods)
+  _choice("model.name", config.model.name, models.MODELS)
+  _choice("model.stem", config.model.stem, models.STEMS)
+  _choice("model.dtype", config.model.dtype, models.DTYPES)
+  if not config.model.width > 0:
+    raise ValueError(f"config.model.width={config.model.width} must be > 0.")
+  _check_pruning(config)
+  _check_search(config)
+  _check_budget(config)
+  return _check_data(config)

@@ -1,0 +1,74 @@
+"""The ``config.certify`` section: certification of each trained model.
+
+Consumed by `experiments.certification.certify`. Defaults are the full
+counts of the CC-Cert protocol (METHOD.md): N = num_samples * num_bounds =
+1,000 draws per image, delta = 0.9, eps in {1e-10, ..., 1e-2}, the CC-Cert
+suggested semantic ranges; a rigorous Clopper-Pearson certificate on the same
+draws; Gaussian randomized smoothing (Cohen et al. 2019) for reference.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from csam_jax.variations import CC_CERT_RANGES
+
+EPS = tuple(10.0**-k for k in range(10, 1, -1))  # 1e-10, ..., 1e-2
+DISTRIBUTIONS = ("semantic", "corruptions")
+
+
+def get_certify_config() -> ml_collections.ConfigDict:
+  """Returns the default certification section.
+
+  Fields:
+    enabled: run the certification stage.
+    num_images: first test images certified.
+    batch_size: transformed images per forward pass (bounds memory).
+    num_samples, num_bounds, delta: CC-Cert (N = num_samples * num_bounds).
+    eps: certification levels reported.
+    distributions: subset of DISTRIBUTIONS to certify under.
+    semantic: ``ranges`` (csam_jax.variations.compose specification, the
+      CC-Cert suggested ranges by default), ``border_mode``, ``cval``,
+      ``contrast_center``.
+    corruptions: ``names`` (empty: the 15 CIFAR-10-C corruptions) and
+      ``severities`` of csam_jax.variations.corruption_sampler.
+    binomial: ``enabled`` and ``alpha`` of the Clopper-Pearson certificate
+      computed from the same draws.
+    smoothing: ``enabled``, ``sigma`` (pixel units of [0, 1] images),
+      ``n0``, ``n``, ``alpha``, ``radii`` reported, ``num_images``.
+    seed_offsets: fold_in offsets of the per-purpose keys.
+
+  Example:
+    >>> get_certify_config().num_samples * get_certify_config().num_bounds
+    1000
+  """
+  return ml_collections.ConfigDict(
+    dict(
+      enabled=True,
+      num_images=500,
+      batch_size=1000,
+      num_samples=100,
+      num_bounds=10,
+      delta=0.9,
+      eps=EPS,
+      distributions=("semantic",),
+      semantic=dict(
+        ranges=dict(CC_CERT_RANGES),
+        border_mode="constant",
+        cval=0.0,
+        contrast_center="mean",
+      ),
+      corruptions=dict(names=(), severities=(1, 2, 3, 4, 5)),
+      binomial=dict(enabled=True, alpha=1e-3),
+      smoothing=dict(
+        enabled=True,
+        sigma=0.25,
+        n0=100,
+        n=10_000,
+        alpha=1e-3,
+        radii=(0.0, 0.25, 0.5, 0.75),
+        num_images=100,
+      ),
+      seed_offsets=dict(semantic=0, corruptions=1, smoothing=2),
+    )
+  )

@@ -1,0 +1,144 @@
+"""Evaluation with hard masks: clean accuracy, sparsity, logits functions.
+
+Final evaluation always uses the hard mask ``W * TopK_s(C)`` (METHOD.md, 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import csam_jax
+from experiments import input_pipeline, parallel
+from experiments import state as state_lib
+
+PyTree = Any
+
+
+def deployed_params(state: state_lib.TrainState, config: Any) -> PyTree:
+  """Weights as deployed: ``W * TopK_s(C)`` (``W`` for dense models)."""
+  if state.masks is None:
+    return state.params
+  return csam_jax.apply_masks(
+    state.params,
+    state.masks,
+    mode="hard",
+    sparsity=config.sparsity,
+    scope=config.scope,
+    structure=config.structure,
+  )
+
+
+def sparsity_reached(state: state_lib.TrainState, config: Any) -> float:
+  """Fraction of zeros among the prunable entries of the deployed weights.
+
+  Counted on the actual weights (not the masks), over ``csam_jax.prunable``
+  leaves; a dense model reports its (near zero) natural sparsity.
+  """
+  host = state.replace(
+    params=parallel.to_host(state.params), masks=parallel.to_host(state.masks)
+  )
+  return float(csam_jax.sparsity(deployed_params(host, config))["global"])
+
+
+def make_logits_fn(
+  model: state_lib.ModelFns, state: state_lib.TrainState, config: Any
+) -> Callable[[jax.Array], jax.Array]:
+  """``logits_fn(images01) -> logits`` of the deployed (hard-masked) model.
+
+  Pure JAX (usable inside the caller's jit/vmap); eval-mode BatchNorm.
+  """
+  params = deployed_params(state, config)
+  batch_stats = state.batch_stats
+
+  def logits_fn(images01: jax.Array) -> jax.Array:
+    logits, _ = state_lib.apply_model(
+      model, params, batch_stats, images01, train=False
+    )
+    return logits
+
+  return logits_fn
+
+
+def evaluate_accuracy(
+  model: state_lib.ModelFns,
+  state: state_lib.TrainState,
+  config: Any,
+  mesh: Any,
+  *,
+  split: str = "eval",
+  cache: dict | None = None,
+) -> float:
+  """Top-1 accuracy of the deployed model on a split (all processes).
+
+  Args:
+    model: the model.
+    state: the trained state.
+    config: the experiment config (data, evaluation, sparsity).
+    mesh: the data mesh.
+    split: "eval", "train" or "validation".
+    cache: optional dict keeping the jitted counter between calls (one
+      compilation per state structure).
+
+  Returns:
+    Accuracy over the split's (first ``config.evaluation.max_examples``)
+    examples, each counted once.
+  """
+
+  cache = {} if cache is None else cache
+  if ("eval_counts",) not in cache:
+
+    @jax.jit
+    def counts(state, batch):
+      logits = make_logits_fn(model, state, config)(batch["image"])
+      correct = (jnp.argmax(logits, -1) == batch["label"]) & batch["mask"]
+      return jnp.sum(correct), jnp.sum(batch["mask"])
+
+    cache[("eval_counts",)] = counts
+  counts = cache[("eval_counts",)]
+
+  correct, total = 0, 0
+  for batch in input_pipeline.eval_batches(
+    config.data,
+    split=split,
+    batch_size=config.evaluation.batch_size,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    normalize=False,
+    max_examples=config.evaluation.max_examples,
+  ):
+    c, n = counts(state, parallel.global_batch(batch, mesh))
+    correct, total = correct + int(c), total + int(n)
+  if total == 0:
+    raise ValueError(f"The {split!r} split has no examples to evaluate.")
+  return correct / total
+
+
+def first_examples(
+  config: Any, num_images: int
+) -> tuple[np.ndarray, np.ndarray]:
+  """The first ``num_images`` evaluation images ([0, 1]) and labels.
+
+  Every process reads the same images (certification and corruption
+  evaluation run redundantly per process; only process 0 reports).
+  """
+  images, labels, n = [], [], 0
+  for batch in input_pipeline.eval_batches(
+    config.data,
+    batch_size=config.evaluation.batch_size,
+    normalize=False,
+    max_examples=num_images,
+  ):
+    keep = batch["mask"]
+    images.append(batch["image"][keep])
+    labels.append(batch["label"][keep])
+    n += int(keep.sum())
+    if n >= num_images:
+      break
+  return np.concatenate(images)[:num_images], np.concatenate(labels)[
+    :num_images
+  ]

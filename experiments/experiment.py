@@ -1,0 +1,267 @@
+"""The whole experiment: every configured method, trained and evaluated.
+
+Work directory layout (``<workdir>``):
+
+  config.json        the config of the run (resume is refused for another)
+  checkpoints/       orbax checkpoints, one directory per stage run
+  runs/<method>.json the run entry of each finished method (reused on resume)
+  metrics.jsonl      training metrics, one JSON object per logged step
+  tensorboard/       TensorBoard event files, one run per method
+  results.json       {"config": ..., "runs": [entry, ...]}
+  results.md         the results table
+  *.png              plots (experiments.plots, when present)
+
+Only process 0 writes files other than checkpoints.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import time
+from typing import Any
+
+import jax
+import ml_collections
+from absl import logging
+from jax.experimental import multihost_utils
+
+from experiments import (
+  config_validation,
+  evaluation,
+  logging_utils,
+  losses,
+  models,
+  parallel,
+  reporting,
+  train,
+)
+from experiments import state as state_lib
+
+# Fields that may change between a run and its resume.
+_VOLATILE = ("overwrite", "logging")
+_OUTPUTS = (
+  "checkpoints",
+  "runs",
+  "tensorboard",
+  "metrics.jsonl",
+  "results.json",
+  "results.md",
+  "config.json",
+)
+
+
+def _comparable(config_dict: dict[str, Any]) -> dict[str, Any]:
+  return {k: v for k, v in config_dict.items() if k not in _VOLATILE}
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def prepare_workdir(workdir: str, config_dict: dict[str, Any], overwrite: bool):
+  """Resumes a run of the same config, refuses another unless overwrite.
+
+  Args:
+    workdir: the work directory.
+    config_dict: the config as a JSON-able dict.
+    overwrite: delete the outputs of a previous run first.
+
+  Raises:
+    FileExistsError: the directory holds outputs of another config (or of
+      unknown origin) and ``overwrite`` is False.
+  """
+  chief = jax.process_index() == 0
+  path = os.path.join(workdir, "config.json")
+  existing = [p for p in _OUTPUTS if os.path.exists(os.path.join(workdir, p))]
+  if existing and overwrite:
+    logging.warning("overwrite=True: deleting %s in %s", existing, workdir)
+    if chief:
+      for p in existing:
+        full = os.path.join(workdir, p)
+        shutil.rmtree(full) if os.path.isdir(full) else os.remove(full)
+  elif existing:
+    old = None
+    if os.path.exists(path):
+      with open(path) as f:
+        old = json.load(f)
+    if old is None or _comparable(old) != _comparable(config_dict):
+      new_flat, old_flat = (
+        _flat(_comparable(config_dict)),
+        _flat(_comparable(old or {})),
+      )
+      diff = sorted(
+        k
+        for k in set(new_flat) | set(old_flat)
+        if new_flat.get(k) != old_flat.get(k)
+      )
+      raise FileExistsError(
+        f"Work directory {workdir!r} holds results of a different run "
+        f"(differing fields: {diff[:10]}). Pass --config.overwrite=True to "
+        "delete them, or choose another --workdir."
+      )
+    logging.info("Resuming the run in %s", workdir)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("prepare_workdir")
+  if chief:
+    os.makedirs(os.path.join(workdir, "runs"), exist_ok=True)
+    with open(path, "w") as f:
+      json.dump(config_dict, f, indent=2)
+
+
+def _local_logits_fn(ctx: train.Context, state: state_lib.TrainState):
+  """Logits function of the deployed model on this process's devices."""
+  if jax.process_count() > 1:
+    local = jax.local_devices()[0]
+    state = jax.device_put(
+      state.replace(
+        params=parallel.to_host(state.params),
+        masks=parallel.to_host(state.masks),
+        batch_stats=parallel.to_host(state.batch_stats),
+        opt_state=None,
+      ),
+      local,
+    )
+  return evaluation.make_logits_fn(ctx.model, state, ctx.config)
+
+
+def _robustness(ctx, state, method_index: int) -> dict[str, Any]:
+  """Certification and corruption results (when enabled)."""
+  out = {}
+  key = jax.random.fold_in(jax.random.PRNGKey(ctx.config.seed), 2**21)
+  for field, section, module, fn in (
+    ("certification", "certify", "experiments.certification", "certify"),
+    (
+      "corruptions",
+      "corruptions",
+      "experiments.corruption_eval",
+      "evaluate_corruptions",
+    ),
+  ):
+    cfg = ctx.config[section]
+    if not cfg.get("enabled", False):
+      continue
+    images, labels = evaluation.first_examples(ctx.config, cfg.num_images)
+    run_fn = getattr(importlib.import_module(module), fn)
+    t0 = time.time()
+    out[field] = run_fn(
+      cfg,
+      jax.random.fold_in(key, method_index),
+      _local_logits_fn(ctx, state),
+      images,
+      labels,
+    )
+    logging.info("%s done in %.1fs", field, time.time() - t0)
+  return out
+
+
+def run_one(ctx: train.Context, method: str) -> dict[str, Any]:
+  """Trains and evaluates one method; returns its run entry."""
+  config = ctx.config
+  t0 = time.time()
+  state, records = train.run_method(ctx, method)
+  entry = dict(
+    method=method,
+    model=config.model.name,
+    dataset=f"{config.data.source}:{config.data.name}",
+    sparsity=0.0
+    if method in ("dense", "dense_sam")
+    else float(config.sparsity),
+    sparsity_reached=evaluation.sparsity_reached(state, config),
+    seed=int(config.seed),
+    clean_accuracy=evaluation.evaluate_accuracy(
+      ctx.model, state, config, ctx.mesh, cache=ctx.cache
+    ),
+    wall_time_s=sum(r["wall_time_s"] for r in records),
+    stages=records,
+  )
+  entry.update(_robustness(ctx, state, config.methods.index(method)))
+  logging.info(
+    "%s: clean accuracy %.4f, sparsity %.4f (%.1fs this session)",
+    method,
+    entry["clean_accuracy"],
+    entry["sparsity_reached"],
+    time.time() - t0,
+  )
+  return entry
+
+
+def make_context(
+  config: ml_collections.ConfigDict, workdir: str, info: Any
+) -> train.Context:
+  """Builds the model, mesh, writer and sampler shared by all methods."""
+  module = models.get_model(
+    config.model.name,
+    num_classes=info.num_classes,
+    width=config.model.width,
+    stem=config.model.stem,
+    dtype=config.model.dtype,
+  )
+  uses_csam = "csam" in config.methods
+  return train.Context(
+    config=config,
+    workdir=workdir,
+    mesh=parallel.make_mesh(),
+    model=state_lib.ModelFns(module, tuple(info.mean), tuple(info.std)),
+    info=info,
+    steps_per_epoch=max(info.num_examples["train"] // config.batch_size, 1),
+    writer=logging_utils.MetricWriter(
+      workdir,
+      enabled=jax.process_index() == 0,
+      tensorboard=config.logging.tensorboard,
+    ),
+    sample_fn=(
+      losses.make_sample_fn(config.search.csam.variations)
+      if uses_csam
+      else None
+    ),
+    cache={},
+  )
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Validates the config, trains and evaluates every method, reports.
+
+  Args:
+    config: the experiment config.
+    workdir: the work directory (created if needed).
+
+  Returns:
+    ``{"config": ..., "runs": [entry, ...]}`` as written to results.json.
+
+  Raises:
+    ValueError: an invalid config field (before any compute).
+    FileExistsError: the work directory holds another config's results.
+    train.NonFiniteLossError: a NaN/Inf training loss.
+  """
+  info = config_validation.validate_config(config)
+  config_dict = json.loads(config.to_json())
+  os.makedirs(workdir, exist_ok=True)
+  prepare_workdir(workdir, config_dict, bool(config.overwrite))
+  ctx = make_context(config, workdir, info)
+  runs = []
+  for method in config.methods:
+    path = os.path.join(workdir, "runs", f"{method}.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        runs.append(json.load(f))
+      logging.info("%s: finished earlier, reusing %s", method, path)
+      continue
+    entry = run_one(ctx, method)
+    runs.append(entry)
+    if jax.process_index() == 0:
+      with open(path, "w") as f:
+        json.dump(entry, f, indent=2)
+      reporting.write_results(workdir, config_dict, runs)
+    ctx.writer.flush()
+  if jax.process_index() == 0:
+    reporting.write_results(workdir, config_dict, runs)
+  return {"config": config_dict, "runs": runs}

@@ -1,0 +1,96 @@
+"""results.json, results.md and plots in the work directory (process 0)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+from typing import Any
+
+from absl import logging
+
+BASE_COLUMNS = (
+  ("method", "method"),
+  ("model", "model"),
+  ("sparsity", "sparsity"),
+  ("sparsity_reached", "sparsity reached"),
+  ("clean_accuracy", "clean acc."),
+  ("wall_time_s", "wall time (s)"),
+)
+
+
+def headline_columns(entry: dict[str, Any]) -> dict[str, float]:
+  """Extra table columns from certification and corruption results."""
+  columns: dict[str, float] = {}
+  for field, module in (
+    ("certification", "experiments.certification"),
+    ("corruptions", "experiments.corruption_eval"),
+  ):
+    if entry.get(field) is not None:
+      columns.update(
+        importlib.import_module(module).headline_columns(entry[field])
+      )
+  return columns
+
+
+def _format(value: Any, key: str = "") -> str:
+  if isinstance(value, float):
+    if math.isnan(value):
+      return "-"
+    return f"{value:.1f}" if key == "wall_time_s" else f"{value:.4f}"
+  return str(value)
+
+
+def markdown_table(runs: list[dict[str, Any]]) -> str:
+  """A Markdown table of the runs (one row per method).
+
+  Example:
+    >>> print(markdown_table([dict(method="dense", model="tiny_cnn",
+    ...   sparsity=0.0, sparsity_reached=0.0, clean_accuracy=0.9,
+    ...   wall_time_s=12.0)]))
+    | method | model | sparsity | sparsity reached | clean acc. | wall time (s) |
+    | --- | --- | --- | --- | --- | --- |
+    | dense | tiny_cnn | 0.0000 | 0.0000 | 0.9000 | 12.0 |
+  """
+  extra = [headline_columns(r) for r in runs]
+  extra_names = list(dict.fromkeys(k for e in extra for k in e))
+  header = [title for _, title in BASE_COLUMNS] + extra_names
+  lines = [
+    "| " + " | ".join(header) + " |",
+    "| " + " | ".join("---" for _ in header) + " |",
+  ]
+  for run, ex in zip(runs, extra, strict=True):
+    cells = [_format(run[k], k) for k, _ in BASE_COLUMNS]
+    cells += [_format(ex.get(k, float("nan"))) for k in extra_names]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def write_results(
+  workdir: str, config_dict: dict[str, Any], runs: list[dict[str, Any]]
+) -> None:
+  """Writes results.json, results.md and (when available) plots.
+
+  Args:
+    workdir: the work directory.
+    config_dict: the config as a JSON-able dict.
+    runs: run entries (CONTRACTS.md "Run entries").
+  """
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump({"config": config_dict, "runs": runs}, f, indent=2)
+  title = f"# Results: {config_dict.get('name', '')}\n\n"
+  with open(os.path.join(workdir, "results.md"), "w") as f:
+    f.write(title + markdown_table(runs) + "\n")
+  try:
+    plots = importlib.import_module("experiments.plots")
+  except ImportError:
+    return
+  for name, fn in (
+    ("certified_vs_eps.png", "plot_certified_vs_eps"),
+    ("vs_sparsity.png", "plot_vs_sparsity"),
+  ):
+    try:
+      getattr(plots, fn)(runs, os.path.join(workdir, name))
+    except Exception as e:  # noqa: BLE001 - plots must not lose results.
+      logging.warning("Plot %s failed: %s: %s", name, type(e).__name__, e)

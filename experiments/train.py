@@ -1,0 +1,344 @@
+"""Training driver: runs a method's stages with checkpoints and resume.
+
+``run_method`` walks through the stages of a method (experiments/methods.py).
+Each stage ``begin``s (new masks / optimizer state), steps over
+deterministic, resumable batches, ``finalize``s (hard masks) and saves a
+stage-end checkpoint. On start it resumes from the newest readable checkpoint
+of the latest stage that has one, so a run killed at any point (SIGKILL
+included) and restarted ends with bitwise the same params on CPU: the state,
+the per-step keys (``fold_in(stage_key, step)``) and the batches
+(``train_batches(start_step=step)``) are all functions of the step.
+
+A NaN/Inf loss raises NonFiniteLossError naming the method, stage and step;
+non-finite states are never saved, so the last good checkpoint remains.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from absl import logging
+
+from experiments import (
+  checkpointing,
+  input_pipeline,
+  logging_utils,
+  methods,
+  parallel,
+  stages,
+)
+from experiments import state as state_lib
+
+PyTree = Any
+
+
+class NonFiniteLossError(FloatingPointError):
+  """A training loss became NaN or Inf."""
+
+
+class Context(NamedTuple):
+  """What every stage of every method shares.
+
+  Attributes:
+    config: the experiment config.
+    workdir: the work directory.
+    mesh: the 1-D "data" mesh.
+    model: the model and its input normalisation.
+    info: the dataset's DatasetInfo.
+    steps_per_epoch: global batches per training epoch.
+    writer: metrics writer (writes on process 0 only).
+    sample_fn: C-SAM input-variation sampler (or None).
+    cache: jitted functions keyed by (stage, name), shared by the methods
+      that run the same stage (one compilation each).
+  """
+
+  config: Any
+  workdir: str
+  mesh: Any
+  model: state_lib.ModelFns
+  info: Any
+  steps_per_epoch: int
+  writer: logging_utils.MetricWriter
+  sample_fn: Any
+  cache: dict
+
+
+def _jitted(ctx: Context, key: tuple, fn, **jit_kwargs):
+  if key not in ctx.cache:
+    ctx.cache[key] = jax.jit(fn, **jit_kwargs)
+  return ctx.cache[key]
+
+
+def stage_fns(ctx: Context, stage: methods.Stage) -> stages.StageFns:
+  """The stage's functions; built once per context (stages are hashable)."""
+  key = (stage, "fns")
+  if key not in ctx.cache:
+    num_steps = methods.stage_steps(ctx.config, stage, ctx.steps_per_epoch)
+    ctx.cache[key] = stages.make_stage_fns(
+      ctx.config,
+      stage,
+      ctx.model,
+      num_steps,
+      ctx.steps_per_epoch,
+      ctx.sample_fn,
+    )
+  return ctx.cache[key]
+
+
+def stage_uid(method: str, index: int, stage: methods.Stage) -> int:
+  """Integer id of a stage run (keys and data seeds); shared pretraining
+  has the same id in every method."""
+  if stage.shared_id is not None:
+    return 1 if stage.sam else 0
+  return 1000 * (methods.METHODS.index(method) + 1) + index
+
+
+def stage_directory(
+  workdir: str, method: str, index: int, stage: methods.Stage
+) -> str:
+  """Checkpoint directory of a stage run."""
+  if stage.shared_id is not None:
+    return os.path.join(workdir, "checkpoints", stage.shared_id)
+  return os.path.join(workdir, "checkpoints", method, f"{index}_{stage.name}")
+
+
+def _stage_key(config, uid: int) -> jax.Array:
+  return jax.random.fold_in(jax.random.PRNGKey(config.seed), uid)
+
+
+def _data_seed(config, uid: int) -> int:
+  return int(config.seed) * 1_000_003 + uid
+
+
+def _checkpointer(
+  ctx: Context, directory: str
+) -> checkpointing.StageCheckpointer:
+  c = ctx.config.checkpoint
+  return checkpointing.StageCheckpointer(
+    directory,
+    max_to_keep=c.max_to_keep,
+    every_steps=c.every_steps,
+    enabled=c.enabled,
+  )
+
+
+def _flush_metrics(ctx, label, run, stage, pending, progress) -> None:
+  """Checks pending per-step metrics for NaN/Inf, logs and writes their mean.
+
+  Raises:
+    NonFiniteLossError: naming the first step with a non-finite loss.
+  """
+  if not pending:
+    return
+  host = [(t, parallel.to_host(m)) for t, m in pending]
+  for t, m in host:
+    if not np.isfinite(m["loss"]):
+      raise NonFiniteLossError(
+        f"Non-finite loss ({float(m['loss'])}) in method {label[0]!r}, "
+        f"stage {label[1]!r}, step {t}; the last good checkpoint is kept."
+      )
+  last = host[-1][0] + 1
+  mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[0][1]}
+  progress.log(last, mean)
+  ctx.writer.write(
+    run, stage, last, dict(mean, steps_per_second=progress.rate(last))
+  )
+  pending.clear()
+
+
+def run_stage(
+  ctx: Context,
+  label: tuple[str, str],
+  run: str,
+  stage: methods.Stage,
+  state: state_lib.TrainState,
+  ckpt: checkpointing.StageCheckpointer,
+  meta: dict[str, Any],
+  data_seed: int,
+  t0: float,
+) -> tuple[state_lib.TrainState, list[dict[str, Any]]]:
+  """Steps a stage from ``state.step`` to its end, then finalizes and saves.
+
+  Args:
+    ctx: the shared context.
+    label: (method, stage name) for messages.
+    run: run name for metrics (method or shared pretraining).
+    stage: the stage.
+    state: state after ``begin`` (or restored mid-stage).
+    ckpt: the stage's checkpointer.
+    meta: metadata saved with each checkpoint (``step``, ``done``,
+      ``elapsed_s`` added); ``meta["records"]`` lists the earlier stages.
+    data_seed: seed of the stage's batches.
+    t0: wall-clock start of the stage (earlier, resumed time included).
+
+  Returns:
+    ``(finalized state, records)``: the records now include this stage
+    (name, kind, steps, wall_time_s).
+
+  Raises:
+    NonFiniteLossError: on a NaN/Inf loss.
+  """
+  fns = stage_fns(ctx, stage)
+  config, n = ctx.config, fns.num_steps
+  start = int(parallel.to_host(state.step))
+  rep = parallel.replicated(ctx.mesh)
+  progress = logging_utils.Progress("/".join(label), start, n)
+  if start < n:
+    step_fn = _jitted(ctx, (stage, "step"), fns.step, out_shardings=(rep, rep))
+    if fns.gmp_update is not None:
+      gmp_fn = _jitted(
+        ctx, (stage, "gmp"), fns.gmp_update, static_argnums=1, out_shardings=rep
+      )
+    batches = input_pipeline.train_batches(
+      config.data,
+      batch_size=config.batch_size,
+      seed=data_seed,
+      start_step=start,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      normalize=False,
+    )
+  pending = []
+  log_every = max(int(config.logging.log_every_steps), 1)
+  for t in range(start, n):
+    if fns.gmp_update is not None:
+      sparsity = stages.gmp_sparsity(t, n, config)
+      if sparsity is not None:
+        state = gmp_fn(state, sparsity)
+    batch = parallel.global_batch(next(batches), ctx.mesh)
+    state, metrics = step_fn(state, batch)
+    pending.append((t, metrics))
+    saving = ckpt.should_save(t + 1, n)
+    if saving or (t + 1) % log_every == 0 or t + 1 == n:
+      _flush_metrics(ctx, label, run, label[1], pending, progress)
+    if saving:
+      elapsed = time.time() - t0
+      ckpt.save(
+        t + 1, state, dict(meta, step=t + 1, done=False, elapsed_s=elapsed)
+      )
+  state = _jitted(ctx, (stage, "finalize"), fns.finalize, out_shardings=rep)(
+    state
+  )
+  record = dict(
+    name=label[1], kind=meta["kind"], steps=n, wall_time_s=time.time() - t0
+  )
+  records = list(meta["records"]) + [record]
+  ckpt.save(
+    n,
+    state,
+    dict(
+      meta, step=n, done=True, elapsed_s=record["wall_time_s"], records=records
+    ),
+  )
+  return state, records
+
+
+def _templates(ctx, method, all_fns, init_state):
+  """Abstract states after each stage's begin (the restore targets)."""
+  rep = parallel.replicated(ctx.mesh)
+  key = jax.random.PRNGKey(0)
+  templates, abstract = [], jax.eval_shape(lambda s: s, init_state)
+  for fns in all_fns:
+    abstract = jax.eval_shape(fns.begin, abstract, key)
+    templates.append(checkpointing.abstract_like(abstract, rep))
+  return templates
+
+
+def _find_resume(ctx, method, stage_list, templates):
+  """(stage index, state, meta) of the newest readable checkpoint or None."""
+  for i in reversed(range(len(stage_list))):
+    directory = stage_directory(ctx.workdir, method, i, stage_list[i])
+    if not os.path.isdir(directory):
+      continue
+    ckpt = _checkpointer(ctx, directory)
+    found = ckpt.restore_latest(templates[i])
+    ckpt.close()
+    if found is not None:
+      return i, found[0], found[1]
+  return None
+
+
+def init_state(ctx: Context) -> state_lib.TrainState:
+  """The initial (replicated) state from ``config.seed``."""
+  key = jax.random.fold_in(jax.random.PRNGKey(ctx.config.seed), 2**20)
+  init = _jitted(
+    ctx,
+    ("init",),
+    lambda k: state_lib.init_train_state(ctx.model, k, ctx.info.image_shape),
+    out_shardings=parallel.replicated(ctx.mesh),
+  )
+  return init(key)
+
+
+def run_method(
+  ctx: Context, method: str
+) -> tuple[state_lib.TrainState, list[dict[str, Any]]]:
+  """Trains ``method`` through all its stages, resuming when possible.
+
+  Args:
+    ctx: the shared context.
+    method: one of ``methods.METHODS``.
+
+  Returns:
+    ``(final state, stage records)``; a record holds name, kind, steps and
+    wall time of the stage.
+
+  Raises:
+    NonFiniteLossError: on a NaN/Inf loss.
+  """
+  config = ctx.config
+  stage_list = methods.get_stages(method)
+  all_fns = [stage_fns(ctx, s) for s in stage_list]
+  state = init_state(ctx)
+  templates = _templates(ctx, method, all_fns, state)
+  resume = _find_resume(ctx, method, stage_list, templates)
+  first, records, restored = 0, [], None
+  if resume is not None:
+    first, restored, meta = resume
+    records = list(meta["records"])
+    logging.info(
+      "%s: resuming stage %d (%s) at step %d%s",
+      method,
+      first,
+      stage_list[first].name,
+      meta["step"],
+      " (done)" if meta["done"] else "",
+    )
+    if meta["done"]:
+      state, first, restored = restored, first + 1, None
+  for i in range(first, len(stage_list)):
+    stage, fns = stage_list[i], all_fns[i]
+    uid = stage_uid(method, i, stage)
+    elapsed = 0.0
+    if restored is None:
+      rep = parallel.replicated(ctx.mesh)
+      begin = _jitted(ctx, (stage, "begin"), fns.begin, out_shardings=rep)
+      state = begin(state, _stage_key(config, uid))
+    else:
+      state, elapsed, restored = restored, float(meta["elapsed_s"]), None
+    run = stage.shared_id or method
+    ckpt = _checkpointer(ctx, stage_directory(ctx.workdir, method, i, stage))
+    meta = dict(
+      method=run,
+      stage=stage.name,
+      kind=stage.kind,
+      stage_index=i,
+      records=records[:i],
+    )
+    state, records = run_stage(
+      ctx,
+      (method, stage.name),
+      run,
+      stage,
+      state,
+      ckpt,
+      meta,
+      _data_seed(config, uid),
+      time.time() - elapsed,
+    )
+    ckpt.close()
+  return state, records

@@ -1,0 +1,503 @@
+"""Tests of the CIFAR-10-C corruptions (csam_jax.variations.corrupt)."""
+
+import functools
+import io
+import os
+
+import jax
+import jax.numpy as jnp
+import matplotlib.colors
+import numpy as np
+import pytest
+import scipy.ndimage
+from PIL import Image
+
+from csam_jax import variations
+from csam_jax.variations import corruptions as corr
+from csam_jax._src.corruptions import blur, resample, weather
+
+CIFAR = os.path.join(
+  os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10_jpeg.npz"
+)
+ALL = variations.CORRUPTIONS + variations.EXTRA_CORRUPTIONS
+DETERMINISTIC = {
+  "defocus_blur",
+  "zoom_blur",
+  "brightness",
+  "contrast",
+  "pixelate",
+  "jpeg_compression",
+  "gaussian_blur",
+  "saturate",
+}
+
+
+@functools.cache
+def cifar_uint8(n: int = 64) -> np.ndarray:
+  """``n`` real CIFAR-10 test images (one class after another), uint8."""
+  if not os.path.exists(CIFAR):
+    pytest.skip(f"CIFAR-10 npz not found at {CIFAR}")
+  with np.load(CIFAR) as data:
+    offsets, blob = data["test_offsets"], data["test_jpeg"]
+  rows = np.linspace(0, 9999, n).astype(int)
+  return np.stack(
+    [
+      np.asarray(
+        Image.open(io.BytesIO(blob[offsets[i] : offsets[i + 1]].tobytes()))
+      )
+      for i in rows
+    ]
+  )
+
+
+def images01(n: int = 4) -> jnp.ndarray:
+  return jnp.asarray(cifar_uint8()[::16][:n] / 255.0, jnp.float32)
+
+
+@functools.cache
+def all_severities(name: str):
+  """One compiled function per corruption: (batch by vmap, looped by scan)."""
+
+  def fn(key, x):
+    batched = jnp.stack(
+      [variations.corrupt(key, x, name, s) for s in range(1, 6)]
+    )
+    keys = jax.random.split(key, x.shape[0])
+    looped = jax.lax.map(
+      lambda kx: variations.corrupt(kx[0], kx[1], name, 3), (keys, x)
+    )
+    return batched, looped
+
+  return jax.jit(fn)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_battery(name):
+  x = images01()
+  key, other = jax.random.key(0), jax.random.key(1)
+  out, looped = all_severities(name)(key, x)
+  assert out.shape == (5,) + x.shape and out.dtype == jnp.float32
+  assert bool(jnp.all((out >= 0) & (out <= 1)))
+  # Deterministic per key; vmapped (batched) equals looped image by image.
+  again, _ = all_severities(name)(key, x)
+  np.testing.assert_array_equal(out, again)
+  np.testing.assert_allclose(looped, out[2], atol=1e-5)
+  other_out, _ = all_severities(name)(other, x)
+  diff = jnp.abs(other_out - out).max(axis=(1, 2, 3, 4))
+  if name in DETERMINISTIC:
+    np.testing.assert_array_equal(diff, 0.0)
+  else:
+    assert bool(jnp.all(diff > 0)), diff
+  moved = jnp.abs(out - x[None]).mean(axis=(1, 2, 3, 4))
+  assert moved[4] > moved[0] > 0, moved
+
+
+def test_single_image_uses_key_directly():
+  x = images01(2)
+  keys = jax.random.split(jax.random.key(3), 2)
+  batch = variations.corrupt(jax.random.key(3), x, "gaussian_noise", 2)
+  one = variations.corrupt(keys[1], x[1], "gaussian_noise", 2)
+  np.testing.assert_array_equal(batch[1], one)
+  vmapped = jax.vmap(
+    lambda k, im: variations.corrupt(k, im, "gaussian_noise", 2)
+  )(keys, x)
+  np.testing.assert_array_equal(vmapped, batch)
+
+
+def _hsv_reference(x, channel, fn):
+  hsv = matplotlib.colors.rgb_to_hsv(np.asarray(x, np.float64))
+  hsv[..., channel] = np.clip(fn(hsv[..., channel]), 0, 1)
+  return np.clip(matplotlib.colors.hsv_to_rgb(hsv), 0, 1)
+
+
+def test_hsv_round_trip_matches_matplotlib():
+  x = np.concatenate(
+    [np.asarray(images01(2)).reshape(-1, 3), np.eye(3), np.ones((2, 3)) / 2]
+  )
+  np.testing.assert_allclose(
+    corr.rgb_to_hsv(jnp.asarray(x)),
+    matplotlib.colors.rgb_to_hsv(x),
+    atol=2e-6,
+  )
+  hsv = matplotlib.colors.rgb_to_hsv(x)
+  np.testing.assert_allclose(
+    corr.hsv_to_rgb(jnp.asarray(hsv, jnp.float32)),
+    matplotlib.colors.hsv_to_rgb(hsv),
+    atol=2e-6,
+  )
+
+
+@pytest.mark.parametrize("severity", [1, 3, 5])
+def test_brightness_and_saturate_match_hsv_reference(severity):
+  x = images01(2)
+  key = jax.random.key(0)
+  shift = [0.05, 0.1, 0.15, 0.2, 0.3][severity - 1]
+  np.testing.assert_allclose(
+    variations.corrupt(key, x, "brightness", severity),
+    _hsv_reference(x, 2, lambda v: v + shift),
+    atol=1e-5,
+  )
+  scale, offset = [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)][
+    severity - 1
+  ]
+  np.testing.assert_allclose(
+    variations.corrupt(key, x, "saturate", severity),
+    _hsv_reference(x, 1, lambda s: s * scale + offset),
+    atol=1e-5,
+  )
+
+
+def test_contrast_formula():
+  x = np.asarray(images01(2), np.float64)
+  for severity, factor in enumerate([0.75, 0.5, 0.4, 0.3, 0.15], 1):
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    expected = np.clip((x - mean) * factor + mean, 0, 1)
+    out = variations.corrupt(jax.random.key(0), x, "contrast", severity)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_pixelate_matches_pillow_box():
+  imgs = cifar_uint8()[:16]
+  x = jnp.asarray(imgs / 255.0, jnp.float32)
+  for severity, factor in enumerate([0.95, 0.9, 0.85, 0.75, 0.65], 1):
+    small = (int(32 * factor),) * 2
+    ref = np.stack(
+      [
+        np.asarray(
+          Image.fromarray(im)
+          .resize(small, Image.Resampling.BOX)
+          .resize((32, 32), Image.Resampling.BOX)
+        )
+        for im in imgs
+      ]
+    )
+    out = np.asarray(
+      variations.corrupt(jax.random.key(0), x, "pixelate", severity)
+    )
+    # Pillow rounds to uint8 after each of its two 1-D passes.
+    np.testing.assert_allclose(out * 255, ref, atol=1.0 + 1e-3)
+    assert np.abs(out * 255 - ref).mean() < 0.5
+
+
+def test_pil_box_matrix_hand_case():
+  # 4 -> 2: each output averages two inputs; 2 -> 4: nearest neighbours.
+  np.testing.assert_array_equal(
+    resample.pil_box_matrix(4, 2), [[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]]
+  )
+  np.testing.assert_array_equal(
+    resample.pil_box_matrix(2, 4), [[1, 0], [1, 0], [0, 1], [0, 1]]
+  )
+
+
+def test_defocus_kernel():
+  for radius, alias in [
+    (0.3, 0.4),
+    (0.4, 0.5),
+    (0.5, 0.6),
+    (1, 0.2),
+    (1.5, 0.1),
+  ]:
+    kernel = corr.defocus_kernel(radius, alias)
+    assert kernel.shape == (17, 17)
+    np.testing.assert_allclose(kernel.sum(), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(kernel, kernel.T, atol=1e-15)
+  # Radius 0.3: the disk is the centre pixel, smoothed by a 3-tap Gaussian.
+  g = np.exp(-1 / (2 * 0.4**2))
+  taps = np.array([g, 1, g]) / (1 + 2 * g)
+  expected = np.zeros((17, 17))
+  expected[7:10, 7:10] = np.outer(taps, taps)
+  np.testing.assert_allclose(
+    corr.defocus_kernel(0.3, 0.4), expected, atol=1e-15
+  )
+  # The blur is cv2.filter2D = correlation with BORDER_REFLECT_101.
+  x = np.asarray(images01(1)[0], np.float64)
+  kernel = corr.defocus_kernel(1.5, 0.1)
+  expected = np.stack(
+    [
+      scipy.ndimage.correlate(x[..., c], kernel, mode="mirror")
+      for c in range(3)
+    ],
+    -1,
+  )
+  out = variations.corrupt(jax.random.key(0), x, "defocus_blur", 5)
+  np.testing.assert_allclose(out, np.clip(expected, 0, 1), atol=1e-5)
+
+
+def test_gaussian_blur_matches_scipy():
+  x = np.asarray(images01(1)[0], np.float64)
+  for severity, sigma in enumerate([0.4, 0.6, 0.7, 0.8, 1.0], 1):
+    expected = scipy.ndimage.gaussian_filter(
+      x, (sigma, sigma, 0), mode="nearest", truncate=4.0
+    )
+    out = variations.corrupt(jax.random.key(0), x, "gaussian_blur", severity)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+  for mode in ("reflect", "mirror", "nearest"):
+    signal = np.arange(7.0) ** 2
+    np.testing.assert_allclose(
+      resample.gaussian_matrix(7, 2.5, truncate=3.0, mode=mode) @ signal,
+      scipy.ndimage.gaussian_filter1d(signal, 2.5, mode=mode, truncate=3.0),
+      atol=1e-10,
+    )
+
+
+def _clipped_zoom(img, z):
+  h = img.shape[0]
+  ch = int(np.ceil(h / z))
+  top = (h - ch) // 2
+  out = scipy.ndimage.zoom(
+    img[top : top + ch, top : top + ch], (z, z, 1), order=1
+  )
+  trim = (out.shape[0] - h) // 2
+  return out[trim : trim + h, trim : trim + h]
+
+
+def test_zoom_blur_matches_scipy_zoom():
+  x = np.asarray(images01(1)[0], np.float32)
+  for severity, stop in enumerate([1.06, 1.11, 1.16, 1.21, 1.26], 1):
+    factors = np.arange(1, stop, 0.01)
+    expected = (x + sum(_clipped_zoom(x, z) for z in factors)) / (
+      len(factors) + 1
+    )
+    out = variations.corrupt(jax.random.key(0), x, "zoom_blur", severity)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_bilinear_sample_matches_map_coordinates():
+  x = np.asarray(images01(1)[0, :9, :7], np.float64)
+  rng = np.random.default_rng(0)
+  ys, xs = rng.uniform(-4, 12, (2, 50))
+  for mode in ("reflect", "mirror", "nearest"):
+    expected = np.stack(
+      [
+        scipy.ndimage.map_coordinates(x[..., c], [ys, xs], order=1, mode=mode)
+        for c in range(3)
+      ],
+      -1,
+    )
+    out = resample.bilinear_sample(
+      jnp.asarray(x), jnp.asarray(ys), jnp.asarray(xs), mode
+    )
+    np.testing.assert_allclose(out, expected, atol=1e-10)
+
+
+def test_motion_blur_kernel_hand_case():
+  # Angle 0: tap i reads column x + i with weight exp(-i^2/2) (sigma 1).
+  impulse = jnp.zeros((5, 7)).at[2, 4].set(1.0)
+  out = corr.motion_blur_filter(impulse, 1, 1.0, jnp.float32(0.0))
+  weights = np.exp(-(np.arange(3) ** 2) / 2.0)
+  expected = np.zeros((5, 7))
+  expected[2, [4, 3, 2]] = weights / weights.sum()
+  np.testing.assert_allclose(out, expected, atol=1e-6)
+  # Angle 90: the taps run down the rows instead.
+  out = corr.motion_blur_filter(impulse, 1, 1.0, jnp.float32(90.0))
+  expected = np.zeros((5, 7))
+  expected[[2, 1, 0], 4] = weights / weights.sum()
+  np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_glass_shuffle_matches_sequential_swaps():
+  key = jax.random.key(5)
+  h, w, delta, iterations = 6, 5, 1, 2
+  src = np.asarray(blur.glass_shuffle_permutation(key, h, w, delta, iterations))
+  positions = [
+    (r, c)
+    for r in range(h - delta, delta, -1)
+    for c in range(w - delta, delta, -1)
+  ] * iterations
+  offsets = np.asarray(
+    jax.random.randint(key, (len(positions), 2), -delta, delta, jnp.int32)
+  )
+  grid = np.arange(h * w).reshape(h, w)
+  for (r, c), (dx, dy) in zip(positions, offsets, strict=True):
+    grid[r, c], grid[r + dy, c + dx] = grid[r + dy, c + dx], grid[r, c]
+  np.testing.assert_array_equal(src, grid.ravel())
+  assert sorted(src) == list(range(h * w))
+
+
+def _plasma_reference(unit_noise, mapsize, decay):
+  """The reference's strided-scatter diamond-square fed the same noise."""
+  grid = np.zeros((mapsize, mapsize))
+  step, wibble, offset = mapsize, 100.0, 0
+
+  def noise(shape):
+    nonlocal offset
+    k = shape[0]
+    out = unit_noise[offset : offset + k * k].reshape(shape)
+    offset += k * k
+    return wibble * wibble * out
+
+  while step >= 2:
+    half = step // 2
+    corners = grid[0::step, 0::step]
+    total = corners + np.roll(corners, -1, 0)
+    total = total + np.roll(total, -1, 1)
+    grid[half::step, half::step] = total / 4 + noise(total.shape)
+    dr, ul = grid[half::step, half::step], grid[0::step, 0::step]
+    total = dr + np.roll(dr, 1, 0) + ul + np.roll(ul, -1, 1)
+    grid[0::step, half::step] = total / 4 + noise(total.shape)
+    total = dr + np.roll(dr, 1, 1) + ul + np.roll(ul, -1, 0)
+    grid[half::step, 0::step] = total / 4 + noise(total.shape)
+    step //= 2
+    wibble /= decay
+  grid -= grid.min()
+  return grid / grid.max()
+
+
+def test_plasma_fractal_matches_reference_algorithm():
+  key = jax.random.key(7)
+  n = 16
+  unit = np.asarray(
+    jax.random.uniform(key, (3 * sum(4**k for k in range(4)),), minval=-1.0),
+    np.float64,
+  )
+  out = weather.plasma_fractal(key, n, 2.0)
+  np.testing.assert_allclose(out, _plasma_reference(unit, n, 2.0), atol=2e-5)
+  with pytest.raises(ValueError, match="power of two"):
+    weather.plasma_fractal(key, 24, 2.0)
+
+
+def test_noise_statistics():
+  x = jnp.full((64, 32, 32, 3), 0.5)
+  key = jax.random.key(11)
+  noise = variations.corrupt(key, x, "gaussian_noise", 5) - 0.5
+  np.testing.assert_allclose(jnp.std(noise), 0.10, rtol=0.02)
+  shot = variations.corrupt(key, x, "shot_noise", 5)  # Poisson(25) / 50
+  np.testing.assert_allclose(jnp.mean(shot), 0.5, atol=0.002)
+  np.testing.assert_allclose(jnp.var(shot), 0.5 / 50, rtol=0.03)
+  impulse = variations.corrupt(key, x, "impulse_noise", 5)
+  flipped = jnp.mean(impulse != 0.5)
+  np.testing.assert_allclose(flipped, 0.07, atol=0.003)  # n = 196608
+  np.testing.assert_allclose(jnp.mean(impulse == 1.0) / flipped, 0.5, atol=0.03)
+
+
+def test_quantization_tables_match_pillow():
+  img = cifar_uint8()[0]
+  for quality in (80, 65, 58, 50, 40, 10, 95):
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=quality)
+    tables = Image.open(buf).quantization
+    luma, chroma = corr.quantization_tables(quality)
+    np.testing.assert_array_equal(luma.ravel(), tables[0])
+    np.testing.assert_array_equal(chroma.ravel(), tables[1])
+
+
+# Mean |ours - Pillow| in 8-bit levels over 64 real CIFAR-10 test images.
+# Our float DCT differs from libjpeg's integer DCT by rare +-1 flips of
+# quantised coefficients. At quality 50 (tables = the base tables, twice the
+# quality-75 ones the npz images were encoded with) many coefficients of
+# these JPEG-derived images sit exactly on rounding ties, so the flips are
+# frequent; on non-JPEG images quality 50 is as close as the others.
+JPEG_TOLERANCE = {80: 0.3, 65: 0.3, 58: 0.3, 50: 2.0, 40: 0.3}
+
+
+def test_jpeg_close_to_pillow():
+  imgs = cifar_uint8()
+  x = jnp.asarray(imgs / 255.0, jnp.float32)
+  for severity, quality in enumerate([80, 65, 58, 50, 40], 1):
+    ref = []
+    for im in imgs:
+      buf = io.BytesIO()
+      Image.fromarray(im).save(buf, "JPEG", quality=quality)
+      ref.append(np.asarray(Image.open(buf)))
+    out = variations.corrupt(jax.random.key(0), x, "jpeg_compression", severity)
+    out = np.asarray(out) * 255
+    np.testing.assert_allclose(out, np.round(out), atol=1e-3)  # 8-bit grid
+    diff = np.abs(out - np.stack(ref))
+    assert diff.mean() < JPEG_TOLERANCE[quality], (quality, diff.mean())
+    # Far closer to Pillow than to the uncompressed input.
+    assert diff.mean() < 0.5 * np.abs(out - imgs).mean()
+
+
+def test_frost_texture_moments():
+  textures = jax.vmap(lambda k: weather.frost_texture(k, 32, 32))(
+    jax.random.split(jax.random.key(0), 256)
+  )
+  means = textures.mean(axis=(0, 1, 2))
+  np.testing.assert_allclose(
+    means, 0.95 * np.array(weather.FROST_TINT), rtol=0.05
+  )
+  spatial_std = textures.std(axis=(1, 2)).mean()
+  assert 0.06 < float(spatial_std) < 0.11
+
+
+def test_sampler_draws_each_pair_uniformly():
+  x = images01(1)[0]
+  names, severities = ("contrast", "brightness"), (1, 5)
+  sample_fn = jax.jit(variations.corruption_sampler(names, severities))
+  outs = jax.vmap(sample_fn, in_axes=(0, None))(
+    jax.random.split(jax.random.key(0), 400), x
+  )
+  candidates = jnp.stack(
+    [
+      variations.corrupt(jax.random.key(0), x, n, s)
+      for n in names
+      for s in severities
+    ]
+  )
+  dist = jnp.abs(outs[:, None] - candidates[None]).max(axis=(2, 3, 4))
+  assert bool(jnp.all(dist.min(axis=1) < 1e-5))
+  counts = np.bincount(np.asarray(dist.argmin(axis=1)), minlength=4)
+  # Binomial(400, 1/4): mean 100, sd 8.7; +-35 is 4 sd.
+  assert np.all(np.abs(counts - 100) < 35), counts
+
+
+def test_bad_inputs():
+  x = jnp.zeros((2, 8, 8, 3))
+  key = jax.random.key(0)
+  with pytest.raises(ValueError, match="valid names: .*gaussian_noise"):
+    variations.corrupt(key, x, "rain", 1)
+  for severity in (0, 6, -1):
+    with pytest.raises(ValueError, match="severity"):
+      variations.corrupt(key, x, "contrast", severity)
+  with pytest.raises(TypeError, match="severity"):
+    variations.corrupt(key, x, "contrast", 2.0)
+  for bad in (
+    jnp.zeros((8, 8)),
+    jnp.zeros((1, 2, 8, 8, 3)),
+    jnp.zeros((8, 8, 1)),
+  ):
+    with pytest.raises(ValueError, match="images"):
+      variations.corrupt(key, bad, "contrast", 1)
+  with pytest.raises(ValueError, match="valid names"):
+    variations.corruption_sampler(("fog", "hail"))
+  with pytest.raises(ValueError, match="severity"):
+    variations.corruption_sampler(severities=(1, 7))
+  with pytest.raises(ValueError, match="non-empty"):
+    variations.corruption_sampler(names=())
+  with pytest.raises(ValueError, match="quality"):
+    corr.quantization_tables(0)
+
+
+def test_public_names():
+  assert variations.CORRUPTIONS == (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+  )
+  assert variations.EXTRA_CORRUPTIONS == (
+    "speckle_noise",
+    "gaussian_blur",
+    "spatter",
+    "saturate",
+  )
+  assert corr.severity_parameters("snow", 5) == (
+    0.3,
+    0.3,
+    1.25,
+    0.65,
+    14,
+    12,
+    0.8,
+  )
