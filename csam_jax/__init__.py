@@ -5,7 +5,9 @@ gradient transformations, mask pytrees, the C-SAM objective terms, Monte Carlo
 robustness certification and input variations (He & Chen, 2026).
 """
 
+from csam_jax import certify
 from csam_jax import objectives
+from csam_jax import variations
 from csam_jax._src.apply import apply_masks, sparsity
 from csam_jax._src.masks import init_masks, prunable
 from csam_jax._src.perturbation import (
@@ -21,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = (
   "CSAMState",
   "apply_masks",
+  "certify",
   "csam",
   "csam_transform",
   "init_masks",
@@ -29,4 +32,5 @@ __all__ = (
   "prunable",
   "sparsity",
   "topk_masks",
+  "variations",
 )

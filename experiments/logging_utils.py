@@ -81,9 +81,18 @@ class MetricWriter:
     if self.tensorboard:
       import tensorflow as tf
 
+      metadata = _scalar_metadata()
       with self._tb_writer(run).as_default():
         for name, value in metrics.items():
-          tf.summary.scalar(f"{stage}/{name}", float(value), step=int(step))
+          # tf.summary.write with the "scalars" plugin metadata is what
+          # tensorboard's tf.summary.scalar does; calling it directly avoids
+          # depending on the tensorboard package (tensorflow-cpu lacks it).
+          tf.summary.write(
+            f"{stage}/{name}",
+            tf.constant(float(value), tf.float32),
+            step=int(step),
+            metadata=metadata,
+          )
 
   def flush(self) -> None:
     """Flushes TensorBoard writers."""
@@ -124,6 +133,14 @@ class Progress:
   def log(self, step: int, metrics: dict[str, float]) -> None:
     """Logs the progress line with absl."""
     logging.info("%s", self.line(step, metrics))
+
+
+def _scalar_metadata() -> bytes:
+  from tensorflow.core.framework import summary_pb2
+
+  return summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+  ).SerializeToString()
 
 
 def _format_seconds(seconds: float) -> str:

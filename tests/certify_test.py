@@ -48,8 +48,9 @@ def test_cc_bound_matches_direct_numpy_formula():
     got = np.asarray(certify.cc_bound(z, margin, num_bounds=3))
   np.testing.assert_allclose(got, expected, rtol=1e-6)
   # float32 agrees to float32 accuracy of t * (z - a) with t up to 1e4.
-  got32 = certify.cc_bound(z.astype(np.float32), margin.astype(np.float32),
-                           num_bounds=3)
+  got32 = certify.cc_bound(
+    z.astype(np.float32), margin.astype(np.float32), num_bounds=3
+  )
   np.testing.assert_allclose(np.asarray(got32), expected, rtol=2e-3)
 
 
@@ -74,8 +75,7 @@ def test_cc_bound_hand_cases():
   got = certify.cc_bound(z, jnp.array([1e-3, 0.0]), num_bounds=2, delta=0.5)
   np.testing.assert_allclose(got, [np.exp(-10.0) / 0.5, 1.0], rtol=1e-5)
   # z >= a everywhere: R(t) >= 1 -> bound 1.
-  got = certify.cc_bound(jnp.full((1, 10), 0.3), jnp.array([0.2]),
-                         num_bounds=5)
+  got = certify.cc_bound(jnp.full((1, 10), 0.3), jnp.array([0.2]), num_bounds=5)
   np.testing.assert_allclose(got, [1.0])
 
 
@@ -87,30 +87,46 @@ def test_invariant_model_certified_at_every_eps():
   logits_fn = lambda b: jnp.broadcast_to(const, (b.shape[0], 3)) + 0 * b.sum()
   sample_fn = variations.compose(variations.CC_CERT_RANGES)
   x = jax.random.uniform(jax.random.key(0), (3, 8, 8, 3))
-  res = certify.cc_cert(jax.random.key(1), logits_fn, x, sample_fn,
-                        num_samples=20, num_bounds=5, batch_size=32)
+  res = certify.cc_cert(
+    jax.random.key(1),
+    logits_fn,
+    x,
+    sample_fn,
+    num_samples=20,
+    num_bounds=5,
+    batch_size=32,
+  )
   assert res.pred.tolist() == [1, 1, 1]
   assert res.num_changed.tolist() == [0, 0, 0]
   assert float(jnp.max(res.bound)) < 1e-30
   assert certify.certified_accuracy(res, [1, 1, 1], EPS_GRID) == [1.0] * 9
   # The image must also be classified correctly to be certified.
   assert certify.certified_accuracy(res, [0, 1, 1], 1e-2) == pytest.approx(
-      2 / 3)
+    2 / 3
+  )
 
 
 def test_flipping_model_never_certified():
   # x = 0.2 -> class 1; the transformation maps x to 1 - x -> class 0.
-  logits_fn = _linear_logits([[10.0, -10.0]]) if False else (
-      lambda b: jnp.stack([b[:, 0, 0, 0], 1 - b[:, 0, 0, 0]], -1) * 5.0)
+  logits_fn = lambda b: 5.0 * jnp.stack([b[:, 0, 0, 0], 1 - b[:, 0, 0, 0]], -1)
   sample_fn = lambda key, im: 1.0 - im + 0.0 * jax.random.uniform(key)
   x = jnp.full((2, 1, 1, 1), 0.2)
-  res = certify.cc_cert(jax.random.key(0), logits_fn, x, sample_fn,
-                        num_samples=10, num_bounds=4, batch_size=16)
+  res = certify.cc_cert(
+    jax.random.key(0),
+    logits_fn,
+    x,
+    sample_fn,
+    num_samples=10,
+    num_bounds=4,
+    batch_size=16,
+  )
   assert res.pred.tolist() == [1, 1]
   assert res.num_changed.tolist() == [40, 40]
   np.testing.assert_allclose(res.bound, [1.0, 1.0])
-  assert certify.certified_accuracy(res, [1, 1], EPS_GRID + [0.5, 0.99]) == [
-      0.0] * 11
+  assert (
+    certify.certified_accuracy(res, [1, 1], EPS_GRID + [0.5, 0.99])
+    == [0.0] * 11
+  )
 
 
 @functools.cache
@@ -119,7 +135,8 @@ def _cc_problem():
   w = jax.random.normal(jax.random.key(3), (6 * 6 * 3, 4))
   logits_fn = _linear_logits(w)
   sample_fn = variations.compose(
-      {"rotation": 30.0, "brightness": 0.3, "gaussian_noise": 0.1})
+    {"rotation": 30.0, "brightness": 0.3, "gaussian_noise": 0.1}
+  )
   x = jax.random.uniform(jax.random.key(4), (3, 6, 6, 3))
   return logits_fn, sample_fn, x
 
@@ -128,9 +145,10 @@ def test_cc_cert_chunking_invariance():
   logits_fn, sample_fn, x = _cc_problem()
   key = jax.random.key(5)
   results = [
-      certify.cc_cert(key, logits_fn, x, sample_fn, num_samples=8,
-                      num_bounds=5, batch_size=bs)
-      for bs in (7, 1000)
+    certify.cc_cert(
+      key, logits_fn, x, sample_fn, num_samples=8, num_bounds=5, batch_size=bs
+    )
+    for bs in (7, 1000)
   ]
   assert 0 < int(results[0].num_changed.sum()) < 120  # non-trivial draws
   for res in results[1:]:
@@ -143,8 +161,9 @@ def test_cc_cert_chunking_invariance():
 def test_cc_cert_vmapped_equals_looped():
   logits_fn, sample_fn, x = _cc_problem()
   key = jax.random.key(6)
-  res = certify.cc_cert(key, logits_fn, x, sample_fn, num_samples=6,
-                        num_bounds=2, batch_size=5)
+  res = certify.cc_cert(
+    key, logits_fn, x, sample_fn, num_samples=6, num_bounds=2, batch_size=5
+  )
   image_keys = jax.random.split(key, x.shape[0])
 
   @jax.jit
@@ -173,12 +192,33 @@ def test_cc_cert_vmapped_equals_looped():
 
 def test_cc_cert_deterministic_for_key():
   logits_fn, sample_fn, x = _cc_problem()
-  a = certify.cc_cert(jax.random.key(7), logits_fn, x, sample_fn,
-                      num_samples=8, num_bounds=5, batch_size=7)
-  b = certify.cc_cert(jax.random.key(7), logits_fn, x, sample_fn,
-                      num_samples=8, num_bounds=5, batch_size=7)
-  c = certify.cc_cert(jax.random.key(8), logits_fn, x, sample_fn,
-                      num_samples=8, num_bounds=5, batch_size=7)
+  a = certify.cc_cert(
+    jax.random.key(7),
+    logits_fn,
+    x,
+    sample_fn,
+    num_samples=8,
+    num_bounds=5,
+    batch_size=7,
+  )
+  b = certify.cc_cert(
+    jax.random.key(7),
+    logits_fn,
+    x,
+    sample_fn,
+    num_samples=8,
+    num_bounds=5,
+    batch_size=7,
+  )
+  c = certify.cc_cert(
+    jax.random.key(8),
+    logits_fn,
+    x,
+    sample_fn,
+    num_samples=8,
+    num_bounds=5,
+    batch_size=7,
+  )
   assert not np.array_equal(a.num_changed, c.num_changed)
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
@@ -192,7 +232,8 @@ def test_clopper_pearson_matches_scipy_beta():
     got = certify.clopper_pearson_lower(k, n, 0.01)
     assert got[0] == 0.0
     np.testing.assert_allclose(
-        got[1:], scipy.stats.beta.ppf(0.01, k[1:], n - k[1:] + 1), rtol=1e-12)
+      got[1:], scipy.stats.beta.ppf(0.01, k[1:], n - k[1:] + 1), rtol=1e-12
+    )
     np.testing.assert_allclose(got[-1], 0.01 ** (1 / n), rtol=1e-10)
 
 
@@ -205,8 +246,15 @@ def test_binomial_certificate_coverage():
   sample_fn = lambda key, im: im + jax.random.uniform(key, im.shape)
   x = jnp.zeros((trials, 1, 1, 1))
   cert = certify.binomial_certificate(
-      jax.random.key(0), logits_fn, x, np.zeros(trials, int), sample_fn,
-      num_samples=num_samples, alpha=alpha, batch_size=20_000)
+    jax.random.key(0),
+    logits_fn,
+    x,
+    np.zeros(trials, int),
+    sample_fn,
+    num_samples=num_samples,
+    alpha=alpha,
+    batch_size=20_000,
+  )
   # Empirical success rate is p (the draws are right).
   assert abs(cert.num_correct.mean() / num_samples - p) < 0.005
   slack = 3 * np.sqrt(trials * alpha * (1 - alpha))
@@ -225,7 +273,8 @@ def _linear_binary():
   w = np.array([1.0, -2.0, 0.5, 1.0])
   b = 0.3
   logits_fn = lambda x: jnp.stack(
-      [jnp.zeros(x.shape[0]), x.reshape(x.shape[0], -1) @ w + b], -1)
+    [jnp.zeros(x.shape[0]), x.reshape(x.shape[0], -1) @ w + b], -1
+  )
   unit = w / np.linalg.norm(w)
   # Points at signed distances from the hyperplane w.x + b = 0.
   distances = np.array([0.1, 0.4, 0.8, -0.6, 0.0])
@@ -238,8 +287,15 @@ def test_smoothing_certify_linear_closed_form():
   sigma, n, alpha = 0.5, 10_000, 1e-3
   logits_fn, x, distances = _linear_binary()
   pred, radius = certify.smoothing_certify(
-      jax.random.key(0), logits_fn, x, sigma=sigma, n0=100, n=n, alpha=alpha,
-      batch_size=4096)
+    jax.random.key(0),
+    logits_fn,
+    x,
+    sigma=sigma,
+    n0=100,
+    n=n,
+    alpha=alpha,
+    batch_size=4096,
+  )
   assert pred.tolist()[:4] == [1, 1, 1, 0]
   assert pred[4] == certify.ABSTAIN and radius[4] == 0.0
   # Smoothed classifier of a linear one: pA = Phi(|d| / sigma), true radius
@@ -249,19 +305,27 @@ def test_smoothing_certify_linear_closed_form():
   sd = np.sqrt(n * p_a * (1 - p_a))
   lo_k = np.floor(n * p_a - 4 * sd).astype(int)
   hi_k = np.ceil(n * p_a + 4 * sd).astype(int)
-  lo = sigma * scipy.stats.norm.ppf(certify.clopper_pearson_lower(lo_k, n,
-                                                                   alpha))
-  hi = sigma * scipy.stats.norm.ppf(certify.clopper_pearson_lower(hi_k, n,
-                                                                  alpha))
+  lo = sigma * scipy.stats.norm.ppf(
+    certify.clopper_pearson_lower(lo_k, n, alpha)
+  )
+  hi = sigma * scipy.stats.norm.ppf(
+    certify.clopper_pearson_lower(hi_k, n, alpha)
+  )
   assert np.all((radius[:4] >= lo) & (radius[:4] <= hi))
   assert np.all(radius[:4] < np.abs(distances[:4]))  # a lower bound
 
 
 def test_smoothing_predict_abstains_at_the_boundary():
   logits_fn, x, _ = _linear_binary()
-  pred = certify.smoothing_predict(jax.random.key(1), logits_fn, x,
-                                   sigma=0.5, n=2000, alpha=1e-3,
-                                   batch_size=1024)
+  pred = certify.smoothing_predict(
+    jax.random.key(1),
+    logits_fn,
+    x,
+    sigma=0.5,
+    n=2000,
+    alpha=1e-3,
+    batch_size=1024,
+  )
   assert pred.tolist() == [1, 1, 1, 0, certify.ABSTAIN]
 
 
@@ -278,18 +342,32 @@ def test_binomial_test_pvalue_matches_scipy():
 def test_smoothing_and_binomial_chunking_invariance():
   logits_fn, x, _ = _linear_binary()
   certs = [
-      certify.smoothing_certify(jax.random.key(2), logits_fn, x, sigma=1.0,
-                                n0=300, n=300, alpha=0.01, batch_size=bs)
-      for bs in (13, 2000)
+    certify.smoothing_certify(
+      jax.random.key(2),
+      logits_fn,
+      x,
+      sigma=1.0,
+      n0=300,
+      n=300,
+      alpha=0.01,
+      batch_size=bs,
+    )
+    for bs in (13, 2000)
   ]
   np.testing.assert_array_equal(certs[0].pred, certs[1].pred)
   np.testing.assert_array_equal(certs[0].radius, certs[1].radius)
   sample_fn = lambda key, im: im + 0.5 * jax.random.normal(key, im.shape)
   bins = [
-      certify.binomial_certificate(jax.random.key(3), logits_fn, x,
-                                   [1, 1, 1, 0, 1], sample_fn,
-                                   num_samples=100, batch_size=bs)
-      for bs in (9, 1000)
+    certify.binomial_certificate(
+      jax.random.key(3),
+      logits_fn,
+      x,
+      [1, 1, 1, 0, 1],
+      sample_fn,
+      num_samples=100,
+      batch_size=bs,
+    )
+    for bs in (9, 1000)
   ]
   np.testing.assert_array_equal(bins[0].num_correct, bins[1].num_correct)
   assert 0 < bins[0].num_correct.sum() < 500
@@ -310,30 +388,38 @@ def test_bad_inputs_raise_clear_errors():
   with pytest.raises(ValueError, match="alpha"):
     certify.clopper_pearson_lower(3, 10, 1.0)
   with pytest.raises(ValueError, match="alpha"):
-    certify.binomial_certificate(jax.random.key(0), logits_fn, x,
-                                 np.zeros(5, int), same, num_samples=10,
-                                 alpha=0.0)
+    certify.binomial_certificate(
+      jax.random.key(0),
+      logits_fn,
+      x,
+      np.zeros(5, int),
+      same,
+      num_samples=10,
+      alpha=0.0,
+    )
   with pytest.raises(ValueError, match="k <= n"):
     certify.clopper_pearson_lower(11, 10, 0.1)
   with pytest.raises(ValueError, match="sigma"):
     certify.smoothing_certify(jax.random.key(0), logits_fn, x, sigma=-0.1)
   with pytest.raises(ValueError, match="sigma"):
-    certify.smoothing_predict(jax.random.key(0), logits_fn, x, sigma=0.0,
-                              n=10, alpha=0.01)
+    certify.smoothing_predict(
+      jax.random.key(0), logits_fn, x, sigma=0.0, n=10, alpha=0.01
+    )
   with pytest.raises(ValueError, match="alpha"):
-    certify.smoothing_certify(jax.random.key(0), logits_fn, x, sigma=0.1,
-                              alpha=2.0)
+    certify.smoothing_certify(
+      jax.random.key(0), logits_fn, x, sigma=0.1, alpha=2.0
+    )
   with pytest.raises(ValueError, match="NHWC"):
     certify.cc_cert(jax.random.key(0), logits_fn, x[0], same)
   with pytest.raises(ValueError, match="labels"):
-    certify.binomial_certificate(jax.random.key(0), logits_fn, x, [0, 1],
-                                 same, num_samples=4)
+    certify.binomial_certificate(
+      jax.random.key(0), logits_fn, x, [0, 1], same, num_samples=4
+    )
   with pytest.raises(TypeError, match="num_samples"):
     certify.cc_cert(jax.random.key(0), logits_fn, x, same, num_samples=2.5)
   with pytest.raises(ValueError, match="batch_size"):
     certify.cc_cert(jax.random.key(0), logits_fn, x, same, batch_size=0)
-  res = certify.CCCertResult(np.zeros(2), np.zeros(2), np.zeros(2),
-                             np.zeros(2))
+  res = certify.CCCertResult(np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2))
   with pytest.raises(ValueError, match="eps"):
     certify.certified_accuracy(res, [0, 0], [1e-2, 0.0])
   with pytest.raises(TypeError, match="CCCertResult"):
@@ -362,9 +448,17 @@ def test_sharded_input_gives_same_result():
       np.testing.assert_allclose(a.bound, b.bound, rtol=1e-5)
       print("OK")
   """)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-c", code], env=env,
-                       capture_output=True, text=True, timeout=300)
+  env = dict(
+    os.environ,
+    XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    JAX_PLATFORMS="cpu",
+  )
+  out = subprocess.run(
+    [sys.executable, "-c", code],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.strip() == "OK"

@@ -11,21 +11,20 @@ from csam_jax import variations as v
 IMAGE = jax.random.uniform(jax.random.key(0), (9, 9, 3))
 
 IDENTITY_PARAMS = {
-    "brightness": 0.0,
-    "contrast": 1.0,
-    "gamma": 1.0,
-    "rotation": 0.0,
-    "scale": 1.0,
-    "translation": jnp.zeros(2),
-    "gaussian_blur": 0.0,
+  "brightness": 0.0,
+  "contrast": 1.0,
+  "gamma": 1.0,
+  "rotation": 0.0,
+  "scale": 1.0,
+  "translation": jnp.zeros(2),
+  "gaussian_blur": 0.0,
 }
 
 
 @pytest.mark.parametrize("name", sorted(IDENTITY_PARAMS))
 def test_identity_parameter(name):
   fn = getattr(v, name)
-  np.testing.assert_allclose(fn(IMAGE, IDENTITY_PARAMS[name]), IMAGE,
-                             atol=1e-6)
+  np.testing.assert_allclose(fn(IMAGE, IDENTITY_PARAMS[name]), IMAGE, atol=1e-6)
   if name == "gaussian_blur":  # traced sigma needs a static radius
     fn = lambda x, s: v.gaussian_blur(x, s, radius=3)
   jitted = jax.jit(fn)(IMAGE, jnp.asarray(IDENTITY_PARAMS[name]))
@@ -34,25 +33,37 @@ def test_identity_parameter(name):
 
 def test_noise_zero_sigma_and_compose_identity():
   np.testing.assert_array_equal(
-      v.gaussian_noise(jax.random.key(1), IMAGE, 0.0), IMAGE)
-  identity = v.compose({
-      "brightness": 0.0, "contrast": 1.0, "gamma": 1.0, "rotation": 0.0,
-      "scale": 0.0, "translation": 0.0, "gaussian_blur": 0.0,
-      "gaussian_noise": 0.0})
-  np.testing.assert_allclose(identity(jax.random.key(2), IMAGE), IMAGE,
-                             atol=1e-6)
+    v.gaussian_noise(jax.random.key(1), IMAGE, 0.0), IMAGE
+  )
+  identity = v.compose(
+    {
+      "brightness": 0.0,
+      "contrast": 1.0,
+      "gamma": 1.0,
+      "rotation": 0.0,
+      "scale": 0.0,
+      "translation": 0.0,
+      "gaussian_blur": 0.0,
+      "gaussian_noise": 0.0,
+    }
+  )
+  np.testing.assert_allclose(
+    identity(jax.random.key(2), IMAGE), IMAGE, atol=1e-6
+  )
 
 
 def test_photometric_hand_cases():
   x = jnp.array([0.0, 0.25, 0.5, 1.0]).reshape(2, 2, 1)
-  np.testing.assert_allclose(v.brightness(x, 0.25).ravel(),
-                             [0.25, 0.5, 0.75, 1.0])
+  np.testing.assert_allclose(
+    v.brightness(x, 0.25).ravel(), [0.25, 0.5, 0.75, 1.0]
+  )
   # contrast about the mean 0.4375 with factor 0.5
   np.testing.assert_allclose(
-      v.contrast(x, 0.5).ravel(), 0.4375 + 0.5 * (x.ravel() - 0.4375),
-      rtol=1e-6)
-  np.testing.assert_allclose(v.contrast(x, 0.5, center="zero").ravel(),
-                             0.5 * x.ravel())
+    v.contrast(x, 0.5).ravel(), 0.4375 + 0.5 * (x.ravel() - 0.4375), rtol=1e-6
+  )
+  np.testing.assert_allclose(
+    v.contrast(x, 0.5, center="zero").ravel(), 0.5 * x.ravel()
+  )
   np.testing.assert_allclose(v.gamma(x, 2.0).ravel(), x.ravel() ** 2)
   # The mean of an unclipped contrast change is unchanged.
   y = 0.25 + 0.5 * IMAGE
@@ -63,8 +74,9 @@ def test_rotation_90_equals_rot90_and_translation_integer_shift():
   x = jax.random.uniform(jax.random.key(3), (8, 8, 2))
   inner = (slice(1, -1), slice(1, -1))
   for degrees, k in ((90.0, 1), (-90.0, -1), (180.0, 2)):
-    np.testing.assert_allclose(v.rotation(x, degrees)[inner],
-                               jnp.rot90(x, k)[inner], atol=1e-5)
+    np.testing.assert_allclose(
+      v.rotation(x, degrees)[inner], jnp.rot90(x, k)[inner], atol=1e-5
+    )
   shifted = v.translation(x, (0.25, -0.125))  # (2, -1) pixels
   expected = np.zeros_like(x)
   expected[2:, :-1] = np.asarray(x)[:-2, 1:]
@@ -77,18 +89,21 @@ def test_scale_matches_scipy_zoom_about_centre():
   c = 4.0  # centre of a 9 x 9 image
   matrix = np.diag([1 / 1.5, 1 / 1.5, 1.0])
   offset = np.array([c - c / 1.5, c - c / 1.5, 0.0])
-  expected = scipy.ndimage.affine_transform(x, matrix, offset, order=1,
-                                            mode="constant", cval=0.0)
+  expected = scipy.ndimage.affine_transform(
+    x, matrix, offset, order=1, mode="constant", cval=0.0
+  )
   np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_blur_matches_scipy_and_keeps_the_mean():
   x = np.asarray(IMAGE)
   for sigma in (0.5, 1.3):
-    expected = scipy.ndimage.gaussian_filter(x, (sigma, sigma, 0),
-                                             mode="reflect")
-    np.testing.assert_allclose(v.gaussian_blur(IMAGE, sigma), expected,
-                               atol=1e-6)
+    expected = scipy.ndimage.gaussian_filter(
+      x, (sigma, sigma, 0), mode="reflect"
+    )
+    np.testing.assert_allclose(
+      v.gaussian_blur(IMAGE, sigma), expected, atol=1e-6
+    )
     # Circular (wrap) padding preserves the mean exactly; with reflect the
     # mean changes only through the border, so compare interiors there.
     wrapped = v.gaussian_blur(IMAGE, sigma, mode="wrap")
@@ -97,20 +112,20 @@ def test_blur_matches_scipy_and_keeps_the_mean():
 
 
 @pytest.mark.parametrize(
-    "name,spec,expected",
-    [
-        ("brightness", 0.2, (-0.2, 0.2)),
-        ("contrast", 1.3, (0.7, 1.3)),
-        ("contrast", 0.6, (0.6, 1.4)),
-        ("gamma", 0.7, (0.7, 1 / 0.7)),
-        ("rotation", 10.0, (-10.0, 10.0)),
-        ("scale", 0.1, (0.9, 1.1)),
-        ("gaussian_blur", 1.0, (0.0, 1.0)),
-        ("gaussian_noise", 0.1, (0.1, 0.1)),
-        ("brightness", (0.1, 0.3), (0.1, 0.3)),
-        ("translation", 0.1, ((-0.1, -0.1), (0.1, 0.1))),
-        ("translation", (0.1, 0.2), ((-0.1, -0.2), (0.1, 0.2))),
-    ],
+  "name,spec,expected",
+  [
+    ("brightness", 0.2, (-0.2, 0.2)),
+    ("contrast", 1.3, (0.7, 1.3)),
+    ("contrast", 0.6, (0.6, 1.4)),
+    ("gamma", 0.7, (0.7, 1 / 0.7)),
+    ("rotation", 10.0, (-10.0, 10.0)),
+    ("scale", 0.1, (0.9, 1.1)),
+    ("gaussian_blur", 1.0, (0.0, 1.0)),
+    ("gaussian_noise", 0.1, (0.1, 0.1)),
+    ("brightness", (0.1, 0.3), (0.1, 0.3)),
+    ("translation", 0.1, ((-0.1, -0.1), (0.1, 0.1))),
+    ("translation", (0.1, 0.2), ((-0.1, -0.2), (0.1, 0.2))),
+  ],
 )
 def test_ranges_and_samplers(name, spec, expected):
   lo, hi = v.parameter_range(name, spec)
@@ -122,17 +137,24 @@ def test_ranges_and_samplers(name, spec, expected):
   hi32 = np.asarray(hi, np.float32)
   assert np.all(params >= lo32) and np.all(params <= hi32)
   # Uniform: the sample range fills the interval.
-  np.testing.assert_allclose(params.min(0), lo32, atol=0.01 * (1 + float(np.max(hi32))))
-  np.testing.assert_allclose(params.max(0), hi32, atol=0.01 * (1 + float(np.max(hi32))))
+  np.testing.assert_allclose(
+    params.min(0), lo32, atol=0.01 * (1 + float(np.max(hi32)))
+  )
+  np.testing.assert_allclose(
+    params.max(0), hi32, atol=0.01 * (1 + float(np.max(hi32)))
+  )
 
 
 def test_compose_vmapped_equals_looped_and_stays_in_range():
   sample_fn = v.compose(
-      dict(v.CC_CERT_RANGES, scale=0.2, gaussian_noise=0.3, brightness=0.8))
+    dict(v.CC_CERT_RANGES, scale=0.2, gaussian_noise=0.3, brightness=0.8)
+  )
   images = jax.random.uniform(jax.random.key(5), (4, 9, 9, 3))
   keys = jax.random.split(jax.random.key(6), 4)
   batched = jax.jit(jax.vmap(sample_fn))(keys, images)
-  looped = jnp.stack([jax.jit(sample_fn)(k, x) for k, x in zip(keys, images)])
+  looped = jnp.stack(
+    [jax.jit(sample_fn)(k, x) for k, x in zip(keys, images, strict=True)]
+  )
   np.testing.assert_allclose(batched, looped, atol=1e-6)
   assert batched.shape == images.shape and batched.dtype == jnp.float32
   assert float(batched.min()) >= 0.0 and float(batched.max()) <= 1.0

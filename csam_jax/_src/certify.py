@@ -208,6 +208,11 @@ def cc_bound(
       f"N = z.shape[-1] = {z.shape[-1]} must be a positive multiple of "
       f"num_bounds = {num_bounds}"
     )
+  return _cc_bound_jit(z, margin, num_bounds, delta, t_min, t_max, t_steps)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
+def _cc_bound_jit(z, margin, num_bounds, delta, t_min, t_max, t_steps):
   t = jnp.linspace(t_min, t_max, t_steps, dtype=z.dtype)
   log_r = _cc_log_ratios(z, margin, t, num_bounds)
   log_bound = jnp.max(jnp.min(log_r, axis=-1), axis=-1) - math.log(delta)

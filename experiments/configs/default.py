@@ -27,15 +27,13 @@ from __future__ import annotations
 
 import ml_collections
 
+from csam_jax.variations import CC_CERT_RANGES
 from experiments import input_pipeline
 
-# TODO(harness): certify_config (CERT helper) and corruptions_config (CORR
-# helper) are being written in parallel; until they land the sections are
-# disabled placeholders (see _optional_section).
-try:
-  from experiments.configs import certify_config
-except ImportError:  # TODO(harness): remove once certify_config.py exists.
-  certify_config = None
+# TODO(harness): corruptions_config (CORR helper) is being written in
+# parallel; until it lands config.corruptions is a disabled placeholder.
+from experiments.configs import certify_config
+
 try:
   from experiments.configs import corruptions_config
 except ImportError:  # TODO(harness): remove once corruptions_config.py exists.
@@ -168,16 +166,8 @@ def get_config() -> ml_collections.ConfigDict:
           variations=ml_collections.ConfigDict(
             dict(
               kind="semantic",
-              ranges=ml_collections.ConfigDict(
-                dict(
-                  gamma=0.7,
-                  contrast=1.3,
-                  brightness=0.2,
-                  rotation=10.0,
-                  translation=0.1,
-                  gaussian_blur=1.0,
-                )
-              ),
+              # The CC-Cert suggested ranges, as config.certify.semantic.
+              ranges=ml_collections.ConfigDict(dict(CC_CERT_RANGES)),
             )
           ),
         )
@@ -212,7 +202,7 @@ def get_config() -> ml_collections.ConfigDict:
       every_stage=True,
     )
   )
-  config.certify = _optional_section(certify_config, "get_certify_config")
+  config.certify = certify_config.get_certify_config()
   config.corruptions = _optional_section(
     corruptions_config, "get_corruptions_config"
   )

@@ -41,13 +41,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint.every_steps = 50
   config.logging.log_every_steps = 20
   config.evaluation.batch_size = 256
-  config.search.csam.variations.ranges.rotation = 0.0
-  config.search.csam.variations.ranges.translation = 0.0
   _small_robustness(config)
   return config
 
 
 def _small_robustness(config: ml_collections.ConfigDict) -> None:
-  # TODO(harness): set the small certification / corruption sample counts
-  # once certify_config.py and corruptions_config.py exist.
-  pass
+  """Small sample counts so certification fits the quickstart budget."""
+  cert = config.certify
+  cert.num_images = 100
+  cert.num_samples = 20
+  cert.num_bounds = 5
+  cert.batch_size = 500
+  cert.smoothing.num_images = 50
+  cert.smoothing.n0 = 20
+  cert.smoothing.n = 200
+  # TODO(harness): small corruption-evaluation counts once
+  # corruptions_config.py exists.

@@ -76,9 +76,8 @@ class InvertedResidual(nn.Module):
     shortcut = x
     if self.projection:
       shortcut = layers.conv(self.features, 1, name="shortcut_conv", **kw)(x)
-      shortcut = layers.batch_norm(train=train, name="shortcut_bn", **kw)(
-        shortcut
-      )
+      shortcut_bn = layers.batch_norm(train=train, name="shortcut_bn", **kw)
+      shortcut = shortcut_bn(shortcut)
     return y + shortcut
 
 

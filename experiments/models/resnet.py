@@ -39,9 +39,10 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     kw = dict(dtype=self.dtype)
-    y = layers.conv(self.features, 3, strides=self.strides, name="conv1", **kw)(
-      x
+    conv1 = layers.conv(
+      self.features, 3, strides=self.strides, name="conv1", **kw
     )
+    y = conv1(x)
     y = nn.relu(layers.batch_norm(train=train, name="bn1", **kw)(y))
     y = layers.conv(self.features, 3, name="conv2", **kw)(y)
     y = layers.batch_norm(train=train, name="bn2", **kw)(y)
@@ -50,9 +51,8 @@ class BasicBlock(nn.Module):
       shortcut = layers.conv(
         self.features, 1, strides=self.strides, name="shortcut_conv", **kw
       )(x)
-      shortcut = layers.batch_norm(train=train, name="shortcut_bn", **kw)(
-        shortcut
-      )
+      shortcut_bn = layers.batch_norm(train=train, name="shortcut_bn", **kw)
+      shortcut = shortcut_bn(shortcut)
     return nn.relu(y + shortcut)
 
 

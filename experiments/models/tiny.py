@@ -41,9 +41,10 @@ class TinyCNN(nn.Module):
       else:
         strides = 2
       features = layers.scale_channels(channels, self.width)
-      x = layers.conv(features, 3, strides=strides, name=f"conv{i + 1}", **kw)(
-        x
+      conv = layers.conv(
+        features, 3, strides=strides, name=f"conv{i + 1}", **kw
       )
+      x = conv(x)
       x = nn.relu(layers.batch_norm(train=train, name=f"bn{i + 1}", **kw)(x))
       if i == 0 and self.stem != "cifar":
         x = layers.max_pool(x, 3, strides=2, padding=1)

@@ -87,7 +87,7 @@ def _unblocks(blocks: jax.Array) -> jax.Array:
 def _lossy_plane(plane: jax.Array, table: np.ndarray) -> jax.Array:
   """Level shift, DCT, quantise, dequantise, IDCT of 8-bit samples."""
   dct = jnp.asarray(_dct_matrix(), jnp.float32)
-  table = jnp.asarray(table, jnp.float32)
+  table = jnp.asarray(table, jnp.float32)  # may be traced
   blocks = _blocks(plane - 128.0)
   coeffs = jnp.einsum("ux,ijxy,vy->ijuv", dct, blocks, dct, precision=_HIGHEST)
   levels = jnp.sign(coeffs) * jnp.floor(jnp.abs(coeffs) / table + 0.5)
@@ -137,6 +137,13 @@ def jpeg_roundtrip(image: jax.Array, quality: int) -> jax.Array:
     128
   """
   luma_table, chroma_table = quantization_tables(quality)
+  return jpeg_with_tables(image, luma_table, chroma_table)
+
+
+def jpeg_with_tables(
+  image: jax.Array, luma_table: jax.Array, chroma_table: jax.Array
+) -> jax.Array:
+  """``jpeg_roundtrip`` with explicit (possibly traced) 8x8 tables."""
   h, w = image.shape[:2]
   pad_h, pad_w = -h % 16, -w % 16
   rgb = jnp.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
@@ -159,7 +166,17 @@ def jpeg_roundtrip(image: jax.Array, quality: int) -> jax.Array:
   return jnp.clip(out[:h, :w], 0.0, 255.0) / 255.0
 
 
-def jpeg_compression(key, image, quality: int):
+def jpeg_params(rows, height, width):
+  """Quality-scaled tables of each severity."""
+  del height, width
+  tables = [quantization_tables(row[0]) for row in rows]
+  return {
+    "luma": np.stack([t[0] for t in tables]).astype(np.float32),
+    "chroma": np.stack([t[1] for t in tables]).astype(np.float32),
+  }
+
+
+def jpeg_compression(key, image, p):
   """CIFAR-10-C's JPEG corruption: a Pillow-equivalent round trip."""
   del key
-  return jpeg_roundtrip(image, quality)
+  return jpeg_with_tables(image, p["luma"], p["chroma"])

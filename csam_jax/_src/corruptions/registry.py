@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from csam_jax._src.corruptions import (
   blur,
@@ -26,40 +27,68 @@ class Corruption(NamedTuple):
   """A corruption family.
 
   Attributes:
-    fn: ``fn(key, image_hwc, *params) -> image_hwc`` for one image.
-    severities: five parameter tuples, for severities 1..5.
+    fn: ``fn(key, image_hwc, p) -> image_hwc`` for one image, ``p`` one
+      severity's parameters (a dict of arrays, possibly traced).
+    params_fn: ``params_fn(severities, height, width)`` -> dict of numpy
+      arrays stacked over the five severities.
+    severities: the five CIFAR-10-C parameter tuples (severity 1..5).
   """
 
   fn: Callable[..., jax.Array]
+  params_fn: Callable[..., dict]
   severities: tuple[tuple, ...]
+
+
+def _scalars(*names: str) -> Callable[..., dict]:
+  """A params_fn stacking each positional parameter under a name."""
+
+  def params_fn(rows, height, width):
+    del height, width
+    table = np.array(rows, np.float32)
+    return {name: table[:, i] for i, name in enumerate(names)}
+
+  return params_fn
 
 
 _TABLE: dict[str, Corruption] = {
   "gaussian_noise": Corruption(
-    noise.gaussian_noise, ((0.04,), (0.06,), (0.08,), (0.09,), (0.10,))
+    noise.gaussian_noise,
+    _scalars("sigma"),
+    ((0.04,), (0.06,), (0.08,), (0.09,), (0.10,)),
   ),
   "shot_noise": Corruption(
-    noise.shot_noise, ((500,), (250,), (100,), (75,), (50,))
+    noise.shot_noise,
+    _scalars("scale"),
+    ((500,), (250,), (100,), (75,), (50,)),
   ),
   "impulse_noise": Corruption(
-    noise.impulse_noise, ((0.01,), (0.02,), (0.03,), (0.05,), (0.07,))
+    noise.impulse_noise,
+    _scalars("amount"),
+    ((0.01,), (0.02,), (0.03,), (0.05,), (0.07,)),
   ),
   "defocus_blur": Corruption(
     blur.defocus_blur,
+    blur.defocus_params,
     ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)),
   ),
   "glass_blur": Corruption(
     blur.glass_blur,
+    blur.glass_params,
     ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)),
   ),
   "motion_blur": Corruption(
-    blur.motion_blur, ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5))
+    blur.motion_blur,
+    blur.motion_params,
+    ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)),
   ),
   "zoom_blur": Corruption(
-    blur.zoom_blur, ((1.06,), (1.11,), (1.16,), (1.21,), (1.26,))
+    blur.zoom_blur,
+    blur.zoom_params,
+    ((1.06,), (1.11,), (1.16,), (1.21,), (1.26,)),
   ),
   "snow": Corruption(
     weather.snow,
+    weather.snow_params,
     (
       (0.1, 0.2, 1, 0.6, 8, 3, 0.95),
       (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
@@ -69,19 +98,28 @@ _TABLE: dict[str, Corruption] = {
     ),
   ),
   "frost": Corruption(
-    weather.frost, ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45))
+    weather.frost,
+    _scalars("image_weight", "frost_weight"),
+    ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)),
   ),
   "fog": Corruption(
-    weather.fog, ((0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75))
+    weather.fog,
+    _scalars("strength", "wibble_decay"),
+    ((0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)),
   ),
   "brightness": Corruption(
-    digital.brightness, ((0.05,), (0.1,), (0.15,), (0.2,), (0.3,))
+    digital.brightness,
+    _scalars("shift"),
+    ((0.05,), (0.1,), (0.15,), (0.2,), (0.3,)),
   ),
   "contrast": Corruption(
-    digital.contrast, ((0.75,), (0.5,), (0.4,), (0.3,), (0.15,))
+    digital.contrast,
+    _scalars("factor"),
+    ((0.75,), (0.5,), (0.4,), (0.3,), (0.15,)),
   ),
   "elastic_transform": Corruption(
     digital.elastic_transform,
+    digital.elastic_params,
     (
       (0.0, 0.0, 0.08),
       (0.05, 0.2, 0.07),
@@ -91,19 +129,28 @@ _TABLE: dict[str, Corruption] = {
     ),
   ),
   "pixelate": Corruption(
-    digital.pixelate, ((0.95,), (0.9,), (0.85,), (0.75,), (0.65,))
+    digital.pixelate,
+    digital.pixelate_params,
+    ((0.95,), (0.9,), (0.85,), (0.75,), (0.65,)),
   ),
   "jpeg_compression": Corruption(
-    jpeg.jpeg_compression, ((80,), (65,), (58,), (50,), (40,))
+    jpeg.jpeg_compression,
+    jpeg.jpeg_params,
+    ((80,), (65,), (58,), (50,), (40,)),
   ),
   "speckle_noise": Corruption(
-    noise.speckle_noise, ((0.06,), (0.1,), (0.12,), (0.16,), (0.2,))
+    noise.speckle_noise,
+    _scalars("sigma"),
+    ((0.06,), (0.1,), (0.12,), (0.16,), (0.2,)),
   ),
   "gaussian_blur": Corruption(
-    blur.gaussian_blur, ((0.4,), (0.6,), (0.7,), (0.8,), (1.0,))
+    blur.gaussian_blur,
+    blur.gaussian_params,
+    ((0.4,), (0.6,), (0.7,), (0.8,), (1.0,)),
   ),
   "spatter": Corruption(
     spatter.spatter,
+    spatter.spatter_params,
     (
       (0.62, 0.1, 0.7, 0.7, 0.5, 0),
       (0.65, 0.1, 0.8, 0.7, 0.5, 0),
@@ -114,6 +161,7 @@ _TABLE: dict[str, Corruption] = {
   ),
   "saturate": Corruption(
     digital.saturate,
+    _scalars("scale", "offset"),
     ((0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)),
   ),
 }
@@ -158,14 +206,43 @@ def _check_severity(severity: int) -> int:
   return severity
 
 
-def _single(name: str, severity: int) -> Callable[[jax.Array, jax.Array], ...]:
+def _check_images(images, ndims: tuple[int, ...]) -> tuple[int, ...]:
+  shape = getattr(images, "shape", None)
+  expected = " or ".join({3: "(H, W, 3)", 4: "(N, H, W, 3)"}[n] for n in ndims)
+  if shape is None or len(shape) not in ndims or shape[-1] != 3:
+    raise ValueError(
+      f"`images` must be a float array in [0, 1] of shape {expected}, got "
+      f"shape {shape}."
+    )
+  if not jnp.issubdtype(images.dtype, jnp.floating):
+    raise TypeError(
+      f"`images` must be floating point in [0, 1], got dtype {images.dtype}."
+    )
+  return tuple(shape)
+
+
+def _branch(name: str) -> Callable[..., jax.Array]:
+  return lambda key, image, index: apply_at(key, image, name, index)
+
+
+@functools.lru_cache(maxsize=256)
+def _stacked_params(name: str, height: int, width: int) -> dict:
   corruption = _TABLE[name]
-  params = corruption.severities[severity - 1]
-  return functools.partial(_apply_one, corruption.fn, params)
+  return corruption.params_fn(corruption.severities, height, width)
 
 
-def _apply_one(fn, params, key, image):
-  out = fn(key, image.astype(jnp.float32), *params)
+def apply_at(
+  key: jax.Array, image: jax.Array, name: str, severity_index
+) -> jax.Array:
+  """One HWC image, severity given as a 0-based (possibly traced) index.
+
+  No validation (internal): one compiled program serves all severities.
+  """
+  h, w = image.shape[:2]
+  params = jax.tree.map(
+    lambda a: jnp.asarray(a)[severity_index], _stacked_params(name, h, w)
+  )
+  out = _TABLE[name].fn(key, image.astype(jnp.float32), params)
   return out.astype(jnp.float32)
 
 
@@ -192,7 +269,7 @@ def corrupt(
   Raises:
     ValueError: unknown name, severity outside 1..5, ``images`` not 3- or
       4-dimensional or without 3 channels.
-    TypeError: severity not a Python int.
+    TypeError: severity not a Python int, ``images`` not floating point.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -204,13 +281,8 @@ def corrupt(
   """
   _check_name(name)
   _check_severity(severity)
-  shape = getattr(images, "shape", None)
-  if shape is None or len(shape) not in (3, 4) or shape[-1] != 3:
-    raise ValueError(
-      "`images` must be a float array in [0, 1] of shape (N, H, W, 3) or "
-      f"(H, W, 3), got shape {shape}."
-    )
-  fn = _single(name, severity)
+  shape = _check_images(images, ndims=(3, 4))
+  fn = functools.partial(apply_at, name=name, severity_index=severity - 1)
   if len(shape) == 3:
     return fn(key, jnp.asarray(images))
   keys = jax.random.split(key, shape[0])
@@ -223,11 +295,14 @@ def corruption_sampler(
 ) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """A ``sample_fn(key, image)`` drawing a random corruption and severity.
 
-  The pair (name, severity) is uniform over ``names x severities`` and is
-  applied with ``jax.lax.switch`` over the static list, so ``sample_fn``
-  jits and vmaps (e.g. as the transformation distribution of
+  The name and the severity are drawn independently and uniformly (so the
+  pair is uniform over ``names x severities``); the corruption is applied
+  with ``jax.lax.switch`` over the static list of names, each branch
+  taking the severity as a traced index into its stacked parameters, so
+  ``sample_fn`` jits and vmaps (e.g. as the transformation distribution of
   ``csam_jax.certify.cc_cert``). Under ``vmap`` the switch evaluates every
-  branch and selects, so the cost per sample is that of all listed pairs.
+  branch and selects, so a sample costs one pass of every listed name (not
+  of every pair).
 
   Args:
     names: corruption names (default: the 15 CIFAR-10-C corruptions).
@@ -238,7 +313,8 @@ def corruption_sampler(
     corrupted float32 image of the same shape.
 
   Raises:
-    ValueError: empty or unknown ``names`` / ``severities``.
+    ValueError: empty or unknown ``names`` / ``severities``; ``sample_fn``
+      raises ValueError for an image that is not (H, W, 3).
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -254,12 +330,15 @@ def corruption_sampler(
     _check_name(name)
   for severity in severities:
     _check_severity(severity)
-  branches = [_single(n, s) for n in names for s in severities]
+  indices = np.asarray(severities, np.int32) - 1
+  branches = [_branch(name) for name in names]
 
   def sample_fn(key: jax.Array, image: jax.Array) -> jax.Array:
-    choice_key, corrupt_key = jax.random.split(key)
-    index = jax.random.randint(choice_key, (), 0, len(branches))
-    return jax.lax.switch(index, branches, corrupt_key, image)
+    _check_images(image, ndims=(3,))
+    name_key, severity_key, corrupt_key = jax.random.split(key, 3)
+    which = jax.random.randint(name_key, (), 0, len(names))
+    severity_index = jax.random.choice(severity_key, jnp.asarray(indices))
+    return jax.lax.switch(which, branches, corrupt_key, image, severity_index)
 
   return sample_fn
 

@@ -164,21 +164,24 @@ def gaussian_filter(
   )
 
 
-def correlate2d(image: jax.Array, kernel: np.ndarray, mode: str) -> jax.Array:
-  """2-D correlation of each channel with a small static kernel.
+def correlate2d(image: jax.Array, kernel, mode: str) -> jax.Array:
+  """2-D correlation of each channel with a small kernel.
 
-  Zero taps are skipped, so a sparse static kernel (e.g. a small disk
-  embedded in a 17x17 array) costs only its non-zero taps. Matches
-  ``cv2.filter2D`` (mode ``"mirror"``) and ``scipy.ndimage.correlate``.
+  ``kernel`` is a static numpy array (its zero taps are skipped) or a traced
+  array of static shape. Matches ``cv2.filter2D`` (mode ``"mirror"``) and
+  ``scipy.ndimage.correlate``.
   """
-  kernel = np.asarray(kernel, np.float64)
   kh, kw = kernel.shape
   h, w = image.shape[:2]
+  if isinstance(kernel, np.ndarray):
+    taps = list(zip(*np.nonzero(kernel), strict=True))
+  else:
+    taps = [(dy, dx) for dy in range(kh) for dx in range(kw)]
   out = jnp.zeros_like(image)
-  for dy, dx in zip(*np.nonzero(kernel), strict=True):
+  for dy, dx in taps:
     rows = boundary_index(np.arange(h) + dy - kh // 2, h, mode)
     cols = boundary_index(np.arange(w) + dx - kw // 2, w, mode)
-    out = out + float(kernel[dy, dx]) * image[rows][:, cols]
+    out = out + kernel[dy, dx] * image[rows][:, cols]
   return out
 
 

@@ -112,36 +112,52 @@ def _water_layer(liquid: jax.Array) -> jax.Array:
   return liquid8 * dist
 
 
-def spatter(
-  key,
-  image,
-  mean: float,
-  std: float,
-  sigma: float,
-  threshold: float,
-  strength: float,
-  mud: int,
-):
-  """Water drops (``mud == 0``) or mud splashes (``mud == 1``).
+def spatter_params(rows, height, width):
+  """Scalars and Gaussian matrices (liquid blur; mud mask blur)."""
+  table = np.array(rows, np.float64)
+  mud = table[:, 5] == 1
+
+  def gauss(n, sigmas):
+    return np.stack([resample.gaussian_matrix(n, s) for s in sigmas]).astype(
+      np.float32
+    )
+
+  mud_sigmas = np.where(mud, table[:, 4], 0.0)
+  return {
+    "mean": table[:, 0].astype(np.float32),
+    "std": table[:, 1].astype(np.float32),
+    "liquid_rows": gauss(height, table[:, 2]),
+    "liquid_cols": gauss(width, table[:, 2]),
+    "threshold": table[:, 3].astype(np.float32),
+    "strength": table[:, 4].astype(np.float32),
+    "mud": mud,
+    "mud_rows": gauss(height, mud_sigmas),
+    "mud_cols": gauss(width, mud_sigmas),
+  }
+
+
+def spatter(key, image, p):
+  """Water drops (severities 1-3) or mud splashes (severities 4-5).
 
   A liquid layer ``gaussian(N(mean, std^2), sigma)`` is zeroed below
   ``threshold``. Water: the layer times the processed distance map,
   normalised to max 1, times ``strength``, adds pale turquoise
   (175, 238, 238)/255. Mud: the thresholded mask blurred with
   ``sigma = strength``, zeroed below 0.8, blends the image towards mud
-  brown (63, 42, 20)/255.
+  brown (63, 42, 20)/255. Both are computed and one is selected, so the
+  severity may be traced.
   """
   h, w = image.shape[:2]
-  liquid = mean + std * jax.random.normal(key, (h, w), jnp.float32)
-  liquid = resample.gaussian_filter(liquid, sigma)
-  liquid = jnp.where(liquid < threshold, 0.0, liquid)
-  if mud == 0:
-    m = _water_layer(liquid)
-    m = strength * m / jnp.maximum(m.max(), 1e-12)
-    water = jnp.asarray([175.0, 238.0, 238.0]) / 255.0
-    return jnp.clip(image + m[..., None] * water, 0.0, 1.0)
-  m = (liquid > threshold).astype(jnp.float32)
-  m = resample.gaussian_filter(m, strength)
+  liquid = p["mean"] + p["std"] * jax.random.normal(key, (h, w))
+  liquid = resample.apply_separable(liquid, p["liquid_rows"], p["liquid_cols"])
+  liquid = jnp.where(liquid < p["threshold"], 0.0, liquid)
+  m = _water_layer(liquid)
+  m = p["strength"] * m / jnp.maximum(m.max(), 1e-12)
+  water_rgb = jnp.asarray([175.0, 238.0, 238.0]) / 255.0
+  water = jnp.clip(image + m[..., None] * water_rgb, 0.0, 1.0)
+  m = (liquid > p["threshold"]).astype(jnp.float32)
+  m = resample.apply_separable(m, p["mud_rows"], p["mud_cols"])
   m = jnp.where(m < 0.8, 0.0, m)[..., None]
   brown = jnp.asarray([63.0, 42.0, 20.0]) / 255.0
-  return jnp.clip(image * (1 - m) + brown * m, 0.0, 1.0)
+  mud = jnp.clip(image * (1 - m) + brown * m, 0.0, 1.0)
+  return jnp.where(p["mud"], mud, water)

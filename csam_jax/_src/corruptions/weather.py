@@ -6,12 +6,13 @@ severity parameters and returns an image in [0, 1].
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from csam_jax._src.corruptions import blur, color, resample
 
 
 def plasma_fractal(
-  key: jax.Array, mapsize: int, wibble_decay: float
+  key: jax.Array, mapsize: int, wibble_decay: float | jax.Array
 ) -> jax.Array:
   """Diamond-square height map in [0, 1], as CIFAR-10-C's ``plasma_fractal``.
 
@@ -20,7 +21,8 @@ def plasma_fractal(
   centres (toroidal neighbours, as ``np.roll`` in the reference) with the
   mean of their four neighbours plus ``wibble * U(-wibble, wibble)``, then
   halves the step and divides ``wibble`` by ``wibble_decay``; finally the
-  map is min-max normalised. The loop over levels is static.
+  map is min-max normalised. The loop over levels is static;
+  ``wibble_decay`` may be traced.
 
   Example:
     >>> import jax
@@ -39,9 +41,10 @@ def plasma_fractal(
   # k * k values each; U(-1, 1) is scaled by wibble below.
   unit_noise = jax.random.uniform(key, (3 * sum(sizes),), minval=-1.0)
   corners = jnp.zeros((1, 1), jnp.float32)
-  wibble, offset = 100.0, 0
+  offset = 0
   for level in range(levels):
     k = 2**level
+    wibble = 100.0 / jnp.asarray(wibble_decay, jnp.float32) ** level
     noise = unit_noise[offset : offset + 3 * k * k].reshape(3, k, k)
     noise = wibble * wibble * noise
     offset += 3 * k * k
@@ -58,7 +61,6 @@ def plasma_fractal(
       [jnp.stack([corners, row_diamonds]), jnp.stack([col_diamonds, squares])]
     )  # (2, 2, k, k): [row parity, column parity]
     corners = corners.transpose(2, 0, 3, 1).reshape(2 * k, 2 * k)
-    wibble /= wibble_decay
   grid = corners
   grid = grid - grid.min()
   return grid / grid.max()
@@ -70,45 +72,57 @@ def _plasma_for(key: jax.Array, image: jax.Array, wibble_decay: float):
   return plasma_fractal(key, size, wibble_decay)[:h, :w]
 
 
-def fog(key, image, strength: float, wibble_decay: float):
-  """``clip((x + s * plasma) * max(x) / (max(x) + s))``."""
+def fog(key, image, p):
+  """``clip((x + s * plasma) * max(x) / (max(x) + s))``, s = strength."""
+  strength = p["strength"]
   max_value = jnp.max(image)
-  fogged = image + strength * _plasma_for(key, image, wibble_decay)[..., None]
+  plasma = _plasma_for(key, image, p["wibble_decay"])[..., None]
+  fogged = image + strength * plasma
   return jnp.clip(fogged * max_value / (max_value + strength), 0.0, 1.0)
 
 
-def snow(
-  key,
-  image,
-  mean: float,
-  std: float,
-  zoom: float,
-  threshold: float,
-  blur_radius: int,
-  blur_sigma: float,
-  blend: float,
-):
+def snow_params(rows, height, width):
+  """Scalars, zoom matrices and motion kernels of the snow layer."""
+  cols = np.array(rows, np.float64)
+  size = max(2 * int(np.ceil(r[4])) + 1 for r in rows)
+  return {
+    "mean": cols[:, 0].astype(np.float32),
+    "std": cols[:, 1].astype(np.float32),
+    "zoom_rows": np.stack(
+      [resample.zoom_matrix(height, r[2]) for r in rows]
+    ).astype(np.float32),
+    "zoom_cols": np.stack(
+      [resample.zoom_matrix(width, r[2]) for r in rows]
+    ).astype(np.float32),
+    "threshold": cols[:, 3].astype(np.float32),
+    "motion_weights": np.stack(
+      [blur.motion_weights(r[4], r[5], size) for r in rows]
+    ).astype(np.float32),
+    "blend": cols[:, 6].astype(np.float32),
+  }
+
+
+def snow(key, image, p):
   """Snow layer (thresholded zoomed noise, motion-blurred) over a greyed image.
 
   As the reference: a Gaussian layer ``N(mean, std^2)`` zoomed by ``zoom``
   (``clipped_zoom``), zeroed below ``threshold``, quantised to uint8,
-  motion-blurred (ImageMagick kernel, ``blur_radius``, ``blur_sigma``,
+  motion-blurred (ImageMagick kernel of the severity's radius and sigma,
   angle ~ U(-135, -45)); the image becomes ``blend * x + (1 - blend) *
   max(x, 1.5 * gray(x) + 0.5)`` and the layer and its 180-degree rotation
   are added.
   """
   layer_key, angle_key = jax.random.split(key)
   h, w = image.shape[:2]
-  layer = mean + std * jax.random.normal(layer_key, (h, w), image.dtype)
-  layer = resample.apply_separable(
-    layer, resample.zoom_matrix(h, zoom), resample.zoom_matrix(w, zoom)
-  )
-  layer = jnp.where(layer < threshold, 0.0, layer)
+  layer = p["mean"] + p["std"] * jax.random.normal(layer_key, (h, w))
+  layer = resample.apply_separable(layer, p["zoom_rows"], p["zoom_cols"])
+  layer = jnp.where(layer < p["threshold"], 0.0, layer)
   layer = jnp.floor(jnp.clip(layer, 0.0, 1.0) * 255.0) / 255.0
   angle = jax.random.uniform(angle_key, (), minval=-135.0, maxval=-45.0)
-  layer = blur.motion_blur_filter(layer, blur_radius, blur_sigma, angle)
+  layer = blur.motion_blur_filter(layer, p["motion_weights"], angle)
   layer = layer[..., None]
   gray = color.rgb_to_gray(image)[..., None]
+  blend = p["blend"]
   image = blend * image + (1 - blend) * jnp.maximum(image, gray * 1.5 + 0.5)
   return jnp.clip(image + layer + layer[::-1, ::-1], 0.0, 1.0)
 
@@ -144,8 +158,9 @@ def frost_texture(key: jax.Array, height: int, width: int) -> jax.Array:
   seeds = jax.random.bernoulli(keys[1], 0.03, (height, width))
   seeds = seeds.astype(jnp.float32)
   angles = jax.random.uniform(keys[2], (3,), minval=-180.0, maxval=180.0)
+  needle_weights = blur.motion_weights(6, 3.0, 13)
   needles = sum(
-    blur.motion_blur_filter(seeds, 6, 3.0, angles[i]) for i in range(3)
+    blur.motion_blur_filter(seeds, needle_weights, angles[i]) for i in range(3)
   )
   needles = needles / jnp.maximum(needles.max(), 1e-6)
   detail = 0.6 * film + 0.4 * needles
@@ -156,8 +171,9 @@ def frost_texture(key: jax.Array, height: int, width: int) -> jax.Array:
   return jnp.clip(texture, 0.0, 1.0)
 
 
-def frost(key, image, image_weight: float, frost_weight: float):
+def frost(key, image, p):
   """``clip(image_weight * x + frost_weight * frost_texture)``."""
   h, w = image.shape[:2]
   texture = frost_texture(key, h, w).astype(image.dtype)
-  return jnp.clip(image_weight * image + frost_weight * texture, 0.0, 1.0)
+  out = p["image_weight"] * image + p["frost_weight"] * texture
+  return jnp.clip(out, 0.0, 1.0)

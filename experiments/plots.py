@@ -1,0 +1,123 @@
+"""Plots of the results (PNG, matplotlib's Agg canvas; no display needed).
+
+Both functions take the list of run entries of results.json (CONTRACTS.md
+"Run entries") and write one PNG; they return the path written, or None
+when there is nothing to plot (no certification results / a single
+sparsity).
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from experiments.certification import HEADLINE_EPS
+
+_DISTRIBUTIONS = ("semantic", "corruptions")
+_METHODS = (("cc_cert", "CC-Cert"), ("binomial", "Clopper-Pearson"))
+
+
+def _label(run: dict[str, Any], with_sparsity: bool) -> str:
+  label = str(run.get("method", "?"))
+  if with_sparsity:
+    label += f" s={run.get('sparsity', 0.0):g}"
+  return label
+
+
+def _save(fig: Figure, path: str) -> str:
+  FigureCanvasAgg(fig)
+  fig.savefig(path, dpi=120, bbox_inches="tight")
+  return path
+
+
+def plot_certified_vs_eps(
+  results: list[dict[str, Any]], path: str
+) -> str | None:
+  """Certified accuracy vs eps (log scale), one line per run.
+
+  One panel per (distribution, certificate) present. Runs that share method
+  and sparsity (several seeds) are averaged.
+
+  Args:
+    results: run entries; those without "certification" are skipped.
+    path: PNG file to write.
+
+  Returns:
+    ``path``, or None when no run has certification results.
+  """
+  runs = [r for r in results if r.get("certification")]
+  panels = [
+    (d, m, title)
+    for d in _DISTRIBUTIONS
+    for m, title in _METHODS
+    if any(m in r["certification"].get(d, {}) for r in runs)
+  ]
+  if not panels:
+    return None
+  with_sparsity = len({r.get("sparsity") for r in runs}) > 1
+  fig = Figure(figsize=(5 * len(panels), 4))
+  for i, (dist, method, title) in enumerate(panels):
+    ax = fig.add_subplot(1, len(panels), i + 1)
+    curves = collections.defaultdict(list)
+    for run in runs:
+      accs = run["certification"].get(dist, {}).get(method)
+      if accs:
+        curves[_label(run, with_sparsity)].append(accs)
+    for label, seeds in curves.items():
+      keys = sorted(seeds[0], key=float)
+      eps = [float(k) for k in keys]
+      mean = np.mean([[s[k] for k in keys] for s in seeds], axis=0)
+      ax.plot(eps, mean, marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("eps")
+    ax.set_ylabel("certified accuracy")
+    ax.set_title(f"{title} ({dist})")
+    ax.legend(fontsize="small")
+  return _save(fig, path)
+
+
+def plot_vs_sparsity(results: list[dict[str, Any]], path: str) -> str | None:
+  """Clean and certified (CC-Cert, eps = 1e-2) accuracy vs sparsity.
+
+  One line per method (seeds averaged); certified accuracy is taken from
+  the first distribution present ("semantic", else "corruptions").
+
+  Args:
+    results: run entries.
+    path: PNG file to write.
+
+  Returns:
+    ``path``, or None when fewer than two sparsities were run.
+  """
+  if len({r.get("sparsity") for r in results}) < 2:
+    return None
+  clean = collections.defaultdict(lambda: collections.defaultdict(list))
+  cert = collections.defaultdict(lambda: collections.defaultdict(list))
+  for run in results:
+    method, s = run.get("method", "?"), float(run.get("sparsity", 0.0))
+    clean[method][s].append(run["clean_accuracy"])
+    c = run.get("certification") or {}
+    for dist in _DISTRIBUTIONS:
+      acc = c.get(dist, {}).get("cc_cert", {}).get(HEADLINE_EPS)
+      if acc is not None:
+        cert[method][s].append(acc)
+        break
+  panels = [("clean accuracy", clean)]
+  if cert:
+    panels.append(("certified accuracy (CC-Cert, eps=1e-2)", cert))
+  fig = Figure(figsize=(5 * len(panels), 4))
+  for i, (title, table) in enumerate(panels):
+    ax = fig.add_subplot(1, len(panels), i + 1)
+    for method, by_s in table.items():
+      xs = sorted(by_s)
+      ax.plot(xs, [np.mean(by_s[x]) for x in xs], marker="o", label=method)
+    ax.set_xlabel("sparsity")
+    ax.set_ylabel(title)
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize="small")
+  return _save(fig, path)

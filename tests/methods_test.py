@@ -1,0 +1,291 @@
+"""Unit tests of the stages and methods: exact updates, BatchNorm, budgets."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import csam_jax
+from csam_jax import objectives
+from experiments import losses, methods, models, stages
+from experiments import state as state_lib
+from experiments.configs import default, smoke
+
+NUM_CLASSES = 3
+
+
+def _setup(seed: int = 0):
+  module = models.get_model("tiny_cnn", num_classes=NUM_CLASSES)
+  model = state_lib.ModelFns(module, (0.5,), (0.25,))
+  state = state_lib.init_train_state(model, jax.random.PRNGKey(seed), (8, 8, 1))
+  kx, ky = jax.random.split(jax.random.PRNGKey(seed + 1))
+  batch = {
+    "image": jax.random.uniform(kx, (8, 8, 8, 1)),
+    "label": jax.random.randint(ky, (8,), 0, NUM_CLASSES),
+  }
+  return model, state, batch
+
+
+def _plain_sgd(config, section, lr):
+  config[section].optimizer.update(
+    dict(
+      learning_rate=lr,
+      momentum=0.0,
+      weight_decay=0.0,
+      schedule="constant",
+      warmup_epochs=0.0,
+    )
+  )
+
+
+def _config():
+  config = smoke.get_config()
+  config.sparsity = 0.75
+  return config
+
+
+def test_every_method_has_the_same_budget():
+  config = default.get_config()
+  totals = {m: methods.method_steps(config, m, 100) for m in methods.METHODS}
+  expected = 100 * (
+    config.pretrain.epochs + config.search.epochs + config.finetune.epochs
+  )
+  assert totals == {m: expected for m in methods.METHODS}
+  with pytest.raises(ValueError, match="method must be one of"):
+    methods.get_stages("sam")
+
+
+def test_gmp_schedule_is_cubic_and_ends_at_target():
+  config = _config()
+  config.sparsity = 0.9
+  config.gmp.update(
+    dict(initial_sparsity=0.1, begin_fraction=0.1, end_fraction=0.7)
+  )
+  config.gmp.update_every = 3
+  n = 100  # t0 = 10, end = 70, dt = 3, 20 updates.
+  got = {t: stages.gmp_sparsity(t, n, config) for t in range(n)}
+  updates = {t: s for t, s in got.items() if s is not None}
+  assert sorted(updates) == list(range(10, 71, 3))
+  for t, s in updates.items():
+    expected = 0.9 + (0.1 - 0.9) * (1 - (t - 10) / 60) ** 3
+    assert s == pytest.approx(expected, abs=1e-12)
+  assert updates[10] == pytest.approx(0.1) and updates[70] == pytest.approx(0.9)
+  assert all(a <= b for a, b in zip(list(updates.values()), list(updates.values())[1:]))
+
+
+def test_one_shot_prune_keeps_largest_magnitudes():
+  model, state, _ = _setup()
+  config = _config()
+  stage = methods.get_stages("prune_sam")[1]
+  fns = stages.make_stage_fns(config, stage, model, 0, 1)
+  pruned = fns.begin(state, jax.random.PRNGKey(0))
+  keep = csam_jax.prunable(state.params)
+  weights = np.concatenate([
+    np.abs(np.asarray(w)).ravel()
+    for w, k in zip(jax.tree.leaves(state.params), jax.tree.leaves(keep))
+    if k
+  ])
+  masks = np.concatenate([np.asarray(m).ravel() for m in jax.tree.leaves(pruned.masks)])
+  n_pruned = round(0.75 * weights.size)
+  assert int((masks == 0).sum()) == n_pruned
+  threshold = np.sort(weights)[n_pruned]
+  assert weights[masks == 1].min() >= threshold
+  assert weights[masks == 0].max() <= threshold
+
+
+def test_sam_step_is_exact_and_keeps_clean_batch_stats():
+  model, state, batch = _setup()
+  config = _config()
+  config.sam.rho = 0.1
+  _plain_sgd(config, "finetune", 0.05)
+  stage = methods.get_stages("dense_sam")[1]
+  fns = stages.make_stage_fns(config, stage, model, 5, 5)
+  start = fns.begin(state, jax.random.PRNGKey(0))
+  new, metrics = jax.jit(fns.step)(start, batch)
+
+  def loss(p):
+    return losses.weight_loss(p, model, None, state.batch_stats, batch)[0]
+
+  g = jax.grad(loss)(state.params)
+  norm = optax.tree.norm(g)
+  perturbed = jax.tree.map(lambda w, d: w + 0.1 * d / norm, state.params, g)
+  g_sam = jax.grad(loss)(perturbed)
+  expected = jax.tree.map(lambda w, d: w - 0.05 * d, state.params, g_sam)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+    new.params,
+    expected,
+  )
+  # BatchNorm statistics are those of the clean pass at the unperturbed
+  # point, and differ from the perturbed pass's (so the check can fail).
+  _, clean = state_lib.apply_model(
+    model, state.params, state.batch_stats, batch["image"], train=True
+  )
+  _, at_perturbed = state_lib.apply_model(
+    model, perturbed, state.batch_stats, batch["image"], train=True
+  )
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+    new.batch_stats,
+    clean,
+  )
+  diffs = jax.tree.leaves(
+    jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), clean, at_perturbed)
+  )
+  assert max(diffs) > 1e-6
+  assert float(metrics["loss"]) == pytest.approx(float(loss(state.params)), rel=1e-6)
+
+
+def _csam_config(joint: bool = False):
+  config = _config()
+  _plain_sgd(config, "search", 0.5)
+  _plain_sgd(config, "search" if not joint else "search", 0.5)
+  config.search.weight_optimizer.update(
+    dict(learning_rate=0.01, momentum=0.0, weight_decay=0.0, schedule="constant")
+  )
+  config.search.update_weights = joint
+  config.search.csam.update(
+    dict(init="magnitude", forward="soft", rho=0.2, radius="global",
+         lam_cert=0.5, lam_cons=0.3, kappa=0.05)
+  )
+  config.search.csam.variations.ranges = dict(brightness=0.3)
+  return config
+
+
+@pytest.mark.parametrize("joint", [False, True])
+def test_csam_search_step_is_exact(joint):
+  model, state, batch = _setup()
+  config = _csam_config(joint)
+  sample_fn = losses.make_sample_fn(config.search.csam.variations)
+  stage = methods.get_stages("csam")[1]
+  fns = stages.make_stage_fns(config, stage, model, 5, 5, sample_fn)
+  start = fns.begin(state, jax.random.PRNGKey(7))
+  new, _ = jax.jit(fns.step)(start, batch)
+
+  settings = stages._search_settings(config, "csam", sample_fn)
+  key = jax.random.fold_in(start.key, 0)
+
+  def objective(m, p):
+    return losses.mask_objective(
+      m, p, model, state.batch_stats, batch, key, settings
+    )[0]
+
+  masks0 = start.masks
+  g = jax.grad(objective)(masks0, state.params)
+  norm = optax.tree.norm(g)
+  perturbed = jax.tree.map(lambda m, d: m + 0.2 * d / norm, masks0, g)
+  g_sam = jax.grad(objective)(perturbed, state.params)
+  expected = jax.tree.map(
+    lambda m, d: jnp.clip(m - 0.5 * d, 0.0, 1.0), masks0, g_sam
+  )
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+    new.masks,
+    expected,
+  )
+  leaves = jax.tree.leaves(new.masks)
+  assert all(float(m.min()) >= 0 and float(m.max()) <= 1 for m in leaves)
+  assert any(float(jnp.max(jnp.abs(a - b))) > 1e-4
+             for a, b in zip(leaves, jax.tree.leaves(masks0)))
+  if joint:
+    g_w = jax.grad(objective, argnums=1)(masks0, state.params)
+    expected_w = jax.tree.map(lambda w, d: w - 0.01 * d, state.params, g_w)
+  else:
+    expected_w = state.params
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+    new.params,
+    expected_w,
+  )
+  # Batch statistics: clean inputs at the unperturbed (soft) masks only.
+  masked = csam_jax.apply_masks(state.params, masks0, mode="soft")
+  _, clean = state_lib.apply_model(
+    model, masked, state.batch_stats, batch["image"], train=True
+  )
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+    new.batch_stats,
+    clean,
+  )
+
+
+def test_csam_objective_adds_hinge_and_consistency():
+  model, state, batch = _setup()
+  config = _csam_config()
+  sample_fn = losses.make_sample_fn(config.search.csam.variations)
+  settings = stages._search_settings(config, "csam", sample_fn)
+  masks = csam_jax.init_masks(state.params, sparsity=0.75, method="magnitude")
+  key = jax.random.PRNGKey(3)
+  loss, (logits, _, ce) = losses.mask_objective(
+    masks, state.params, model, state.batch_stats, batch, key, settings
+  )
+  masked = csam_jax.apply_masks(state.params, masks, mode="soft")
+  xt = jax.vmap(sample_fn)(jax.random.split(key, 8), batch["image"])
+  logits_t, _ = state_lib.apply_model(
+    model, masked, state.batch_stats, xt, train=True
+  )
+  hinge = objectives.certification_hinge(
+    jax.nn.softmax(logits), jax.nn.softmax(logits_t), kappa=0.05
+  ).mean()
+  cons = objectives.mask_consistency(masks, 0.75)
+  assert float(hinge) > 0 and float(cons) > 0
+  assert float(loss) == pytest.approx(
+    float(ce + 0.5 * hinge + 0.3 * cons), rel=1e-6
+  )
+
+
+def test_hydra_search_freezes_weights_and_finalizes_hard_masks():
+  model, state, batch = _setup()
+  config = _config()
+  _plain_sgd(config, "search", 0.5)
+  stage = methods.get_stages("hydra")[1]
+  fns = stages.make_stage_fns(config, stage, model, 3, 3)
+  s = fns.begin(state, jax.random.PRNGKey(0))
+  expected_init = csam_jax.init_masks(state.params, sparsity=0.75, method="hydra")
+  jax.tree.map(np.testing.assert_array_equal, s.masks, expected_init)
+  step = jax.jit(fns.step)
+  for _ in range(2):
+    s, _ = step(s, batch)
+  jax.tree.map(np.testing.assert_array_equal, s.params, state.params)
+  final = fns.finalize(s)
+  values = np.concatenate([np.asarray(m).ravel() for m in jax.tree.leaves(final.masks)])
+  assert set(np.unique(values)) == {0.0, 1.0}
+  assert (values == 0).sum() == round(0.75 * values.size)
+
+
+def test_finetune_keeps_pruned_weights_inactive():
+  model, state, batch = _setup()
+  config = _config()
+  prune = stages.make_stage_fns(config, methods.get_stages("sam_prune")[1], model, 0, 1)
+  s = prune.begin(state, jax.random.PRNGKey(0))
+  fine = stages.make_stage_fns(config, methods.get_stages("sam_prune")[2], model, 3, 3)
+  s = fine.begin(s, jax.random.PRNGKey(1))
+  masks = s.masks
+  step = jax.jit(fine.step)
+  for _ in range(3):
+    s, _ = step(s, batch)
+  jax.tree.map(np.testing.assert_array_equal, s.masks, masks)
+  # Gradients of pruned weights are zero: with weight decay they only
+  # shrink, never grow, and the deployed weights stay pruned.
+  from experiments import evaluation
+
+  assert evaluation.sparsity_reached(s, config) == pytest.approx(0.75, abs=1e-3)
+
+
+def test_gmp_update_is_monotone():
+  model, state, _ = _setup()
+  config = _config()
+  stage = methods.get_stages("gmp")[1]
+  fns = stages.make_stage_fns(config, stage, model, 10, 10)
+  s = fns.begin(state, jax.random.PRNGKey(0))
+  previous = None
+  for sparsity in (0.0, 0.3, 0.6, 0.75):
+    s = fns.gmp_update(s, sparsity)
+    flat = np.concatenate([np.asarray(m).ravel() for m in jax.tree.leaves(s.masks)])
+    assert (flat == 0).sum() == round(sparsity * flat.size)
+    if previous is not None:
+      assert np.all(flat[previous == 0] == 0)
+    previous = flat
