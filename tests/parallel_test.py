@@ -12,8 +12,9 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Fast compiles; the comparison runs use the same flags.
-FAST = "--xla_backend_optimization_level=0"
+# Faster compiles (level 0 miscompiles the C-SAM step to NaN on this
+# XLA version); every run in a comparison uses the same flags.
+FAST = "--xla_backend_optimization_level=1"
 ARGS = [
   "--config=experiments/configs/smoke.py",
   "--config.methods=csam",
