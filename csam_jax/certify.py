@@ -2,6 +2,10 @@
 
 CC-Cert (Pautov et al., AAAI 2022), a rigorous Clopper-Pearson binomial
 certificate, and Gaussian randomized smoothing (Cohen et al., ICML 2019).
+
+Pass a large model as ``logits_fn = jax.tree_util.Partial(apply_fn,
+params)``: its arrays are then traced arguments of the compiled Monte Carlo
+program (one compilation for any params), not constants baked into it.
 """
 
 from csam_jax._src.certify import ABSTAIN as ABSTAIN

@@ -160,7 +160,7 @@ def _smoothing(cfg, key, logits_fn, images, labels) -> dict[str, float]:
 def certify(
   cfg: Any,
   key: jax.Array,
-  logits_fn: Callable[[jax.Array], jax.Array],
+  logits_fn: Callable[[jax.Array], jax.Array] | jax.tree_util.Partial,
   images: Any,
   labels: Any,
 ) -> dict[str, Any]:
@@ -169,7 +169,12 @@ def certify(
   Args:
     cfg: the ``config.certify`` section (`get_certify_config`).
     key: PRNG key; per-purpose keys are ``fold_in(key, seed_offsets[...])``.
-    logits_fn: ``logits_fn(images01) -> logits`` of the deployed model.
+    logits_fn: ``logits_fn(images01) -> logits`` of the deployed model:
+      preferably ``jax.tree_util.Partial(apply_fn, variables)``, passed
+      through to the certifiers, which then trace the variables as
+      arguments (fast compilation, one program for every method and
+      seed); a plain callable also works, compiled with the arrays it
+      closes over as constants (see `csam_jax.certify.cc_cert`).
     images: float32 NHWC images in [0, 1] (numpy or jax); the first
       ``cfg.num_images`` are used.
     labels: integer labels of the images.

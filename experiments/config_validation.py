@@ -126,6 +126,24 @@ def _check_budget(config: ml_collections.ConfigDict) -> None:
   _at_least("logging.log_every_steps", config.logging.log_every_steps, 1)
 
 
+def _check_robustness(config: ml_collections.ConfigDict) -> None:
+  # Imported here: the robustness modules are only needed when enabled.
+  if config.certify.enabled:
+    from experiments import certification
+
+    certification.validate_certify_config(config.certify)
+  if config.corruptions.enabled:
+    from experiments import corruption_eval
+
+    corruption_eval.validate_corruptions_config(config.corruptions)
+    if config.data.channels != 3:
+      raise ValueError(
+        "config.corruptions.enabled=True needs RGB images (CIFAR-10-C "
+        f"corruptions), but config.data.channels={config.data.channels}; "
+        "set config.data.channels=3 or config.corruptions.enabled=False."
+      )
+
+
 def _check_data(
   config: ml_collections.ConfigDict,
 ) -> input_pipeline.DatasetInfo:
@@ -176,4 +194,5 @@ def validate_config(
   _check_pruning(config)
   _check_search(config)
   _check_budget(config)
+  _check_robustness(config)
   return _check_data(config)

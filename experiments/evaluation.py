@@ -50,7 +50,8 @@ def make_logits_fn(
 ) -> Callable[[jax.Array], jax.Array]:
   """``logits_fn(images01) -> logits`` of the deployed (hard-masked) model.
 
-  Pure JAX (usable inside the caller's jit/vmap); eval-mode BatchNorm.
+  Jitted (compiled once per input shape when called eagerly, inlined when
+  traced inside the caller's jit/vmap/scan); eval-mode BatchNorm.
   """
   params = deployed_params(state, config)
   batch_stats = state.batch_stats
@@ -61,7 +62,7 @@ def make_logits_fn(
     )
     return logits
 
-  return logits_fn
+  return jax.jit(logits_fn)
 
 
 def evaluate_accuracy(

@@ -171,7 +171,11 @@ def run_one(ctx: train.Context, method: str) -> dict[str, Any]:
   entry = dict(
     method=method,
     model=config.model.name,
-    dataset=f"{config.data.source}:{config.data.name}",
+    dataset=(
+      f"{config.data.source}:{config.data.name}"
+      if config.data.name
+      else config.data.source
+    ),
     sparsity=0.0
     if method in ("dense", "dense_sam")
     else float(config.sparsity),

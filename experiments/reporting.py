@@ -46,12 +46,13 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
   """A Markdown table of the runs (one row per method).
 
   Example:
-    >>> print(markdown_table([dict(method="dense", model="tiny_cnn",
+    >>> rows = markdown_table([dict(method="dense", model="tiny_cnn",
     ...   sparsity=0.0, sparsity_reached=0.0, clean_accuracy=0.9,
-    ...   wall_time_s=12.0)]))
-    | method | model | sparsity | sparsity reached | clean acc. | wall time (s) |
-    | --- | --- | --- | --- | --- | --- |
-    | dense | tiny_cnn | 0.0000 | 0.0000 | 0.9000 | 12.0 |
+    ...   wall_time_s=12.0)]).splitlines()
+    >>> rows[0].split(" | ")[:4]
+    ['| method', 'model', 'sparsity', 'sparsity reached']
+    >>> rows[2]
+    '| dense | tiny_cnn | 0.0000 | 0.0000 | 0.9000 | 12.0 |'
   """
   extra = [headline_columns(r) for r in runs]
   extra_names = list(dict.fromkeys(k for e in extra for k in e))

@@ -55,6 +55,12 @@ class StageFns(NamedTuple):
   num_steps: int
 
 
+def all_finite(tree: PyTree) -> jax.Array:
+  """True when every entry of every leaf is finite (NaN/Inf check)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
 def magnitude_masks(
   params: PyTree, masks: PyTree, config: ml_collections.ConfigDict, sparsity
 ) -> PyTree:
@@ -98,7 +104,8 @@ def gmp_sparsity(
     >>> cfg = default.get_config()
     >>> cfg.sparsity, cfg.gmp.update_every = 0.8, 2
     >>> cfg.gmp.begin_fraction, cfg.gmp.end_fraction = 0.0, 0.5
-    >>> [gmp_sparsity(t, 8, cfg) for t in range(6)]
+    >>> [None if s is None else round(s, 6)
+    ...  for s in (gmp_sparsity(t, 8, cfg) for t in range(6))]
     [0.0, None, 0.7, None, 0.8, None]
   """
   g = config.gmp
@@ -135,7 +142,8 @@ def make_weight_step(model: state_lib.ModelFns, tx) -> StepFn:
     tx: optax transformation accepting ``grad_fn`` (extra args).
 
   Returns:
-    ``step(state, batch) -> (state, {"loss", "accuracy"})``.
+    ``step(state, batch) -> (state, {"loss", "accuracy", "finite"})``;
+    "finite" is False when the updated weights hold a NaN/Inf.
   """
 
   def step(state, batch):
@@ -164,6 +172,7 @@ def make_weight_step(model: state_lib.ModelFns, tx) -> StepFn:
     metrics = {
       "loss": loss,
       "accuracy": losses.accuracy(logits, batch["label"]),
+      "finite": all_finite((new_state.params, new_state.masks)),
     }
     return new_state, metrics
 
@@ -211,7 +220,8 @@ def make_search_step(
     weight_tx: optimizer of the weights (joint mode) or None (frozen).
 
   Returns:
-    ``step(state, batch) -> (state, {"loss", "accuracy", "cross_entropy"})``;
+    ``step(state, batch) -> (state, {"loss", "accuracy", "cross_entropy",
+    "finite"})``;
     in joint mode ``opt_state`` is ``(mask_state, weight_state)``.
   """
 
@@ -253,6 +263,7 @@ def make_search_step(
       "loss": loss,
       "cross_entropy": ce,
       "accuracy": losses.accuracy(logits, batch["label"]),
+      "finite": all_finite((new_state.params, new_state.masks)),
     }
     return new_state, metrics
 

@@ -25,6 +25,7 @@ from absl import logging
 
 from experiments import (
   checkpointing,
+  evaluation,
   input_pipeline,
   logging_utils,
   methods,
@@ -136,10 +137,12 @@ def _flush_metrics(ctx, label, run, stage, pending, progress) -> None:
     return
   host = [(t, parallel.to_host(m)) for t, m in pending]
   for t, m in host:
-    if not np.isfinite(m["loss"]):
+    finite = m.pop("finite", True)
+    if not np.isfinite(m["loss"]) or not finite:
       raise NonFiniteLossError(
-        f"Non-finite loss ({float(m['loss'])}) in method {label[0]!r}, "
-        f"stage {label[1]!r}, step {t}; the last good checkpoint is kept."
+        f"Non-finite loss ({float(m['loss'])}) or parameters (finite: "
+        f"{bool(finite)}) in method {label[0]!r}, stage {label[1]!r}, step "
+        f"{t}; the last good checkpoint is kept."
       )
   last = host[-1][0] + 1
   mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[0][1]}
@@ -177,7 +180,8 @@ def run_stage(
 
   Returns:
     ``(finalized state, records)``: the records now include this stage
-    (name, kind, steps, wall_time_s).
+    (name, kind, steps, wall_time_s, and eval_accuracy of the hard-masked
+    model when config.evaluation.every_stage).
 
   Raises:
     NonFiniteLossError: on a NaN/Inf loss.
@@ -226,6 +230,13 @@ def run_stage(
   record = dict(
     name=label[1], kind=meta["kind"], steps=n, wall_time_s=time.time() - t0
   )
+  if config.evaluation.every_stage:
+    record["eval_accuracy"] = evaluation.evaluate_accuracy(
+      ctx.model, state, config, ctx.mesh, cache=ctx.cache
+    )
+    logging.info(
+      "[%s] eval accuracy %.4f", "/".join(label), record["eval_accuracy"]
+    )
   records = list(meta["records"]) + [record]
   ckpt.save(
     n,

@@ -81,6 +81,14 @@ def test_certify_sensitive_model_is_monotone_in_eps():
     assert accs == sorted(accs)  # a larger eps certifies at least as many
   assert out["semantic"]["clean_accuracy"] == 1.0
   assert 0.0 < out["semantic"]["mean_changed_fraction"] < 1.0
+  # The same model with its weights as a traced Partial argument.
+  partial = jax.tree_util.Partial(
+    lambda weights, b: 3.0 * b.reshape(b.shape[0], -1) @ weights, w
+  )
+  assert (
+    certification.certify(cfg, jax.random.key(2), partial, images, labels)
+    == out
+  )
 
 
 def test_certify_corruptions_distribution():

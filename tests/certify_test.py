@@ -13,7 +13,8 @@ import pytest
 import scipy.stats
 
 from csam_jax import certify, variations
-from csam_jax._src import certify as certify_lib
+from csam_jax._src.certify import chernoff_cramer as cc_cert_lib
+from csam_jax._src.certify import smoothing as smoothing_lib
 
 EPS_GRID = [10.0**-k for k in range(10, 1, -1)]
 
@@ -59,7 +60,7 @@ def test_cc_bound_log_ratios_finite_on_whole_grid():
   z = jnp.asarray(rng.uniform(0.0, 1.0, size=(3, 100)), jnp.float32)
   margin = jnp.asarray([0.0, 0.2, 0.5], jnp.float32)
   t = jnp.linspace(1e-4, 1e4, 500)
-  log_r = certify_lib._cc_log_ratios(z, margin, t, num_bounds=10)
+  log_r = cc_cert_lib._cc_log_ratios(z, margin, t, num_bounds=10)
   assert log_r.shape == (3, 10, 500)
   assert bool(jnp.all(jnp.isfinite(log_r)))
   with np.errstate(over="ignore"):
@@ -335,7 +336,7 @@ def test_binomial_test_pvalue_matches_scipy():
       if n_a + n_b == 0:
         continue
       expected = scipy.stats.binomtest(n_a, n_a + n_b, 0.5).pvalue
-      got = certify_lib._binomial_test_pvalue(np.array(n_a), np.array(n_b))
+      got = smoothing_lib._binomial_test_pvalue(np.array(n_a), np.array(n_b))
       np.testing.assert_allclose(got, expected, rtol=1e-10)
 
 
@@ -371,6 +372,65 @@ def test_smoothing_and_binomial_chunking_invariance():
   ]
   np.testing.assert_array_equal(bins[0].num_correct, bins[1].num_correct)
   assert 0 < bins[0].num_correct.sum() < 500
+
+
+# ------------------------------------------- Partial: params as arguments --
+
+
+def test_partial_logits_fn_compiles_once_and_matches_closures():
+  traces = []
+
+  def apply_fn(w, images):  # defined here: no compiled program to reuse
+    traces.append(1)  # runs once per trace, never when a program is reused
+    return images.reshape(images.shape[0], -1) @ w
+
+  _, sample_fn, x = _cc_problem()
+  ws = [jax.random.normal(jax.random.key(k), (6 * 6 * 3, 4)) for k in (10, 11)]
+  labels = [0, 1, 2]
+  cc_kw = dict(num_samples=4, num_bounds=2, batch_size=8)
+  binom_kw = dict(num_samples=8, batch_size=8)
+  smooth_kw = dict(sigma=0.5, n0=16, n=16, batch_size=8)
+
+  def run_all(logits_fn):
+    return (
+      certify.cc_cert(jax.random.key(12), logits_fn, x, sample_fn, **cc_kw),
+      certify.binomial_certificate(
+        jax.random.key(13), logits_fn, x, labels, sample_fn, **binom_kw
+      ),
+      certify.smoothing_certify(jax.random.key(14), logits_fn, x, **smooth_kw),
+    )
+
+  results, num_traces = [], []
+  for w in ws:
+    results.append(run_all(jax.tree_util.Partial(apply_fn, w)))
+    num_traces.append(len(traces))
+  # Every certifier traced the function for the first params only.
+  assert num_traces[0] > 0 and num_traces[1] == num_traces[0]
+  assert not np.array_equal(results[0][0].margin, results[1][0].margin)
+  # The reused programs give, for the second params, exactly the results of
+  # the same model as a static closure.
+  expected = run_all(_linear_logits(ws[1]))
+  jax.tree.map(np.testing.assert_array_equal, results[1], expected)
+
+
+def test_partial_with_non_array_leaf_and_unhashable_callable_raise():
+  _, sample_fn, x = _cc_problem()
+  bad = jax.tree_util.Partial(lambda name, b: b[:, 0, 0], "linear")
+  with pytest.raises(TypeError, match="logits_fn.*str"):
+    certify.cc_cert(jax.random.key(0), bad, x, sample_fn)
+
+  class Unhashable:
+    __hash__ = None
+
+    def __call__(self, b):
+      return b[:, 0, 0]
+
+  with pytest.raises(TypeError, match="logits_fn must be hashable"):
+    certify.binomial_certificate(
+      jax.random.key(0), Unhashable(), x, [0, 0, 0], sample_fn, num_samples=2
+    )
+  with pytest.raises(TypeError, match="sample_fn must be callable"):
+    certify.cc_cert(jax.random.key(0), _linear_logits(jnp.ones((108, 2))), x, 3)
 
 
 # ------------------------------------------------------------- bad inputs --

@@ -73,7 +73,8 @@ def test_gmp_schedule_is_cubic_and_ends_at_target():
     expected = 0.9 + (0.1 - 0.9) * (1 - (t - 10) / 60) ** 3
     assert s == pytest.approx(expected, abs=1e-12)
   assert updates[10] == pytest.approx(0.1) and updates[70] == pytest.approx(0.9)
-  assert all(a <= b for a, b in zip(list(updates.values()), list(updates.values())[1:]))
+  values = list(updates.values())
+  assert all(a <= b for a, b in zip(values, values[1:], strict=False))
 
 
 def test_one_shot_prune_keeps_largest_magnitudes():
@@ -83,12 +84,18 @@ def test_one_shot_prune_keeps_largest_magnitudes():
   fns = stages.make_stage_fns(config, stage, model, 0, 1)
   pruned = fns.begin(state, jax.random.PRNGKey(0))
   keep = csam_jax.prunable(state.params)
-  weights = np.concatenate([
-    np.abs(np.asarray(w)).ravel()
-    for w, k in zip(jax.tree.leaves(state.params), jax.tree.leaves(keep))
-    if k
-  ])
-  masks = np.concatenate([np.asarray(m).ravel() for m in jax.tree.leaves(pruned.masks)])
+  weights = np.concatenate(
+    [
+      np.abs(np.asarray(w)).ravel()
+      for w, k in zip(
+        jax.tree.leaves(state.params), jax.tree.leaves(keep), strict=True
+      )
+      if k
+    ]
+  )
+  masks = np.concatenate(
+    [np.asarray(m).ravel() for m in jax.tree.leaves(pruned.masks)]
+  )
   n_pruned = round(0.75 * weights.size)
   assert int((masks == 0).sum()) == n_pruned
   threshold = np.sort(weights)[n_pruned]
@@ -133,10 +140,14 @@ def test_sam_step_is_exact_and_keeps_clean_batch_stats():
     clean,
   )
   diffs = jax.tree.leaves(
-    jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), clean, at_perturbed)
+    jax.tree.map(
+      lambda a, b: float(jnp.max(jnp.abs(a - b))), clean, at_perturbed
+    )
   )
   assert max(diffs) > 1e-6
-  assert float(metrics["loss"]) == pytest.approx(float(loss(state.params)), rel=1e-6)
+  assert float(metrics["loss"]) == pytest.approx(
+    float(loss(state.params)), rel=1e-6
+  )
 
 
 def _csam_config(joint: bool = False):
@@ -144,12 +155,21 @@ def _csam_config(joint: bool = False):
   _plain_sgd(config, "search", 0.5)
   _plain_sgd(config, "search" if not joint else "search", 0.5)
   config.search.weight_optimizer.update(
-    dict(learning_rate=0.01, momentum=0.0, weight_decay=0.0, schedule="constant")
+    dict(
+      learning_rate=0.01, momentum=0.0, weight_decay=0.0, schedule="constant"
+    )
   )
   config.search.update_weights = joint
   config.search.csam.update(
-    dict(init="magnitude", forward="soft", rho=0.2, radius="global",
-         lam_cert=0.5, lam_cons=0.3, kappa=0.05)
+    dict(
+      init="magnitude",
+      forward="soft",
+      rho=0.2,
+      radius="global",
+      lam_cert=0.5,
+      lam_cons=0.3,
+      kappa=0.05,
+    )
   )
   config.search.csam.variations.ranges = dict(brightness=0.3)
   return config
@@ -188,8 +208,10 @@ def test_csam_search_step_is_exact(joint):
   )
   leaves = jax.tree.leaves(new.masks)
   assert all(float(m.min()) >= 0 and float(m.max()) <= 1 for m in leaves)
-  assert any(float(jnp.max(jnp.abs(a - b))) > 1e-4
-             for a, b in zip(leaves, jax.tree.leaves(masks0)))
+  assert any(
+    float(jnp.max(jnp.abs(a - b))) > 1e-4
+    for a, b in zip(leaves, jax.tree.leaves(masks0), strict=True)
+  )
   if joint:
     g_w = jax.grad(objective, argnums=1)(masks0, state.params)
     expected_w = jax.tree.map(lambda w, d: w - 0.01 * d, state.params, g_w)
@@ -244,14 +266,18 @@ def test_hydra_search_freezes_weights_and_finalizes_hard_masks():
   stage = methods.get_stages("hydra")[1]
   fns = stages.make_stage_fns(config, stage, model, 3, 3)
   s = fns.begin(state, jax.random.PRNGKey(0))
-  expected_init = csam_jax.init_masks(state.params, sparsity=0.75, method="hydra")
+  expected_init = csam_jax.init_masks(
+    state.params, sparsity=0.75, method="hydra"
+  )
   jax.tree.map(np.testing.assert_array_equal, s.masks, expected_init)
   step = jax.jit(fns.step)
   for _ in range(2):
     s, _ = step(s, batch)
   jax.tree.map(np.testing.assert_array_equal, s.params, state.params)
   final = fns.finalize(s)
-  values = np.concatenate([np.asarray(m).ravel() for m in jax.tree.leaves(final.masks)])
+  values = np.concatenate(
+    [np.asarray(m).ravel() for m in jax.tree.leaves(final.masks)]
+  )
   assert set(np.unique(values)) == {0.0, 1.0}
   assert (values == 0).sum() == round(0.75 * values.size)
 
@@ -259,9 +285,13 @@ def test_hydra_search_freezes_weights_and_finalizes_hard_masks():
 def test_finetune_keeps_pruned_weights_inactive():
   model, state, batch = _setup()
   config = _config()
-  prune = stages.make_stage_fns(config, methods.get_stages("sam_prune")[1], model, 0, 1)
+  prune = stages.make_stage_fns(
+    config, methods.get_stages("sam_prune")[1], model, 0, 1
+  )
   s = prune.begin(state, jax.random.PRNGKey(0))
-  fine = stages.make_stage_fns(config, methods.get_stages("sam_prune")[2], model, 3, 3)
+  fine = stages.make_stage_fns(
+    config, methods.get_stages("sam_prune")[2], model, 3, 3
+  )
   s = fine.begin(s, jax.random.PRNGKey(1))
   masks = s.masks
   step = jax.jit(fine.step)
@@ -284,7 +314,9 @@ def test_gmp_update_is_monotone():
   previous = None
   for sparsity in (0.0, 0.3, 0.6, 0.75):
     s = fns.gmp_update(s, sparsity)
-    flat = np.concatenate([np.asarray(m).ravel() for m in jax.tree.leaves(s.masks)])
+    flat = np.concatenate(
+      [np.asarray(m).ravel() for m in jax.tree.leaves(s.masks)]
+    )
     assert (flat == 0).sum() == round(sparsity * flat.size)
     if previous is not None:
       assert np.all(flat[previous == 0] == 0)

@@ -40,8 +40,14 @@ def _losses(workdir: str) -> list[tuple[str, str, int, float]]:
 
 def _run(workdir: str, devices: int = 1, extra=(), timeout: int = 240):
   return subprocess.Popen(
-    [sys.executable, "-m", "experiments.main", f"--workdir={workdir}", *ARGS,
-     *extra],
+    [
+      sys.executable,
+      "-m",
+      "experiments.main",
+      f"--workdir={workdir}",
+      *ARGS,
+      *extra,
+    ],
     cwd=REPO,
     env=_env(devices),
     stdout=subprocess.PIPE,
@@ -78,7 +84,9 @@ def test_four_devices_match_one(single, tmp_path):
     one = json.load(f)["runs"][0]
   with open(os.path.join(workdir, "results.json")) as f:
     four = json.load(f)["runs"][0]
-  assert four["clean_accuracy"] == pytest.approx(one["clean_accuracy"], abs=1e-9)
+  assert four["clean_accuracy"] == pytest.approx(
+    one["clean_accuracy"], abs=1e-9
+  )
   assert four["sparsity_reached"] == one["sparsity_reached"]
   assert "Non-finite" not in out
 

@@ -173,6 +173,86 @@ def test_compose_order_is_canonical():
   np.testing.assert_array_equal(a(key, x), b(key, x))
 
 
+@pytest.mark.parametrize(
+  "degrees, shift, shape",
+  [
+    (90.0, (0.25, -0.125), (8, 8, 3)),
+    (180.0, (-0.5, 0.25), (6, 8, 2)),
+    (270.0, (0.0, 0.375), (8, 8, 1)),
+    (0.0, (0.125, 0.5), (6, 8, 3)),
+  ],
+)
+def test_fused_geometric_equals_chain_on_the_pixel_grid(degrees, shift, shape):
+  # Quarter turns and whole-pixel shifts sample every intermediate image at
+  # pixels, so one resampling equals the chain (up to cos/sin rounding).
+  x = jax.random.uniform(jax.random.key(8), shape)
+  chain = v.translation(v.scale(v.rotation(x, degrees), 1.0), shift)
+  fused = v.rotate_scale_translate(x, degrees=degrees, factor=1.0, shift=shift)
+  np.testing.assert_allclose(fused, chain, atol=1e-5)
+  assert float(jnp.abs(chain).sum()) > 0 and float((chain == 0).mean()) > 0.1
+
+
+def _smooth(rows, cols):
+  """A smooth test image as a function of continuous pixel coordinates."""
+  return jnp.stack(
+    [
+      0.5 + 0.3 * jnp.sin(2 * jnp.pi * rows / 16) * jnp.cos(cols / 5),
+      0.5 + 0.2 * jnp.cos(2 * jnp.pi * (rows + cols) / 20),
+    ],
+    -1,
+  )
+
+
+def test_fused_geometric_is_the_chain_map_interpolated_once():
+  n, c = 32, 15.5
+  grid = jnp.arange(n, dtype=jnp.float32)
+  rows, cols = jnp.meshgrid(grid, grid, indexing="ij")
+  x = _smooth(rows, cols)
+  degrees, factor, shift = 12.0, 1.15, (0.06, -0.09)
+  chain = v.translation(v.scale(v.rotation(x, degrees), factor), shift)
+  fused = v.rotate_scale_translate(
+    x, degrees=degrees, factor=factor, shift=shift
+  )
+  # Exact image: the source of output p is rotation(scale(translation(p))).
+  th = np.deg2rad(degrees)
+  r1, c1 = rows - shift[0] * n, cols - shift[1] * n  # undo the translation
+  r2, c2 = c + (r1 - c) / factor, c + (c1 - c) / factor  # undo the scale
+  r3 = c + np.cos(th) * (r2 - c) + np.sin(th) * (c2 - c)  # undo the rotation
+  c3 = c - np.sin(th) * (r2 - c) + np.cos(th) * (c2 - c)
+  exact = _smooth(r3, c3)
+  inside = (slice(9, 23), slice(9, 23))  # far from any filled border
+  err_fused = np.abs(fused - exact)[inside].max()
+  err_chain = np.abs(chain - exact)[inside].max()
+  # Bilinear error bound (h = 1): (|f_rr| + |f_cc|) / 8 <= 0.0074 here
+  # (channel 0: 0.3 (2 pi / 16)^2 + 0.3 / 25); the chain interpolates three
+  # times, so it may be up to three such errors away.
+  bound = (0.3 * (2 * np.pi / 16) ** 2 + 0.3 / 25) / 8
+  assert err_fused <= bound < err_chain
+  np.testing.assert_allclose(fused[inside], chain[inside], atol=3 * bound)
+
+
+def test_compose_fuses_geometric_steps_in_the_documented_order():
+  n = 24
+  grid = jnp.arange(n, dtype=jnp.float32)
+  x = _smooth(*jnp.meshgrid(grid, grid, indexing="ij"))
+  ranges = dict(v.CC_CERT_RANGES, scale=0.15)
+  fused = jax.jit(jax.vmap(v.compose(ranges)))
+  chain = jax.jit(jax.vmap(v.compose(ranges, fuse_geometric=False)))
+  keys = jax.random.split(jax.random.key(9), 8)
+  images = jnp.broadcast_to(x, (8,) + x.shape)
+  a, b = fused(keys, images), chain(keys, images)
+  inside = (slice(None), slice(7, 17), slice(7, 17))
+  bound = (0.3 * (2 * np.pi / 16) ** 2 + 0.3 / 25) / 8  # as above
+  np.testing.assert_allclose(a[inside], b[inside], atol=3 * bound)
+  assert float(jnp.abs(a - b).max()) > 1e-4  # the chain interpolates 3x
+  # With one geometric variation there is nothing to fuse: equal.
+  one = dict(gamma=0.7, rotation=10.0, gaussian_blur=1.0)
+  np.testing.assert_array_equal(
+    jax.vmap(v.compose(one))(keys, images),
+    jax.vmap(v.compose(one, fuse_geometric=False))(keys, images),
+  )
+
+
 def test_bad_inputs_raise_clear_errors():
   with pytest.raises(ValueError, match="unknown variation"):
     v.compose({"rotate": 10.0})

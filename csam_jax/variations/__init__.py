@@ -3,9 +3,11 @@
 Images are float32 in [0, 1], HWC (batched NHWC through ``jax.vmap``).
 """
 
-# --- semantic transformations (csam_jax/_src/variations.py) ---
+# --- semantic transformations (csam_jax/_src/variations/) ---
 from csam_jax._src.variations import CC_CERT_RANGES as CC_CERT_RANGES
 from csam_jax._src.variations import VARIATIONS as VARIATIONS
+from csam_jax._src.variations import AffineMap as AffineMap
+from csam_jax._src.variations import affine as affine
 from csam_jax._src.variations import brightness as brightness
 from csam_jax._src.variations import compose as compose
 from csam_jax._src.variations import contrast as contrast
@@ -14,6 +16,9 @@ from csam_jax._src.variations import gaussian_blur as gaussian_blur
 from csam_jax._src.variations import gaussian_noise as gaussian_noise
 from csam_jax._src.variations import parameter_range as parameter_range
 from csam_jax._src.variations import parameter_sampler as parameter_sampler
+from csam_jax._src.variations import (
+  rotate_scale_translate as rotate_scale_translate,
+)
 from csam_jax._src.variations import rotation as rotation
 from csam_jax._src.variations import scale as scale
 from csam_jax._src.variations import translation as translation

@@ -29,15 +29,7 @@ import ml_collections
 
 from csam_jax.variations import CC_CERT_RANGES
 from experiments import input_pipeline
-
-# TODO(harness): corruptions_config (CORR helper) is being written in
-# parallel; until it lands config.corruptions is a disabled placeholder.
-from experiments.configs import certify_config
-
-try:
-  from experiments.configs import corruptions_config
-except ImportError:  # TODO(harness): remove once corruptions_config.py exists.
-  corruptions_config = None
+from experiments.configs import certify_config, corruptions_config
 
 METHODS = (
   "dense",
@@ -199,18 +191,10 @@ def get_config() -> ml_collections.ConfigDict:
     dict(
       batch_size=500,
       max_examples=ml_collections.FieldReference(None, field_type=int),
+      # Clean accuracy (hard masks) after every stage, in the stage records.
       every_stage=True,
     )
   )
   config.certify = certify_config.get_certify_config()
-  config.corruptions = _optional_section(
-    corruptions_config, "get_corruptions_config"
-  )
+  config.corruptions = corruptions_config.get_corruptions_config()
   return config
-
-
-def _optional_section(module, factory: str) -> ml_collections.ConfigDict:
-  # TODO(harness): drop once both config modules exist.
-  if module is None:
-    return ml_collections.ConfigDict(dict(enabled=False))
-  return getattr(module, factory)()

@@ -4,5 +4,6 @@ Modules: ``resample`` (static linear operators: Gaussian filters, zooms,
 Pillow box resizes, boundary modes, bilinear sampling), ``color`` (HSV),
 ``noise``, ``blur``, ``weather`` (fog, frost, snow), ``spatter``,
 ``digital`` (brightness, contrast, saturate, elastic, pixelate), ``jpeg``
-and ``registry`` (names, severity tables, ``corrupt``, the sampler).
+(with ``islow``, libjpeg's integer DCT) and ``registry`` (names, severity
+tables, ``corrupt``, the sampler).
 """

@@ -3,21 +3,21 @@
 Reproduces what Pillow (libjpeg-turbo) does for ``Image.save(f, "JPEG",
 quality=q)`` followed by decoding, stage by stage: JFIF RGB -> YCbCr
 (rounded to 8-bit samples), 4:2:0 chroma subsampling (libjpeg's 2x2 box
-average with its alternating rounding bias), level shift, 8x8 orthonormal
-DCT-II, quantisation with the IJG quality-scaled tables of ITU-T T.81
-Annex K (rounded half away from zero), dequantisation, inverse DCT (rounded,
-range-limited to 0..255), libjpeg's "fancy" triangular chroma upsampling and
-YCbCr -> RGB. Entropy coding is lossless and therefore omitted. libjpeg's
-integer DCT is replaced by the exact float DCT, so results differ from
-Pillow by rare +-1 level flips of quantised coefficients (measured in
-tests/corruptions_test.py).
+average with its alternating rounding bias), level shift, 8x8
+DCT (libjpeg's default integer "islow" transform, islow.py), quantisation
+with the IJG quality-scaled tables of ITU-T T.81 Annex K (rounded half away
+from zero), dequantisation, inverse islow DCT (range-limited to 0..255),
+libjpeg's "fancy" triangular chroma upsampling and YCbCr -> RGB, all in
+libjpeg's integer arithmetic. Entropy coding is lossless and therefore
+omitted. The result is bit-exact with Pillow's encoder + decoder on the
+images of tests/corruptions_test.py (real CIFAR-10 and random images).
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-_HIGHEST = jax.lax.Precision.HIGHEST
+from csam_jax._src.corruptions import islow
 
 # ITU-T T.81 Annex K.1 / K.2 tables (natural row-major order).
 LUMA_TABLE = np.array(
@@ -61,17 +61,46 @@ def quantization_tables(quality: int) -> tuple[np.ndarray, np.ndarray]:
   return tables[0], tables[1]
 
 
-def _dct_matrix() -> np.ndarray:
-  u = np.arange(8)[:, None]
-  x = np.arange(8)[None, :]
-  matrix = np.cos((2 * x + 1) * u * np.pi / 16) / 2
-  matrix[0] /= np.sqrt(2)
-  return matrix
+# libjpeg's 16-bit fixed-point colour constants, FIX(x) = round(x * 2**16)
+# (jccolor.c, jdcolor.c).
+_SCALE_BITS = 16
+_HALF = 1 << (_SCALE_BITS - 1)
+_FIX = {
+  "0.29900": 19595,
+  "0.58700": 38470,
+  "0.11400": 7471,
+  "0.16874": 11059,
+  "0.33126": 21709,
+  "0.50000": 32768,
+  "0.41869": 27439,
+  "0.08131": 5329,
+  "1.40200": 91881,
+  "1.77200": 116130,
+  "0.71414": 46802,
+  "0.34414": 22554,
+}
 
 
-def _round_half_up(x: jax.Array) -> jax.Array:
-  # libjpeg rounds fixed-point values by adding one half and shifting.
-  return jnp.floor(x + 0.5)
+def _rgb_to_ycc(rgb: jax.Array) -> tuple[jax.Array, ...]:
+  """JFIF RGB -> YCbCr on int32 samples, as libjpeg's ``rgb_ycc_convert``."""
+  r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+  f = _FIX
+  offset = (128 << _SCALE_BITS) + _HALF - 1
+  y = f["0.29900"] * r + f["0.58700"] * g + f["0.11400"] * b + _HALF
+  cb = -f["0.16874"] * r - f["0.33126"] * g + f["0.50000"] * b + offset
+  cr = f["0.50000"] * r - f["0.41869"] * g - f["0.08131"] * b + offset
+  return tuple(jnp.right_shift(c, _SCALE_BITS) for c in (y, cb, cr))
+
+
+def _ycc_to_rgb(y: jax.Array, cb: jax.Array, cr: jax.Array) -> jax.Array:
+  """YCbCr -> RGB on int32 samples, as libjpeg's ``ycc_rgb_convert``."""
+  f = _FIX
+  cb, cr = cb - 128, cr - 128
+  shift = lambda x: jnp.right_shift(x, _SCALE_BITS)
+  r = y + shift(f["1.40200"] * cr + _HALF)
+  g = y + shift(-f["0.34414"] * cb - f["0.71414"] * cr + _HALF)
+  b = y + shift(f["1.77200"] * cb + _HALF)
+  return jnp.clip(jnp.stack([r, g, b], axis=-1), 0, 255)
 
 
 def _blocks(plane: jax.Array) -> jax.Array:
@@ -84,17 +113,16 @@ def _unblocks(blocks: jax.Array) -> jax.Array:
   return blocks.transpose(0, 2, 1, 3).reshape(bh * 8, bw * 8)
 
 
-def _lossy_plane(plane: jax.Array, table: np.ndarray) -> jax.Array:
-  """Level shift, DCT, quantise, dequantise, IDCT of 8-bit samples."""
-  dct = jnp.asarray(_dct_matrix(), jnp.float32)
-  table = jnp.asarray(table, jnp.float32)  # may be traced
-  blocks = _blocks(plane - 128.0)
-  coeffs = jnp.einsum("ux,ijxy,vy->ijuv", dct, blocks, dct, precision=_HIGHEST)
-  levels = jnp.sign(coeffs) * jnp.floor(jnp.abs(coeffs) / table + 0.5)
-  restored = jnp.einsum(
-    "ux,ijuv,vy->ijxy", dct, levels * table, dct, precision=_HIGHEST
-  )
-  return jnp.clip(_round_half_up(_unblocks(restored) + 128.0), 0.0, 255.0)
+def _lossy_plane(plane: jax.Array, table: jax.Array) -> jax.Array:
+  """Level shift, islow DCT, quantise, dequantise, islow IDCT (8-bit)."""
+  table = jnp.asarray(table).astype(jnp.int32)  # may be traced
+  blocks = _blocks(plane).astype(jnp.int32) - 128
+  coefficients = islow.fdct(blocks)  # scaled by 8
+  divisor = 8 * table
+  magnitude = (jnp.abs(coefficients) + divisor // 2) // divisor
+  levels = jnp.sign(coefficients) * magnitude
+  samples = islow.idct(levels * table) + 128
+  return jnp.clip(_unblocks(samples), 0, 255).astype(jnp.float32)
 
 
 def _downsample(plane: jax.Array) -> jax.Array:
@@ -147,23 +175,15 @@ def jpeg_with_tables(
   h, w = image.shape[:2]
   pad_h, pad_w = -h % 16, -w % 16
   rgb = jnp.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-  rgb = jnp.round(jnp.clip(rgb, 0.0, 1.0) * 255.0)
-  r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-  y = _round_half_up(0.299 * r + 0.587 * g + 0.114 * b)
-  cb = _round_half_up(-0.168736 * r - 0.331264 * g + 0.5 * b + 127.99999)
-  cr = _round_half_up(0.5 * r - 0.418688 * g - 0.081312 * b + 127.99999)
+  rgb = jnp.round(jnp.clip(rgb, 0.0, 1.0) * 255.0).astype(jnp.int32)
+  y, cb, cr = _rgb_to_ycc(rgb)
   y = _lossy_plane(y, luma_table)
-  cb = _upsample(_lossy_plane(_downsample(cb), chroma_table)) - 128.0
-  cr = _upsample(_lossy_plane(_downsample(cr), chroma_table)) - 128.0
-  out = jnp.stack(
-    [
-      y + _round_half_up(1.402 * cr),
-      y + _round_half_up(-0.344136 * cb - 0.714136 * cr),
-      y + _round_half_up(1.772 * cb),
-    ],
-    axis=-1,
+  cb = _upsample(_lossy_plane(_downsample(cb), chroma_table))
+  cr = _upsample(_lossy_plane(_downsample(cr), chroma_table))
+  out = _ycc_to_rgb(
+    y.astype(jnp.int32), cb.astype(jnp.int32), cr.astype(jnp.int32)
   )
-  return jnp.clip(out[:h, :w], 0.0, 255.0) / 255.0
+  return out[:h, :w].astype(jnp.float32) / 255.0
 
 
 def jpeg_params(rows, height, width):

@@ -1,0 +1,73 @@
+"""Chunked, vmapped Monte Carlo draws shared by all certifiers.
+
+For a batch ``x`` of ``B`` images, image ``i`` gets the key
+``k_i = jax.random.split(key, B)[i]`` and its draw ``j`` the key
+``jax.random.fold_in(k_i, j)`` (fold_in rather than a split of ``k_i`` into
+N keys, so that no key array of size N is ever built). The ``B * N`` draws
+are enumerated image-major and processed ``batch_size`` at a time by a
+``lax.scan`` over chunks; inside a chunk the transformation and the model
+are ``jax.vmap``-ed / batched. So peak memory is set by ``batch_size`` (plus
+what the caller accumulates per draw or per image), and results are
+deterministic for a key and do not depend on ``batch_size``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def map_images(fn: Callable, x: Array, batch_size: int) -> Any:
+  """``fn`` on ``x`` in chunks of ``batch_size`` images (padded, scanned)."""
+  num = x.shape[0]
+  size = min(batch_size, num)
+  chunks = -(-num // size)
+  padded = jnp.concatenate(
+    [x, jnp.zeros((chunks * size - num,) + x.shape[1:], x.dtype)]
+  )
+  out = jax.lax.map(fn, padded.reshape((chunks, size) + x.shape[1:]))
+  return jax.tree.map(lambda o: o.reshape((-1,) + o.shape[2:])[:num], out)
+
+
+def scan_draws(
+  key: Array,
+  x: Array,
+  num_draws: int,
+  batch_size: int,
+  carry: Any,
+  update: Callable,
+) -> Any:
+  """Scans ``update`` over the ``B * num_draws`` draws, ``batch_size`` each.
+
+  ``update(carry, keys, images, image_index, draw_index)`` gets, per chunk,
+  the draw keys, the images to transform and their indices; padding draws
+  of the last chunk have ``image_index == B`` so that scatters with
+  ``mode="drop"`` ignore them.
+  """
+  num_images = x.shape[0]
+  total = num_images * num_draws
+  size = min(batch_size, total)
+  image_keys = jax.random.split(key, num_images)
+
+  def body(carry, chunk):
+    flat = chunk * size + jnp.arange(size)
+    valid = flat < total
+    flat = jnp.minimum(flat, total - 1)
+    image_index, draw_index = flat // num_draws, flat % num_draws
+    keys = jax.vmap(jax.random.fold_in)(image_keys[image_index], draw_index)
+    image_index_or_drop = jnp.where(valid, image_index, num_images)
+    carry = update(carry, keys, x[image_index], image_index_or_drop, draw_index)
+    return carry, None
+
+  carry, _ = jax.lax.scan(body, carry, jnp.arange(-(-total // size)))
+  return carry
+
+
+def probs(logits_fn: Callable, images: Array) -> Array:
+  """float32 softmax probabilities of ``logits_fn(images)``."""
+  return jax.nn.softmax(jnp.asarray(logits_fn(images), jnp.float32), axis=-1)

@@ -1,0 +1,213 @@
+"""Checkpoints: bitwise resume after SIGKILL, fallback over a truncated
+newest checkpoint, and the NaN stop that keeps the last good checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+
+from experiments import checkpointing, parallel
+from experiments import state as state_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARGS = [
+  "--config=experiments/configs/smoke.py",
+  "--config.methods=csam",
+  "--config.pretrain.num_steps=4",
+  "--config.search.num_steps=400",
+  "--config.finetune.num_steps=4",
+  "--config.checkpoint.every_steps=10",
+  "--config.logging.log_every_steps=5",
+  "--config.evaluation.max_examples=32",
+]
+
+
+def _env() -> dict[str, str]:
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = "--xla_backend_optimization_level=1"
+  env["JAX_PLATFORMS"] = "cpu"
+  return env
+
+
+def _start(workdir: str, *extra: str) -> subprocess.Popen:
+  return subprocess.Popen(
+    [
+      sys.executable,
+      "-m",
+      "experiments.main",
+      f"--workdir={workdir}",
+      *ARGS,
+      *extra,
+    ],
+    cwd=REPO,
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
+
+
+def _finish(proc: subprocess.Popen, timeout: int = 300) -> str:
+  out, _ = proc.communicate(timeout=timeout)
+  assert proc.returncode == 0, out[-3000:]
+  return out
+
+
+def _final_tree(workdir: str, stage_dir: str) -> dict:
+  directory = os.path.join(workdir, "checkpoints", "csam", stage_dir)
+  step = max(int(s) for s in os.listdir(directory) if s.isdigit())
+  with ocp.StandardCheckpointer() as ckpt:
+    return ckpt.restore(os.path.join(directory, str(step), "state"))
+
+
+def _search_steps_logged(workdir: str) -> list[int]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    lines = f.read().splitlines()
+  rows = [json.loads(x) for x in lines if x.endswith("}")]
+  return [r["step"] for r in rows if r["stage"] == "search"]
+
+
+def test_sigkill_mid_stage_then_resume_is_bitwise_identical(tmp_path):
+  reference = str(tmp_path / "reference")
+  _finish(_start(reference))
+  killed = str(tmp_path / "killed")
+  proc = _start(killed)
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    if any(s >= 30 for s in _search_steps_logged(killed)):
+      proc.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.02)
+  proc.communicate(timeout=60)
+  assert proc.returncode == -signal.SIGKILL, "the run ended before the kill"
+  logged = _search_steps_logged(killed)
+  assert 30 <= max(logged) < 400  # killed in the middle of the search stage
+  assert not os.path.exists(os.path.join(killed, "results.json"))
+  out = _finish(_start(killed))
+  assert "csam: resuming stage 1 (search)" in out
+  want, got = (
+    _final_tree(reference, "2_finetune"),
+    _final_tree(killed, "2_finetune"),
+  )
+  flat_want, flat_got = jax.tree.leaves(want), jax.tree.leaves(got)
+  assert len(flat_want) == len(flat_got) > 10
+  for a, b in zip(flat_want, flat_got, strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with open(os.path.join(reference, "results.json")) as f:
+    ref_entry = json.load(f)["runs"][0]
+  with open(os.path.join(killed, "results.json")) as f:
+    entry = json.load(f)["runs"][0]
+  assert entry["clean_accuracy"] == ref_entry["clean_accuracy"]
+
+
+def _small_state(value: float) -> state_lib.TrainState:
+  params = {"dense": {"kernel": jnp.full((3, 2), value), "bias": jnp.zeros(2)}}
+  tx = optax.sgd(0.1, momentum=0.9)
+  return state_lib.TrainState(
+    params=params,
+    batch_stats={},
+    masks={"dense": {"kernel": jnp.ones((3, 2)), "bias": None}},
+    opt_state=tx.init(params),
+    step=jnp.asarray(int(value), jnp.int32),
+    key=jax.random.PRNGKey(0),
+  )
+
+
+def test_truncated_newest_checkpoint_falls_back_to_previous(tmp_path, caplog):
+  directory = str(tmp_path / "stage")
+  ckpt = checkpointing.StageCheckpointer(
+    directory, max_to_keep=3, every_steps=1
+  )
+  for step in (1, 2, 3):
+    ckpt.save(step, _small_state(float(step)), {"step": step, "done": False})
+  ckpt.close()
+  newest = os.path.join(directory, "3", "state")
+  truncated = 0
+  for root, _, files in os.walk(newest):
+    for name in files:
+      path = os.path.join(root, name)
+      if os.path.getsize(path) > 0 and "/d/" in path + "/":
+        with open(path, "r+b") as f:
+          f.truncate(os.path.getsize(path) // 2)
+        truncated += 1
+  assert truncated > 0
+  mesh = parallel.make_mesh()
+  template = checkpointing.abstract_like(
+    jax.eval_shape(lambda: _small_state(1.0)), parallel.replicated(mesh)
+  )
+  ckpt = checkpointing.StageCheckpointer(
+    directory, max_to_keep=3, every_steps=1
+  )
+  logging.get_absl_handler()  # absl warnings reach caplog via propagation.
+  with caplog.at_level("WARNING"):
+    state, meta = ckpt.restore_latest(template)
+  ckpt.close()
+  assert meta == {"step": 2, "done": False}
+  np.testing.assert_array_equal(
+    state.params["dense"]["kernel"], np.full((3, 2), 2.0)
+  )
+  assert state.masks["dense"]["bias"] is None
+  assert any(
+    "Skipping unreadable checkpoint" in r.getMessage() for r in caplog.records
+  )
+
+
+def test_restore_with_no_checkpoint_returns_none(tmp_path):
+  ckpt = checkpointing.StageCheckpointer(
+    str(tmp_path / "empty"), max_to_keep=1, every_steps=1
+  )
+  assert ckpt.restore_latest(jax.eval_shape(lambda: _small_state(1.0))) is None
+  ckpt.close()
+
+
+def test_nan_loss_stops_with_method_stage_step_and_keeps_good_checkpoint(
+  tmp_path,
+):
+  workdir = str(tmp_path / "nan")
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "experiments.main",
+      f"--workdir={workdir}",
+      "--config=experiments/configs/smoke.py",
+      "--config.methods=prune_sam",
+      "--config.pretrain.num_steps=3",
+      "--config.finetune.num_steps=6",
+      "--config.finetune.optimizer.learning_rate=1e30",
+      "--config.finetune.optimizer.schedule=constant",
+      "--config.checkpoint.every_steps=1",
+    ],
+    cwd=REPO,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode != 0
+  err = proc.stdout + proc.stderr
+  assert "NonFiniteLossError: Non-finite loss" in err
+  assert "method 'prune_sam', stage 'finetune', step " in err
+  directory = os.path.join(workdir, "checkpoints", "prune_sam", "2_finetune")
+  steps = sorted(int(s) for s in os.listdir(directory) if s.isdigit())
+  bad_step = int(err.split("stage 'finetune', step ")[1].split(";")[0])
+  assert steps and max(steps) <= bad_step  # nothing saved after the NaN
+  with ocp.StandardCheckpointer() as ckpt:
+    tree = ckpt.restore(os.path.join(directory, str(max(steps)), "state"))
+  for leaf in jax.tree.leaves(tree["params"]):
+    assert np.isfinite(np.asarray(leaf)).all()
+  assert not os.path.exists(os.path.join(workdir, "results.json"))

@@ -1,0 +1,147 @@
+"""Config files load and validate; every bad field gives its named error
+before any compute."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments import config_validation, experiment, methods
+from experiments.configs import (
+  celebahq,
+  cifar10c,
+  default,
+  flowers102,
+  quickstart,
+  smoke,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CIFAR_NPZ = os.path.join(REPO, "..", "shared", "data", "cifar10_jpeg.npz")
+
+
+@pytest.mark.parametrize(
+  "module", [default, cifar10c, flowers102, celebahq, quickstart, smoke]
+)
+def test_configs_define_every_method_and_section(module):
+  config = module.get_config()
+  assert tuple(config.methods) == methods.METHODS
+  for section in (
+    "model",
+    "data",
+    "sam",
+    "pretrain",
+    "search",
+    "gmp",
+    "finetune",
+    "checkpoint",
+    "logging",
+    "evaluation",
+    "certify",
+    "corruptions",
+  ):
+    assert section in config, section
+  assert 0.0 <= config.sparsity < 1.0
+
+
+def test_quickstart_and_smoke_validate():
+  for module in (quickstart, smoke):
+    info = config_validation.validate_config(module.get_config())
+    assert info.num_classes == 10
+
+
+def test_cifar10c_validates_offline_on_the_npz_copy():
+  if not os.path.exists(CIFAR_NPZ):
+    pytest.skip(f"{CIFAR_NPZ} is absent")
+  config = cifar10c.get_config()
+  config.data.source = "npz"
+  config.data.path = CIFAR_NPZ
+  info = config_validation.validate_config(config)
+  assert info.num_classes == 10
+  assert info.num_examples == {"train": 50_000, "eval": 10_000}
+  assert info.image_shape == (32, 32, 3)
+
+
+def test_methods_accept_comma_lists():
+  assert config_validation.normalize_methods(("dense,csam",)) == (
+    "dense",
+    "csam",
+  )
+  with pytest.raises(ValueError, match="duplicates"):
+    config_validation.normalize_methods(("dense", "dense"))
+
+
+def _bad(field: str, value):
+  config = smoke.get_config()
+  parts = field.split(".")
+  node = config
+  for p in parts[:-1]:
+    node = node[p]
+  node[parts[-1]] = value
+  return config
+
+
+@pytest.mark.parametrize(
+  "field, value, message",
+  [
+    ("methods", ("dense", "snip"), r"config.methods='snip'.*'dense_sam'"),
+    ("model.name", "vgg16", r"config.model.name='vgg16'.*'resnet18'"),
+    ("data.source", "imagenet", r"data.source='imagenet'.*'tfds'"),
+    ("sparsity", 1.0, r"config.sparsity=1.0 must be in \[0, 1\)"),
+    ("sparsity", -0.1, r"config.sparsity=-0.1 must be in \[0, 1\)"),
+    ("sam.rho", -0.05, r"config.sam.rho=-0.05 must be >= 0"),
+    ("search.csam.rho", -1.0, r"config.search.csam.rho=-1.0 must be >= 0"),
+    ("search.csam.init", "random", r"search.csam.init='random'.*'hydra'"),
+    ("search.csam.forward", "hard", r"search.csam.forward='hard'.*'ste'"),
+    ("search.csam.radius", "local", r"search.csam.radius='local'.*'layerwise'"),
+    ("scope", "model", r"config.scope='model'.*'layer'"),
+    ("structure", "2:4", r"config.structure='2:4'.*1 - N/M"),
+    ("pretrain.optimizer.name", "lion", r"pretrain.optimizer.*'adamw'"),
+    ("finetune.optimizer.schedule", "exp", r"finetune.optimizer.*'cosine'"),
+    ("gmp.initial_sparsity", 0.95, r"gmp.initial_sparsity=0.95"),
+    ("batch_size", 0, r"config.batch_size=0 must be a positive multiple"),
+    ("data.num_classes", 5, r"config.data.*num_classes=5"),
+    ("data.channels", 1, r"corruptions.enabled=True needs RGB.*channels=1"),
+  ],
+)
+def test_bad_config_raises_named_error(field, value, message):
+  config = _bad(field, value)
+  with pytest.raises(ValueError, match=message):
+    config_validation.validate_config(config)
+
+
+def test_validation_runs_before_any_output(tmp_path):
+  config = _bad("sam.rho", -1.0)
+  with pytest.raises(ValueError, match="sam.rho"):
+    experiment.run(config, str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w")
+
+
+def test_batch_not_divisible_by_device_count(tmp_path):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+  env["JAX_PLATFORMS"] = "cpu"
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "experiments.main",
+      "--config=experiments/configs/smoke.py",
+      "--config.batch_size=18",
+      f"--workdir={tmp_path / 'w'}",
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert proc.returncode != 0
+  assert (
+    "config.batch_size=18 must be a positive multiple of the device count (4)"
+    in proc.stderr
+  )
+  assert not os.path.exists(tmp_path / "w" / "checkpoints")

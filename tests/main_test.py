@@ -1,0 +1,139 @@
+"""The main job end to end: the quickstart (fewer steps) gives results for
+all seven methods; reruns resume; other configs are refused."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from csam_jax.variations import CORRUPTIONS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHORT_QUICKSTART = [
+  "--config=experiments/configs/quickstart.py",
+  "--config.pretrain.num_steps=4",
+  "--config.search.num_steps=4",
+  "--config.finetune.num_steps=3",
+  "--config.gmp.update_every=1",
+  "--config.logging.log_every_steps=2",
+  "--config.certify.num_images=8",
+  "--config.certify.num_samples=10",
+  "--config.certify.num_bounds=2",
+  "--config.certify.smoothing.enabled=False",
+  "--config.corruptions.num_images=8",
+]
+
+
+def _main(workdir: str, *args: str, timeout: int = 400):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = "--xla_backend_optimization_level=1"
+  env["JAX_PLATFORMS"] = "cpu"
+  return subprocess.run(
+    [sys.executable, "-m", "experiments.main", f"--workdir={workdir}", *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
+
+
+def _ok(proc) -> str:
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return proc.stderr
+
+
+def _scalar_tags(event_dir: str) -> set[str]:
+  import tensorflow as tf
+  from tensorflow.core.util import event_pb2
+
+  tags = set()
+  for path in glob.glob(os.path.join(event_dir, "events.out.tfevents.*")):
+    for record in tf.data.TFRecordDataset(path):
+      event = event_pb2.Event.FromString(record.numpy())
+      for value in event.summary.value:
+        if value.metadata.plugin_data.plugin_name == "scalars":
+          tags.add(value.tag)
+  return tags
+
+
+def test_short_quickstart_all_methods(tmp_path):
+  workdir = str(tmp_path / "quick")
+  _ok(_main(workdir, *SHORT_QUICKSTART))
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  assert results["config"]["name"] == "quickstart"
+  runs = results["runs"]
+  assert [r["method"] for r in runs] == [
+    "dense",
+    "dense_sam",
+    "sam_prune",
+    "prune_sam",
+    "gmp",
+    "hydra",
+    "csam",
+  ]
+  for run in runs:
+    assert abs(run["sparsity_reached"] - run["sparsity"]) <= 1e-3, run
+    assert run["sparsity"] == (
+      0.0 if run["method"].startswith("dense") else 0.8
+    )
+    assert run["model"] == "tiny_cnn" and run["seed"] == 0
+    assert 0.0 <= run["clean_accuracy"] <= 1.0 and run["wall_time_s"] > 0
+    assert run["certification"]["num_images"] == 8
+    per = run["corruptions"]["per_corruption"]
+    assert set(per) == set(CORRUPTIONS)
+    assert all(set(p) == {"3"} for p in per.values())
+    assert sum(s["steps"] for s in run["stages"]) == 4 + 4 + 3
+  with open(os.path.join(workdir, "results.md")) as f:
+    table = f.read().splitlines()
+  assert table[2].startswith("| method | model | sparsity | sparsity reached |")
+  assert "cc-cert" in table[2] and "corruption" in table[2]
+  assert len(table) == 4 + 7 and table[4].startswith("| dense | tiny_cnn |")
+  tags = _scalar_tags(os.path.join(workdir, "tensorboard", "csam"))
+  assert {"search/loss", "search/accuracy", "finetune/loss"} <= tags
+
+
+def test_rerun_resumes_and_other_config_is_refused(tmp_path):
+  workdir = str(tmp_path / "w")
+  small = ["--config=experiments/configs/smoke.py", "--config.methods=dense"]
+  _ok(_main(workdir, *small))
+  with open(os.path.join(workdir, "results.json")) as f:
+    first = json.load(f)
+  err = _ok(_main(workdir, *small))
+  assert "dense: finished earlier" in err
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f) == first
+  refused = _main(workdir, *small, "--config.seed=1")
+  assert refused.returncode != 0
+  assert "holds results of a different run" in refused.stderr
+  assert (
+    "'seed'" in refused.stderr and "--config.overwrite=True" in refused.stderr
+  )
+  _ok(_main(workdir, *small, "--config.seed=1", "--config.overwrite=True"))
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f)["config"]["seed"] == 1
+
+
+def test_unknown_method_fails_fast(tmp_path):
+  proc = _main(
+    str(tmp_path / "x"),
+    "--config=experiments/configs/smoke.py",
+    "--config.methods=dense,snip",
+    timeout=120,
+  )
+  assert proc.returncode != 0
+  assert "config.methods='snip' is invalid" in proc.stderr
+  assert not os.path.exists(tmp_path / "x")
+
+
+@pytest.mark.parametrize("name", ["quickstart", "cifar10c"])
+def test_default_workdir_is_named_after_the_config(name):
+  from experiments import main
+
+  assert main.default_workdir(name) == os.path.join("workdir", name)
