@@ -82,7 +82,13 @@ def _accuracy(
   return correct / n
 
 
-def _tfds_configs(names, severities) -> list[str]:
+def tfds_configs(names, severities) -> list[str]:
+  """TFDS ``cifar10_corrupted`` config names for the (name, severity) grid.
+
+  Example:
+    >>> tfds_configs(["glass_blur"], [2])
+    ['cifar10_corrupted/frosted_glass_blur_2']
+  """
   return [
     f"cifar10_corrupted/{TFDS_NAMES.get(n, n)}_{s}"
     for n in names
@@ -97,7 +103,7 @@ def tfds_available(names, severities, data_dir: str | None) -> bool:
   try:
     return all(
       tfds.builder(c, data_dir=data_dir).is_prepared()
-      for c in _tfds_configs(names, severities)
+      for c in tfds_configs(names, severities)
     )
   except Exception as e:  # noqa: BLE001 - unregistered / unreadable: absent.
     logging.info("cifar10_corrupted not usable (%s); generating.", e)
@@ -110,7 +116,7 @@ def _tfds_examples(config_name, data_dir, num_images):
   ds = tfds.builder(config_name, data_dir=data_dir).as_dataset(
     split=f"test[:{num_images}]"
   )
-  rows = list(tfds.as_numpy(ds))
+  rows = list(tfds.as_numpy(ds))[:num_images]
   images = np.stack([r["image"] for r in rows]).astype(np.float32) / 255.0
   return images, np.array([r["label"] for r in rows])
 
@@ -156,7 +162,7 @@ def evaluate_corruptions(
     per_corruption[name] = {}
     for severity in severities:
       if use_tfds:
-        config_name = _tfds_configs([name], [severity])[0]
+        config_name = tfds_configs([name], [severity])[0]
         c_images, c_labels = _tfds_examples(
           config_name, cfg.data_dir, len(images)
         )

@@ -103,6 +103,36 @@ def test_tfds_absent_falls_back_to_generated(tmp_path):
   assert out["mean_corruption_accuracy"] == 1.0
 
 
+def test_tfds_source_when_prepared(monkeypatch):
+  import tensorflow_datasets as tfds
+
+  assert corruption_eval.tfds_configs(["elastic_transform", "fog"], [3]) == [
+    "cifar10_corrupted/elastic_3",
+    "cifar10_corrupted/fog_3",
+  ]
+  monkeypatch.setattr(corruption_eval, "tfds_available", lambda *a: True)
+  images, labels = constant_images()  # ignored: TFDS has its own
+  with tfds.testing.mock_data(num_examples=8):
+    out = corruption_eval.evaluate_corruptions(
+      make_config(tfds=True, names=["glass_blur"], severities=[2]),
+      jax.random.key(0),
+      brightness_classifier,
+      images,
+      labels,
+    )
+    ds = tfds.builder("cifar10_corrupted/frosted_glass_blur_2").as_dataset(
+      split="test"
+    )
+    rows = list(tfds.as_numpy(ds))[:6]
+  x = np.stack([r["image"] for r in rows]) / 255.0
+  expected = np.mean(
+    np.argmax(brightness_classifier(x), axis=-1)
+    == np.array([r["label"] for r in rows])
+  )
+  assert out["source"] == "tfds"
+  assert out["per_corruption"]["glass_blur"]["2"] == pytest.approx(expected)
+
+
 @pytest.mark.parametrize(
   "overrides, match",
   [

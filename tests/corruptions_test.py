@@ -12,6 +12,7 @@ import pytest
 import scipy.ndimage
 from PIL import Image
 
+import csam_jax
 from csam_jax import variations
 from csam_jax._src.corruptions import (
   blur,
@@ -434,11 +435,11 @@ def _pillow_jpeg(images: np.ndarray, quality: int) -> np.ndarray:
 
 
 def test_jpeg_bit_exact_with_pillow():
-  # 32 real CIFAR-10 images (themselves JPEG-derived, so many coefficients
-  # sit on rounding ties) and 8 random noise images (heavy clipping).
-  noise = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3))
-  imgs = np.concatenate([cifar_uint8()[::2], noise.astype(np.uint8)])
-  x = jnp.asarray(imgs / 255.0, jnp.float32).reshape(10, 4, 32, 32, 3)
+  # 16 real CIFAR-10 images (themselves JPEG-derived, so many coefficients
+  # sit on rounding ties) and 4 random noise images (heavy clipping).
+  noise = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3))
+  imgs = np.concatenate([cifar_uint8()[::4], noise.astype(np.uint8)])
+  x = jnp.asarray(imgs / 255.0, jnp.float32).reshape(5, 4, 32, 32, 3)
   fn = battery_fn("jpeg_compression")  # compiled for batches of 4
   for severity, quality in enumerate([80, 65, 58, 50, 40], 1):
     out = [fn(jax.random.key(0), chunk, severity - 1)[0] for chunk in x]
@@ -586,3 +587,26 @@ def test_spatter_building_blocks_hand_cases():
   np.testing.assert_array_equal(
     spatter.equalize_hist(jnp.full((2, 2), 7.0)), np.full((2, 2), 7.0)
   )
+
+
+def test_sampler_as_cc_cert_sample_fn():
+  # Contrast about the mean never clips uniform [0, 1] pixels at factor
+  # 0.75 and keeps each channel's mean, so a mean-based classifier never
+  # changes its prediction under it.
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
+
+  def logits_fn(images):
+    centred = jnp.mean(images, axis=(1, 2, 3)) - 0.5
+    return jnp.stack([centred, -centred], axis=-1)
+
+  result = csam_jax.certify.cc_cert(
+    jax.random.key(1),
+    logits_fn,
+    x,
+    variations.corruption_sampler(("contrast",), (1,)),
+    num_samples=4,
+    num_bounds=2,
+    batch_size=8,
+  )
+  np.testing.assert_array_equal(result.num_changed, [0, 0])
+  np.testing.assert_array_equal(result.pred, np.argmax(logits_fn(x), axis=-1))
