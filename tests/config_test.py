@@ -104,12 +104,19 @@ def _bad(field: str, value):
     ("gmp.initial_sparsity", 0.95, r"gmp.initial_sparsity=0.95"),
     ("batch_size", 0, r"config.batch_size=0 must be a positive multiple"),
     ("data.num_classes", 5, r"config.data.*num_classes=5"),
-    ("data.channels", 1, r"corruptions.enabled=True needs RGB.*channels=1"),
   ],
 )
 def test_bad_config_raises_named_error(field, value, message):
   config = _bad(field, value)
   with pytest.raises(ValueError, match=message):
+    config_validation.validate_config(config)
+
+
+def test_corruptions_need_rgb():
+  config = _bad("data.channels", 1)
+  config_validation.validate_config(config)  # corruptions disabled: fine
+  config.corruptions.enabled = True
+  with pytest.raises(ValueError, match=r"needs RGB.*config.data.channels=1"):
     config_validation.validate_config(config)
 
 

@@ -501,6 +501,12 @@ def test_bad_inputs():
       variations.corrupt(key, x, "contrast", severity)
   with pytest.raises(TypeError, match="severity"):
     variations.corrupt(key, x, "contrast", 2.0)
+  with pytest.raises(TypeError, match="severity"):
+    variations.corrupt(key, x, "contrast", True)
+  np.testing.assert_array_equal(  # numpy ints are accepted
+    variations.corrupt(key, x, "contrast", np.int64(2)),
+    variations.corrupt(key, x, "contrast", 2),
+  )
   for bad in (
     jnp.zeros((8, 8)),
     jnp.zeros((1, 2, 8, 8, 3)),

@@ -197,13 +197,13 @@ def _check_name(name: str) -> str:
 
 
 def _check_severity(severity: int) -> int:
-  if isinstance(severity, bool) or not isinstance(severity, int):
+  if isinstance(severity, bool) or not isinstance(severity, int | np.integer):
     raise TypeError(
       f"`severity` must be a Python int in {SEVERITIES}, got {severity!r}."
     )
   if severity not in SEVERITIES:
     raise ValueError(f"`severity` must be in {SEVERITIES}, got {severity}.")
-  return severity
+  return int(severity)
 
 
 def _check_images(images, ndims: tuple[int, ...]) -> tuple[int, ...]:
@@ -264,7 +264,8 @@ def corrupt(
     severity: Python int, 1..5 (CIFAR-10-C parameters).
 
   Returns:
-    float32 array of the shape of ``images``, in [0, 1].
+    float32 array of the shape of ``images``, in [0, 1]. Not quantised: the
+    published CIFAR-10-C arrays are ``uint8(255 * output)`` (truncated).
 
   Raises:
     ValueError: unknown name, severity outside 1..5, ``images`` not 3- or
@@ -280,7 +281,7 @@ def corrupt(
     ((2, 32, 32, 3), True)
   """
   _check_name(name)
-  _check_severity(severity)
+  severity = _check_severity(severity)
   shape = _check_images(images, ndims=(3, 4))
   fn = functools.partial(apply_at, name=name, severity_index=severity - 1)
   if len(shape) == 3:
@@ -328,8 +329,7 @@ def corruption_sampler(
     raise ValueError("`names` and `severities` must be non-empty.")
   for name in names:
     _check_name(name)
-  for severity in severities:
-    _check_severity(severity)
+  severities = tuple(_check_severity(s) for s in severities)
   indices = np.asarray(severities, np.int32) - 1
   branches = [_branch(name) for name in names]
 

@@ -119,7 +119,11 @@ def equalize_hist(image: jax.Array) -> jax.Array:
 
 
 def _water_layer(liquid: jax.Array) -> jax.Array:
-  """The embossed, equalised distance-to-drop-edge map (reference steps)."""
+  """The embossed, equalised distance-to-drop-edge map (reference steps).
+
+  Liquid values above 1 (rare) are clipped before the uint8 conversion,
+  where the reference's numpy cast would wrap around.
+  """
   liquid8 = jnp.floor(jnp.clip(liquid, 0.0, 1.0) * 255.0)
   edges = canny(liquid8, 50.0, 150.0)
   dist = chamfer_distance(edges, 20.0)
