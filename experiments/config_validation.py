@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -144,6 +145,37 @@ def _check_robustness(config: ml_collections.ConfigDict) -> None:
       )
 
 
+def _check_model_masks(config, info) -> None:
+  """Builds the model abstractly (no compute) and checks that its kernels
+  admit the configured sparsity structure."""
+  module = models.get_model(
+    config.model.name,
+    num_classes=info.num_classes,
+    width=config.model.width,
+    stem=config.model.stem,
+    dtype=config.model.dtype,
+  )
+  x = jax.ShapeDtypeStruct((1, *info.image_shape), jnp.float32)
+  variables = jax.eval_shape(
+    lambda x: module.init(jax.random.PRNGKey(0), x, train=False), x
+  )
+
+  def hard(params):
+    keep = csam_jax.prunable(params)
+    scores = jax.tree.map(lambda w, k: w if k else None, params, keep)
+    return csam_jax.topk_masks(
+      scores, config.sparsity, scope=config.scope, structure=config.structure
+    )
+
+  try:
+    jax.eval_shape(hard, variables["params"])
+  except ValueError as e:
+    raise ValueError(
+      f"config.structure={config.structure!r} does not fit "
+      f"{config.model.name}: {e}"
+    ) from e
+
+
 def _check_data(
   config: ml_collections.ConfigDict,
 ) -> input_pipeline.DatasetInfo:
@@ -195,4 +227,6 @@ def validate_config(
   _check_search(config)
   _check_budget(config)
   _check_robustness(config)
-  return _check_data(config)
+  info = _check_data(config)
+  _check_model_masks(config, info)
+  return info

@@ -119,27 +119,36 @@ def evaluate_accuracy(
   return correct / total
 
 
-def first_examples(
-  config: Any, num_images: int
+def evaluation_subset(
+  config: Any, num_images: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-  """The first ``num_images`` evaluation images ([0, 1]) and labels.
+  """A seeded uniform random subset of the evaluation split ([0, 1] images).
 
-  Every process reads the same images (certification and corruption
+  The split is read once and ``num_images`` examples (all when fewer) are
+  kept, in split order, at indices drawn without replacement - not the
+  first ones, because a split may be sorted by class (the CIFAR-10 npz
+  is). Every process draws the same subset (certification and corruption
   evaluation run redundantly per process; only process 0 reports).
+
+  Args:
+    config: the experiment config (data, evaluation batch size).
+    num_images: subset size.
+    seed: selection seed.
+
+  Returns:
+    ``(images float32 NHWC, labels int)``.
   """
-  images, labels, n = [], [], 0
+  total = input_pipeline.get_info(config.data).num_examples["eval"]
+  rng = np.random.default_rng(seed)
+  chosen = np.sort(rng.choice(total, min(num_images, total), replace=False))
+  images, labels, offset = [], [], 0
   for batch in input_pipeline.eval_batches(
-    config.data,
-    batch_size=config.evaluation.batch_size,
-    normalize=False,
-    max_examples=num_images,
+    config.data, batch_size=config.evaluation.batch_size, normalize=False
   ):
-    keep = batch["mask"]
+    valid = np.flatnonzero(batch["mask"])
+    index = offset + np.arange(len(valid))
+    keep = valid[np.isin(index, chosen)]
     images.append(batch["image"][keep])
     labels.append(batch["label"][keep])
-    n += int(keep.sum())
-    if n >= num_images:
-      break
-  return np.concatenate(images)[:num_images], np.concatenate(labels)[
-    :num_images
-  ]
+    offset += len(valid)
+  return np.concatenate(images), np.concatenate(labels)

@@ -149,7 +149,9 @@ def _robustness(ctx, state, method_index: int) -> dict[str, Any]:
     cfg = ctx.config[section]
     if not cfg.get("enabled", False):
       continue
-    images, labels = evaluation.first_examples(ctx.config, cfg.num_images)
+    images, labels = evaluation.evaluation_subset(
+      ctx.config, cfg.num_images, seed=int(ctx.config.seed)
+    )
     run_fn = getattr(importlib.import_module(module), fn)
     t0 = time.time()
     out[field] = run_fn(

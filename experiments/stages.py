@@ -310,6 +310,40 @@ def _search_fns(config, stage, model, num_steps, steps_per_epoch, sample_fn):
   return begin, step
 
 
+def _weight_fns(config, stage, model, num_steps, steps_per_epoch) -> StageFns:
+  """pretrain, gmp and finetune: weight training (with SAM when asked)."""
+  zero = jnp.zeros((), jnp.int32)
+  tx = _weight_tx(config, stage, num_steps, steps_per_epoch)
+
+  def begin(state, key):
+    if stage.kind == "pretrain":
+      masks = None
+    elif stage.kind == "gmp":
+      masks = csam_jax.init_masks(
+        state.params, sparsity=config.sparsity, method="ones"
+      )
+    else:
+      masks = hard_masks(state.masks, config)
+    return state.replace(
+      masks=masks, opt_state=tx.init(state.params), step=zero, key=key
+    )
+
+  finalize, gmp_update = (lambda s: s), None
+  if stage.kind == "gmp":
+
+    def gmp_update(state, sparsity):
+      return state.replace(
+        masks=magnitude_masks(state.params, state.masks, config, sparsity)
+      )
+
+    def finalize(state):
+      return gmp_update(state, float(config.sparsity))
+
+  return StageFns(
+    begin, make_weight_step(model, tx), finalize, gmp_update, num_steps
+  )
+
+
 def make_stage_fns(
   config: ml_collections.ConfigDict,
   stage: Stage,
@@ -351,32 +385,4 @@ def make_stage_fns(
 
     return StageFns(begin_prune, None, lambda s: s, None, 0)
 
-  tx = _weight_tx(config, stage, num_steps, steps_per_epoch)
-
-  def begin(state, key):
-    if stage.kind == "pretrain":
-      masks = None
-    elif stage.kind == "gmp":
-      masks = csam_jax.init_masks(
-        state.params, sparsity=config.sparsity, method="ones"
-      )
-    else:
-      masks = hard_masks(state.masks, config)
-    return state.replace(
-      masks=masks, opt_state=tx.init(state.params), step=zero, key=key
-    )
-
-  finalize, gmp_update = (lambda s: s), None
-  if stage.kind == "gmp":
-
-    def gmp_update(state, sparsity):
-      return state.replace(
-        masks=magnitude_masks(state.params, state.masks, config, sparsity)
-      )
-
-    def finalize(state):
-      return gmp_update(state, float(config.sparsity))
-
-  return StageFns(
-    begin, make_weight_step(model, tx), finalize, gmp_update, num_steps
-  )
+  return _weight_fns(config, stage, model, num_steps, steps_per_epoch)

@@ -153,59 +153,58 @@ def _flush_metrics(ctx, label, run, stage, pending, progress) -> None:
   pending.clear()
 
 
-def run_stage(
-  ctx: Context,
-  label: tuple[str, str],
-  run: str,
-  stage: methods.Stage,
-  state: state_lib.TrainState,
-  ckpt: checkpointing.StageCheckpointer,
-  meta: dict[str, Any],
-  data_seed: int,
-  t0: float,
-) -> tuple[state_lib.TrainState, list[dict[str, Any]]]:
-  """Steps a stage from ``state.step`` to its end, then finalizes and saves.
+class StageRun(NamedTuple):
+  """One stage of one method being run.
 
-  Args:
-    ctx: the shared context.
+  Attributes:
     label: (method, stage name) for messages.
     run: run name for metrics (method or shared pretraining).
     stage: the stage.
-    state: state after ``begin`` (or restored mid-stage).
     ckpt: the stage's checkpointer.
     meta: metadata saved with each checkpoint (``step``, ``done``,
       ``elapsed_s`` added); ``meta["records"]`` lists the earlier stages.
     data_seed: seed of the stage's batches.
     t0: wall-clock start of the stage (earlier, resumed time included).
-
-  Returns:
-    ``(finalized state, records)``: the records now include this stage
-    (name, kind, steps, wall_time_s, and eval_accuracy of the hard-masked
-    model when config.evaluation.every_stage).
-
-  Raises:
-    NonFiniteLossError: on a NaN/Inf loss.
   """
-  fns = stage_fns(ctx, stage)
+
+  label: tuple[str, str]
+  run: str
+  stage: methods.Stage
+  ckpt: checkpointing.StageCheckpointer
+  meta: dict[str, Any]
+  data_seed: int
+  t0: float
+
+
+def _step_loop(
+  ctx: Context, sr: StageRun, state: state_lib.TrainState
+) -> state_lib.TrainState:
+  """Steps from ``state.step`` to the end of the stage (periodic saves)."""
+  fns = stage_fns(ctx, sr.stage)
   config, n = ctx.config, fns.num_steps
   start = int(parallel.to_host(state.step))
+  if start >= n:
+    return state
   rep = parallel.replicated(ctx.mesh)
-  progress = logging_utils.Progress("/".join(label), start, n)
-  if start < n:
-    step_fn = _jitted(ctx, (stage, "step"), fns.step, out_shardings=(rep, rep))
-    if fns.gmp_update is not None:
-      gmp_fn = _jitted(
-        ctx, (stage, "gmp"), fns.gmp_update, static_argnums=1, out_shardings=rep
-      )
-    batches = input_pipeline.train_batches(
-      config.data,
-      batch_size=config.batch_size,
-      seed=data_seed,
-      start_step=start,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
-      normalize=False,
+  step_fn = _jitted(ctx, (sr.stage, "step"), fns.step, out_shardings=(rep, rep))
+  if fns.gmp_update is not None:
+    gmp_fn = _jitted(
+      ctx,
+      (sr.stage, "gmp"),
+      fns.gmp_update,
+      static_argnums=1,
+      out_shardings=rep,
     )
+  batches = input_pipeline.train_batches(
+    config.data,
+    batch_size=config.batch_size,
+    seed=sr.data_seed,
+    start_step=start,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    normalize=False,
+  )
+  progress = logging_utils.Progress("/".join(sr.label), start, n)
   pending = []
   log_every = max(int(config.logging.log_every_steps), 1)
   for t in range(start, n):
@@ -216,35 +215,66 @@ def run_stage(
     batch = parallel.global_batch(next(batches), ctx.mesh)
     state, metrics = step_fn(state, batch)
     pending.append((t, metrics))
-    saving = ckpt.should_save(t + 1, n)
+    saving = sr.ckpt.should_save(t + 1, n)
     if saving or (t + 1) % log_every == 0 or t + 1 == n:
-      _flush_metrics(ctx, label, run, label[1], pending, progress)
+      _flush_metrics(ctx, sr.label, sr.run, sr.label[1], pending, progress)
     if saving:
-      elapsed = time.time() - t0
-      ckpt.save(
-        t + 1, state, dict(meta, step=t + 1, done=False, elapsed_s=elapsed)
+      meta = dict(
+        sr.meta, step=t + 1, done=False, elapsed_s=time.time() - sr.t0
       )
-  state = _jitted(ctx, (stage, "finalize"), fns.finalize, out_shardings=rep)(
-    state
+      sr.ckpt.save(t + 1, state, meta)
+  return state
+
+
+def run_stage(
+  ctx: Context, sr: StageRun, state: state_lib.TrainState
+) -> tuple[state_lib.TrainState, list[dict[str, Any]]]:
+  """Steps a stage from ``state.step`` to its end, then finalizes and saves.
+
+  Args:
+    ctx: the shared context.
+    sr: the stage run.
+    state: state after ``begin`` (or restored mid-stage).
+
+  Returns:
+    ``(finalized state, records)``: the records now include this stage
+    (name, kind, steps, wall_time_s, and eval_accuracy of the hard-masked
+    model when config.evaluation.every_stage).
+
+  Raises:
+    NonFiniteLossError: on a NaN/Inf loss.
+  """
+  fns = stage_fns(ctx, sr.stage)
+  state = _step_loop(ctx, sr, state)
+  finalize = _jitted(
+    ctx,
+    (sr.stage, "finalize"),
+    fns.finalize,
+    out_shardings=parallel.replicated(ctx.mesh),
   )
+  state = finalize(state)
   record = dict(
-    name=label[1], kind=meta["kind"], steps=n, wall_time_s=time.time() - t0
+    name=sr.stage.name,
+    kind=sr.stage.kind,
+    steps=fns.num_steps,
+    wall_time_s=time.time() - sr.t0,
   )
-  if config.evaluation.every_stage:
+  if ctx.config.evaluation.every_stage:
     record["eval_accuracy"] = evaluation.evaluate_accuracy(
-      ctx.model, state, config, ctx.mesh, cache=ctx.cache
+      ctx.model, state, ctx.config, ctx.mesh, cache=ctx.cache
     )
     logging.info(
-      "[%s] eval accuracy %.4f", "/".join(label), record["eval_accuracy"]
+      "[%s] eval accuracy %.4f", "/".join(sr.label), record["eval_accuracy"]
     )
-  records = list(meta["records"]) + [record]
-  ckpt.save(
-    n,
-    state,
-    dict(
-      meta, step=n, done=True, elapsed_s=record["wall_time_s"], records=records
-    ),
+  records = list(sr.meta["records"]) + [record]
+  meta = dict(
+    sr.meta,
+    step=fns.num_steps,
+    done=True,
+    elapsed_s=record["wall_time_s"],
+    records=records,
   )
+  sr.ckpt.save(fns.num_steps, state, meta)
   return state, records
 
 
@@ -285,6 +315,29 @@ def init_state(ctx: Context) -> state_lib.TrainState:
   return init(key)
 
 
+def _resume(ctx, method, stage_list, state):
+  """Where to start: (first stage, records, restored mid-stage state or
+  None, its meta, state to begin the first stage from)."""
+  all_fns = [stage_fns(ctx, s) for s in stage_list]
+  found = _find_resume(
+    ctx, method, stage_list, _templates(ctx, method, all_fns, state)
+  )
+  if found is None:
+    return 0, [], None, None, state
+  first, restored, meta = found
+  logging.info(
+    "%s: resuming stage %d (%s) at step %d%s",
+    method,
+    first,
+    stage_list[first].name,
+    meta["step"],
+    " (done)" if meta["done"] else "",
+  )
+  if meta["done"]:
+    return first + 1, list(meta["records"]), None, None, restored
+  return first, list(meta["records"]), restored, meta, state
+
+
 def run_method(
   ctx: Context, method: str
 ) -> tuple[state_lib.TrainState, list[dict[str, Any]]]:
@@ -295,61 +348,44 @@ def run_method(
     method: one of ``methods.METHODS``.
 
   Returns:
-    ``(final state, stage records)``; a record holds name, kind, steps and
-    wall time of the stage.
+    ``(final state, stage records)``; a record holds name, kind, steps,
+    wall time (and clean accuracy) of the stage.
 
   Raises:
     NonFiniteLossError: on a NaN/Inf loss.
   """
-  config = ctx.config
   stage_list = methods.get_stages(method)
-  all_fns = [stage_fns(ctx, s) for s in stage_list]
-  state = init_state(ctx)
-  templates = _templates(ctx, method, all_fns, state)
-  resume = _find_resume(ctx, method, stage_list, templates)
-  first, records, restored = 0, [], None
-  if resume is not None:
-    first, restored, meta = resume
-    records = list(meta["records"])
-    logging.info(
-      "%s: resuming stage %d (%s) at step %d%s",
-      method,
-      first,
-      stage_list[first].name,
-      meta["step"],
-      " (done)" if meta["done"] else "",
-    )
-    if meta["done"]:
-      state, first, restored = restored, first + 1, None
+  first, records, restored, meta, state = _resume(
+    ctx, method, stage_list, init_state(ctx)
+  )
   for i in range(first, len(stage_list)):
-    stage, fns = stage_list[i], all_fns[i]
+    stage = stage_list[i]
     uid = stage_uid(method, i, stage)
     elapsed = 0.0
     if restored is None:
       rep = parallel.replicated(ctx.mesh)
-      begin = _jitted(ctx, (stage, "begin"), fns.begin, out_shardings=rep)
-      state = begin(state, _stage_key(config, uid))
+      begin = _jitted(
+        ctx, (stage, "begin"), stage_fns(ctx, stage).begin, out_shardings=rep
+      )
+      state = begin(state, _stage_key(ctx.config, uid))
     else:
       state, elapsed, restored = restored, float(meta["elapsed_s"]), None
     run = stage.shared_id or method
-    ckpt = _checkpointer(ctx, stage_directory(ctx.workdir, method, i, stage))
-    meta = dict(
-      method=run,
-      stage=stage.name,
-      kind=stage.kind,
-      stage_index=i,
-      records=records[:i],
+    sr = StageRun(
+      label=(method, stage.name),
+      run=run,
+      stage=stage,
+      ckpt=_checkpointer(ctx, stage_directory(ctx.workdir, method, i, stage)),
+      meta=dict(
+        method=run,
+        stage=stage.name,
+        kind=stage.kind,
+        stage_index=i,
+        records=records[:i],
+      ),
+      data_seed=_data_seed(ctx.config, uid),
+      t0=time.time() - elapsed,
     )
-    state, records = run_stage(
-      ctx,
-      (method, stage.name),
-      run,
-      stage,
-      state,
-      ckpt,
-      meta,
-      _data_seed(config, uid),
-      time.time() - elapsed,
-    )
-    ckpt.close()
+    state, records = run_stage(ctx, sr, state)
+    sr.ckpt.close()
   return state, records

@@ -112,6 +112,14 @@ def test_bad_config_raises_named_error(field, value, message):
     config_validation.validate_config(config)
 
 
+def test_structure_must_fit_the_model():
+  # tiny_cnn's first kernel has 3 input channels: no 2:4 groups along them.
+  config = _bad("structure", "2:4")
+  config.sparsity = 0.5
+  with pytest.raises(ValueError, match=r"config.structure='2:4' does not fit"):
+    config_validation.validate_config(config)
+
+
 def test_corruptions_need_rgb():
   config = _bad("data.channels", 1)
   config_validation.validate_config(config)  # corruptions disabled: fine

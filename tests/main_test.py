@@ -74,7 +74,9 @@ def test_short_quickstart_all_methods(tmp_path):
   workdir = str(tmp_path / "quick")
   config_file = tmp_path / "quickstart_two_corruptions.py"
   config_file.write_text(_CONFIG_FILE)
-  _ok(_main(workdir, f"--config={config_file}", *SHORT_QUICKSTART))
+  err = _ok(_main(workdir, f"--config={config_file}", *SHORT_QUICKSTART))
+  assert "[csam/search] step 4/4 " in err  # progress lines
+  assert "steps/s=" in err and "ETA=" in err
   with open(os.path.join(workdir, "results.json")) as f:
     results = json.load(f)
   assert results["config"]["name"] == "quickstart"

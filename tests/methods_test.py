@@ -321,3 +321,24 @@ def test_gmp_update_is_monotone():
     if previous is not None:
       assert np.all(flat[previous == 0] == 0)
     previous = flat
+
+
+def test_evaluation_subset_is_seeded_uniform_and_not_the_first_rows():
+  from experiments import evaluation, input_pipeline
+
+  config = smoke.get_config()
+  images, labels = evaluation.evaluation_subset(config, 40, seed=3)
+  again, again_labels = evaluation.evaluation_subset(config, 40, seed=3)
+  np.testing.assert_array_equal(images, again)
+  np.testing.assert_array_equal(labels, again_labels)
+  batches = list(
+    input_pipeline.eval_batches(config.data, batch_size=400, normalize=False)
+  )
+  all_images = np.concatenate([b["image"][b["mask"]] for b in batches])
+  all_labels = np.concatenate([b["label"][b["mask"]] for b in batches])
+  index = np.sort(
+    np.random.default_rng(3).choice(len(all_labels), 40, replace=False)
+  )
+  np.testing.assert_array_equal(images, all_images[index])
+  np.testing.assert_array_equal(labels, all_labels[index])
+  assert not np.array_equal(index, np.arange(40))

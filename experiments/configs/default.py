@@ -83,6 +83,48 @@ def optimizer_config(
   )
 
 
+def search_config() -> ml_collections.ConfigDict:
+  """The mask-search section (HYDRA and C-SAM)."""
+  return ml_collections.ConfigDict(
+    dict(
+      epochs=20.0,
+      num_steps=0,
+      # Optimizer of the mask scores (no weight decay on scores by default).
+      optimizer=optimizer_config(0.1, weight_decay=0.0),
+      # Joint mode: also update the weights with their plain gradient.
+      update_weights=False,
+      weight_optimizer=optimizer_config(0.01),
+      hydra=ml_collections.ConfigDict(dict(init="hydra", forward="ste")),
+      csam=ml_collections.ConfigDict(
+        dict(
+          # METHOD.md: "percentile" (tau = 100*sparsity by default) is the
+          # CAR description; "hydra" init with "ste" forward searched better
+          # in the pilot and is the default here.
+          init="hydra",  # "percentile" | "hydra" | "magnitude"
+          tau=ml_collections.FieldReference(None, field_type=float),
+          forward="ste",  # "soft" | "ste"
+          rho=0.05,
+          radius="layerwise",  # "global" | "layerwise"
+          lam_cert=1.0,
+          lam_cons=0.0,
+          kappa=0.0,
+          # Input variations x_T for the certification hinge, drawn per
+          # example by a csam_jax.variations sampler: "semantic" (the
+          # families and CC-Cert parameters below), "corruptions" (CIFAR-10-C
+          # families, all severities) or "none" (no hinge term).
+          variations=ml_collections.ConfigDict(
+            dict(
+              kind="semantic",
+              # The CC-Cert suggested ranges, as config.certify.semantic.
+              ranges=ml_collections.ConfigDict(dict(CC_CERT_RANGES)),
+            )
+          ),
+        )
+      ),
+    )
+  )
+
+
 def get_config() -> ml_collections.ConfigDict:
   """Returns the default (CIFAR-10, ResNet-18, sparsity 0.9) configuration."""
   config = ml_collections.ConfigDict()
@@ -128,44 +170,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.pretrain = ml_collections.ConfigDict(
     dict(epochs=100.0, num_steps=0, optimizer=optimizer_config(0.1))
   )
-  config.search = ml_collections.ConfigDict(
-    dict(
-      epochs=20.0,
-      num_steps=0,
-      # Optimizer of the mask scores (no weight decay on scores by default).
-      optimizer=optimizer_config(0.1, weight_decay=0.0),
-      # Joint mode: also update the weights with their plain gradient.
-      update_weights=False,
-      weight_optimizer=optimizer_config(0.01),
-      hydra=ml_collections.ConfigDict(dict(init="hydra", forward="ste")),
-      csam=ml_collections.ConfigDict(
-        dict(
-          # METHOD.md: "percentile" (tau = 100*sparsity by default) is the
-          # CAR description; "hydra" init with "ste" forward searched better
-          # in the pilot and is the default here.
-          init="hydra",  # "percentile" | "hydra" | "magnitude"
-          tau=ml_collections.FieldReference(None, field_type=float),
-          forward="ste",  # "soft" | "ste"
-          rho=0.05,
-          radius="layerwise",  # "global" | "layerwise"
-          lam_cert=1.0,
-          lam_cons=0.0,
-          kappa=0.0,
-          # Input variations x_T for the certification hinge, drawn per
-          # example by a csam_jax.variations sampler: "semantic" (the
-          # families and CC-Cert parameters below), "corruptions" (CIFAR-10-C
-          # families, all severities) or "none" (no hinge term).
-          variations=ml_collections.ConfigDict(
-            dict(
-              kind="semantic",
-              # The CC-Cert suggested ranges, as config.certify.semantic.
-              ranges=ml_collections.ConfigDict(dict(CC_CERT_RANGES)),
-            )
-          ),
-        )
-      ),
-    )
-  )
+  config.search = search_config()
   config.gmp = ml_collections.ConfigDict(
     dict(
       optimizer=optimizer_config(0.01),
