@@ -298,3 +298,22 @@ def test_sparsity_report():
   # Masked params: biases (ndim < 2) are not counted.
   params = {"kernel": jnp.array([[0.0, 2.0]]), "bias": jnp.zeros(3)}
   assert csam_jax.sparsity(params)["global"] == 0.5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.93])
+def test_topk_equals_numpy_stable_argsort_reference(seed, sparsity):
+  rng = np.random.default_rng(seed)
+  # Few distinct values (many ties), negatives, +0.0 and -0.0, extremes.
+  values = np.array([-3.5, -1.0, -0.0, 0.0, 0.25, 1.0, 7.0, 3e38, -3e38],
+                    np.float32)
+  scores = {"a": values[rng.integers(0, 9, (17, 6))],
+            "b": values[rng.integers(0, 9, (5, 4, 3))]}
+  hard = csam_jax.topk_masks(scores, sparsity)
+  flat = np.concatenate([scores["a"].ravel(), scores["b"].ravel()])
+  flat = np.where(flat == 0, 0.0, flat)  # -0.0 ties with 0.0.
+  k = round(sparsity * flat.size)
+  expected = np.ones(flat.size)
+  expected[np.argsort(flat, kind="stable")[:k]] = 0
+  got = np.concatenate([np.ravel(hard["a"]), np.ravel(hard["b"])])
+  np.testing.assert_array_equal(got, expected)
