@@ -5,9 +5,7 @@ gradient transformations, mask pytrees, the C-SAM objective terms, Monte Carlo
 robustness certification and input variations (He & Chen, 2026).
 """
 
-from csam_jax import certify
-from csam_jax import objectives
-from csam_jax import variations
+from csam_jax import certify, objectives, variations
 from csam_jax._src.apply import apply_masks, sparsity
 from csam_jax._src.masks import init_masks, prunable
 from csam_jax._src.perturbation import (

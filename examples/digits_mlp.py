@@ -48,7 +48,7 @@ def load_digits(seed: int = 0) -> Data:
   x = (digits.data / 16.0).astype(np.float32)
   y = digits.target.astype(np.int32)
   x_tr, x_te, y_tr, y_te = model_selection.train_test_split(
-      x, y, test_size=0.2, stratify=y, random_state=seed
+    x, y, test_size=0.2, stratify=y, random_state=seed
   )
   return Data(*(jnp.asarray(a) for a in (x_tr, y_tr, x_te, y_te)))
 
@@ -56,12 +56,14 @@ def load_digits(seed: int = 0) -> Data:
 def init_mlp(key: jax.Array, sizes=(64, 128, 128, 10)) -> dict:
   """He-initialised MLP parameters {"layer_i": {"kernel", "bias"}}."""
   params = {}
-  for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+  for i, (fan_in, fan_out) in enumerate(
+    zip(sizes[:-1], sizes[1:], strict=True)
+  ):
     key, sub = jax.random.split(key)
     params[f"layer_{i}"] = {
-        "kernel": jax.random.normal(sub, (fan_in, fan_out))
-        * jnp.sqrt(2.0 / fan_in),
-        "bias": jnp.zeros(fan_out),
+      "kernel": jax.random.normal(sub, (fan_in, fan_out))
+      * jnp.sqrt(2.0 / fan_in),
+      "bias": jnp.zeros(fan_out),
     }
   return params
 
@@ -78,8 +80,9 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def accuracy(params: dict, data: Data) -> float:
-  return float(jnp.mean(jnp.argmax(mlp(params, data.x_test), -1)
-                        == data.y_test))
+  return float(
+    jnp.mean(jnp.argmax(mlp(params, data.x_test), -1) == data.y_test)
+  )
 
 
 def _optimize(loss_fn: Callable, tree, tx, steps: int, csam: bool = False):
@@ -131,12 +134,12 @@ def run(sparsity: float = 0.9, steps: int = 300, seed: int = 0) -> Result:
   params = _optimize(finetune_loss, params, optax.adam(3e-3), steps)
   final = csam_jax.apply_masks(params, hard)
   return Result(
-      dense_accuracy=dense_acc,
-      search_accuracy=search_acc,
-      finetune_accuracy=accuracy(final, data),
-      sparsity=csam_jax.sparsity(hard)["global"],
-      masks=hard,
-      params=final,
+    dense_accuracy=dense_acc,
+    search_accuracy=search_acc,
+    finetune_accuracy=accuracy(final, data),
+    sparsity=csam_jax.sparsity(hard)["global"],
+    masks=hard,
+    params=final,
   )
 
 

@@ -5,7 +5,8 @@ Final evaluation always uses the hard mask ``W * TopK_s(C)`` (METHOD.md, 5).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -45,24 +46,43 @@ def sparsity_reached(state: state_lib.TrainState, config: Any) -> float:
   return float(csam_jax.sparsity(deployed_params(host, config))["global"])
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _eval_logits(
+  model: state_lib.ModelFns,
+  params: PyTree,
+  batch_stats: PyTree,
+  images01: jax.Array,
+) -> jax.Array:
+  logits, _ = state_lib.apply_model(
+    model, params, batch_stats, images01, train=False
+  )
+  return logits
+
+
+@dataclasses.dataclass(frozen=True)
+class _DeployedLogits:
+  """Hashable ``(params, batch_stats, images01) -> logits`` of one model."""
+
+  model: state_lib.ModelFns
+
+  def __call__(self, params, batch_stats, images01):
+    return _eval_logits(self.model, params, batch_stats, images01)
+
+
 def make_logits_fn(
   model: state_lib.ModelFns, state: state_lib.TrainState, config: Any
-) -> Callable[[jax.Array], jax.Array]:
+) -> jax.tree_util.Partial:
   """``logits_fn(images01) -> logits`` of the deployed (hard-masked) model.
 
-  Jitted (compiled once per input shape when called eagerly, inlined when
-  traced inside the caller's jit/vmap/scan); eval-mode BatchNorm.
+  A ``jax.tree_util.Partial`` over the weights: the certifiers of
+  ``csam_jax.certify`` take its arrays as arguments of their compiled
+  programs (one compilation for any weights, no constants baked in). Jitted
+  (compiled once per input shape when called eagerly, inlined when traced
+  inside the caller's jit/vmap/scan); eval-mode BatchNorm.
   """
-  params = deployed_params(state, config)
-  batch_stats = state.batch_stats
-
-  def logits_fn(images01: jax.Array) -> jax.Array:
-    logits, _ = state_lib.apply_model(
-      model, params, batch_stats, images01, train=False
-    )
-    return logits
-
-  return jax.jit(logits_fn)
+  return jax.tree_util.Partial(
+    _DeployedLogits(model), deployed_params(state, config), state.batch_stats
+  )
 
 
 def evaluate_accuracy(

@@ -11,26 +11,26 @@ import csam_jax
 
 def _params():
   return {
-      "conv": {
-          "kernel": jnp.arange(1.0, 25.0).reshape(2, 3, 4) - 12.5,
-          "bias": jnp.ones(4),
-      },
-      "dense": {"kernel": jnp.arange(1.0, 7.0).reshape(3, 2), "bias": 0.1},
+    "conv": {
+      "kernel": jnp.arange(1.0, 25.0).reshape(2, 3, 4) - 12.5,
+      "bias": jnp.ones(4),
+    },
+    "dense": {"kernel": jnp.arange(1.0, 7.0).reshape(3, 2), "bias": 0.1},
   }
 
 
 def _random_scores(seed, shapes=((3, 3, 4, 8), (32, 10), (7, 5))):
   rng = np.random.default_rng(seed)
   return {
-      f"l{i}": jnp.asarray(rng.normal(size=s), jnp.float32)
-      for i, s in enumerate(shapes)
+    f"l{i}": jnp.asarray(rng.normal(size=s), jnp.float32)
+    for i, s in enumerate(shapes)
   }
 
 
 def test_prunable_marks_kernels_only():
   assert csam_jax.prunable(_params()) == {
-      "conv": {"kernel": True, "bias": False},
-      "dense": {"kernel": True, "bias": False},
+    "conv": {"kernel": True, "bias": False},
+    "dense": {"kernel": True, "bias": False},
   }
 
 
@@ -64,7 +64,7 @@ def test_percentile_init_puts_exactly_top_at_one(sparsity, scope):
   hard = csam_jax.topk_masks(params_abs(params), sparsity, scope=scope)
   for name in params:
     np.testing.assert_array_equal(
-        np.asarray(masks[name] == 1.0), np.asarray(hard[name] == 1.0)
+      np.asarray(masks[name] == 1.0), np.asarray(hard[name] == 1.0)
     )
     assert float(jnp.min(masks[name])) >= 0.0
 
@@ -85,10 +85,10 @@ def test_uniform_init_needs_key_and_is_deterministic():
   with pytest.raises(ValueError, match="key"):
     csam_jax.init_masks(_params(), sparsity=0.5, method="uniform")
   a = csam_jax.init_masks(
-      _params(), sparsity=0.5, method="uniform", key=jax.random.key(0)
+    _params(), sparsity=0.5, method="uniform", key=jax.random.key(0)
   )
   b = csam_jax.init_masks(
-      _params(), sparsity=0.5, method="uniform", key=jax.random.key(0)
+    _params(), sparsity=0.5, method="uniform", key=jax.random.key(0)
   )
   chex.assert_trees_all_equal(a, b)
   assert float(jnp.min(a["conv"]["kernel"])) >= 0.0
@@ -97,8 +97,8 @@ def test_uniform_init_needs_key_and_is_deterministic():
 
 def test_init_masks_custom_where():
   where = {
-      "conv": {"kernel": False, "bias": True},
-      "dense": {"kernel": True, "bias": False},
+    "conv": {"kernel": False, "bias": True},
+    "dense": {"kernel": True, "bias": False},
   }
   masks = csam_jax.init_masks(_params(), sparsity=0.5, where=where)
   assert masks["conv"]["kernel"] is None
@@ -106,15 +106,15 @@ def test_init_masks_custom_where():
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        (dict(sparsity=1.0), "sparsity"),
-        (dict(sparsity=-0.1), "sparsity"),
-        (dict(sparsity=0.5, method="random"), "init method"),
-        (dict(sparsity=0.5, scope="model"), "scope"),
-        (dict(sparsity=0.5, tau=101.0), "tau"),
-        (dict(sparsity=0.5, where={"conv": True}), "where"),
-    ],
+  "kwargs, match",
+  [
+    (dict(sparsity=1.0), "sparsity"),
+    (dict(sparsity=-0.1), "sparsity"),
+    (dict(sparsity=0.5, method="random"), "init method"),
+    (dict(sparsity=0.5, scope="model"), "scope"),
+    (dict(sparsity=0.5, tau=101.0), "tau"),
+    (dict(sparsity=0.5, where={"conv": True}), "where"),
+  ],
 )
 def test_init_masks_bad_input(kwargs, match):
   with pytest.raises(ValueError, match=match):
@@ -122,8 +122,11 @@ def test_init_masks_bad_input(kwargs, match):
 
 
 def test_topk_hand_computed_with_ties_global():
-  scores = {"a": jnp.array([[0.5, 0.1], [0.1, 0.3]]), "b": None,
-            "c": jnp.array([[0.1, 0.9]])}
+  scores = {
+    "a": jnp.array([[0.5, 0.1], [0.1, 0.3]]),
+    "b": None,
+    "c": jnp.array([[0.1, 0.9]]),
+  }
   # Flat order a(0.5, 0.1, 0.1, 0.3), c(0.1, 0.9): three 0.1 ties pruned in
   # flat-index order; sparsity 4/6 -> round(4) pruned: the ties and 0.3.
   hard = csam_jax.topk_masks(scores, 4 / 6)
@@ -170,8 +173,9 @@ def test_topk_channel_layer_and_global():
   # Kernel (in=2, out=3); channel scores are means over the input axis.
   a = jnp.array([[1.0, 5.0, 3.0], [1.0, 5.0, 1.0]])  # means 1, 5, 2
   b = jnp.array([[0.0, 4.0], [0.0, 4.0]])  # means 0, 4
-  layer = csam_jax.topk_masks({"a": a, "b": b}, 0.5, scope="layer",
-                              structure="channel")
+  layer = csam_jax.topk_masks(
+    {"a": a, "b": b}, 0.5, scope="layer", structure="channel"
+  )
   # round(1.5)=2 of 3 channels pruned in a; round(1.0)=1 of 2 in b.
   np.testing.assert_array_equal(layer["a"], [[0, 1, 0], [0, 1, 0]])
   np.testing.assert_array_equal(layer["b"], [[0, 1], [0, 1]])
@@ -185,9 +189,7 @@ def test_topk_two_of_four_hand_computed():
   # Conv kernel (h=1, w=1, in=4, out=2): groups run along the input axis.
   k = jnp.array([[[[0.1, 4.0], [0.4, 3.0], [0.3, 2.0], [0.2, 1.0]]]])
   hard = csam_jax.topk_masks({"k": k}, 0.5, structure="2:4")["k"]
-  np.testing.assert_array_equal(
-      hard[0, 0], [[0, 1], [1, 1], [1, 0], [0, 0]]
-  )
+  np.testing.assert_array_equal(hard[0, 0], [[0, 1], [1, 1], [1, 0], [0, 0]])
 
 
 def test_topk_two_of_four_every_group():
@@ -198,19 +200,21 @@ def test_topk_two_of_four_every_group():
     groups = moved.reshape(*moved.shape[:-1], -1, 4)
     np.testing.assert_array_equal(groups.sum(-1), 2)
     s = np.moveaxis(np.asarray(scores[name]), -2, -1).reshape(groups.shape)
-    assert (np.where(groups == 1, s, np.inf).min(-1)
-            >= np.where(groups == 0, s, -np.inf).max(-1)).all()
+    assert (
+      np.where(groups == 1, s, np.inf).min(-1)
+      >= np.where(groups == 0, s, -np.inf).max(-1)
+    ).all()
 
 
 @pytest.mark.parametrize(
-    "sparsity, kwargs, match",
-    [
-        (1.0, {}, "sparsity"),
-        (0.5, {"scope": "net"}, "scope"),
-        (0.5, {"structure": "block"}, "structure"),
-        (0.5, {"structure": "4:2"}, "N <= M"),
-        (0.25, {"structure": "2:4"}, "1 - N/M"),
-    ],
+  "sparsity, kwargs, match",
+  [
+    (1.0, {}, "sparsity"),
+    (0.5, {"scope": "net"}, "scope"),
+    (0.5, {"structure": "block"}, "structure"),
+    (0.5, {"structure": "4:2"}, "N <= M"),
+    (0.25, {"structure": "2:4"}, "1 - N/M"),
+  ],
 )
 def test_topk_bad_input(sparsity, kwargs, match):
   with pytest.raises(ValueError, match=match):
@@ -227,8 +231,8 @@ def test_apply_soft_and_hard():
   masks = csam_jax.init_masks(params, sparsity=0.5, method="magnitude")
   soft = csam_jax.apply_masks(params, masks)
   np.testing.assert_allclose(
-      soft["dense"]["kernel"],
-      params["dense"]["kernel"] * masks["dense"]["kernel"],
+    soft["dense"]["kernel"],
+    params["dense"]["kernel"] * masks["dense"]["kernel"],
   )
   np.testing.assert_array_equal(soft["conv"]["bias"], params["conv"]["bias"])
   hard = csam_jax.apply_masks(params, masks, mode="hard", sparsity=0.5)
@@ -252,17 +256,23 @@ def test_ste_forward_is_hard_and_gradient_is_soft():
   g_ste = jax.grad(loss("ste"))(masks)
   # The straight-through gradient equals the soft gradient taken at the hard
   # forward point: d/dm sum(sin(w*h)) with h treated as m -> w * cos(w*h).
-  expected = jax.tree.map(lambda w, h: w * jnp.cos(w * h), params,
-                          csam_jax.topk_masks(masks, 0.9))
+  expected = jax.tree.map(
+    lambda w, h: w * jnp.cos(w * h), params, csam_jax.topk_masks(masks, 0.9)
+  )
   chex.assert_trees_all_close(g_ste, expected, rtol=1e-6)
   g_hard = jax.grad(loss("hard"))(masks)
   chex.assert_trees_all_equal(g_hard, jax.tree.map(jnp.zeros_like, masks))
   # Soft-mode gradient of a linear loss is w itself, as STE's is.
-  lin = lambda mode: lambda m: sum(
-      jnp.sum(x) for x in jax.tree.leaves(
-          csam_jax.apply_masks(params, m, mode=mode, sparsity=0.9)))
+  lin = lambda mode: (
+    lambda m: sum(
+      jnp.sum(x)
+      for x in jax.tree.leaves(
+        csam_jax.apply_masks(params, m, mode=mode, sparsity=0.9)
+      )
+    )
+  )
   chex.assert_trees_all_close(
-      jax.grad(lin("ste"))(masks), jax.grad(lin("soft"))(masks)
+    jax.grad(lin("ste"))(masks), jax.grad(lin("soft"))(masks)
   )
 
 
@@ -270,8 +280,12 @@ def test_ste_weight_gradient_is_hard_mask():
   params = _random_scores(4)
   masks = csam_jax.init_masks(params, sparsity=0.5, method="magnitude")
   grad_w = jax.grad(
-      lambda p: sum(jnp.sum(x) for x in jax.tree.leaves(
-          csam_jax.apply_masks(p, masks, mode="ste", sparsity=0.5)))
+    lambda p: sum(
+      jnp.sum(x)
+      for x in jax.tree.leaves(
+        csam_jax.apply_masks(p, masks, mode="ste", sparsity=0.5)
+      )
+    )
   )(params)
   chex.assert_trees_all_equal(grad_w, csam_jax.topk_masks(masks, 0.5))
 
@@ -288,12 +302,14 @@ def test_apply_bad_input():
 
 
 def test_sparsity_report():
-  masks = {"a": {"kernel": jnp.array([[0.0, 1.0], [0.0, 0.0]]), "bias": None},
-           "b": {"kernel": jnp.ones((2, 2))}}
+  masks = {
+    "a": {"kernel": jnp.array([[0.0, 1.0], [0.0, 0.0]]), "bias": None},
+    "b": {"kernel": jnp.ones((2, 2))},
+  }
   report = csam_jax.sparsity(masks)
   assert report == {
-      "global": 3 / 8,
-      "per_leaf": {"a/kernel": 0.75, "b/kernel": 0.0},
+    "global": 3 / 8,
+    "per_leaf": {"a/kernel": 0.75, "b/kernel": 0.0},
   }
   # Masked params: biases (ndim < 2) are not counted.
   params = {"kernel": jnp.array([[0.0, 2.0]]), "bias": jnp.zeros(3)}
@@ -305,10 +321,13 @@ def test_sparsity_report():
 def test_topk_equals_numpy_stable_argsort_reference(seed, sparsity):
   rng = np.random.default_rng(seed)
   # Few distinct values (many ties), negatives, +0.0 and -0.0, extremes.
-  values = np.array([-3.5, -1.0, -0.0, 0.0, 0.25, 1.0, 7.0, 3e38, -3e38],
-                    np.float32)
-  scores = {"a": values[rng.integers(0, 9, (17, 6))],
-            "b": values[rng.integers(0, 9, (5, 4, 3))]}
+  values = np.array(
+    [-3.5, -1.0, -0.0, 0.0, 0.25, 1.0, 7.0, 3e38, -3e38], np.float32
+  )
+  scores = {
+    "a": values[rng.integers(0, 9, (17, 6))],
+    "b": values[rng.integers(0, 9, (5, 4, 3))],
+  }
   hard = csam_jax.topk_masks(scores, sparsity)
   flat = np.concatenate([scores["a"].ravel(), scores["b"].ravel()])
   flat = np.where(flat == 0, 0.0, flat)  # -0.0 ties with 0.0.

@@ -28,8 +28,8 @@ def get_corruptions_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(
     dict(
       enabled=True,
-      names=list(CORRUPTIONS),
-      severities=[1, 2, 3, 4, 5],
+      names=tuple(CORRUPTIONS),
+      severities=(1, 2, 3, 4, 5),
       num_images=1000,
       batch_size=250,
       tfds=True,
