@@ -160,3 +160,10 @@ def test_batch_not_divisible_by_device_count(tmp_path):
     in proc.stderr
   )
   assert not os.path.exists(tmp_path / "w" / "checkpoints")
+
+
+def test_cifar10c_certifies_under_semantic_and_corruption_distributions():
+  config = cifar10c.get_config()
+  assert tuple(config.certify.distributions) == ("semantic", "corruptions")
+  assert config.corruptions.enabled
+  assert config.model.name == "resnet18" and config.sparsity == 0.9

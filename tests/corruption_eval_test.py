@@ -178,5 +178,5 @@ def test_bad_images_and_labels():
 def test_default_config_lists_the_15_corruptions():
   cfg = corruptions_config.get_corruptions_config()
   assert tuple(cfg.names) == variations.CORRUPTIONS
-  assert cfg.severities == [1, 2, 3, 4, 5]
+  assert cfg.severities == (1, 2, 3, 4, 5)
   corruption_eval.validate_corruptions_config(cfg)

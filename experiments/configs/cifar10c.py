@@ -43,4 +43,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.finetune.epochs = 20.0
   config.checkpoint.every_steps = 2000
   config.corruptions.enabled = True
+  # Certify under the CC-Cert semantic transformations and, alongside, under
+  # the CIFAR-10-C corruptions (15 names x 5 severities drawn uniformly,
+  # csam_jax.variations.corruption_sampler).
+  config.certify.distributions = ("semantic", "corruptions")
   return config
