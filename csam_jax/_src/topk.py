@@ -72,7 +72,18 @@ def _keep_mask(scores: jax.Array, k_pruned: int) -> jax.Array:
   below = keys < threshold
   tied = keys == threshold
   room = k_pruned - jnp.sum(below, dtype=jnp.int32)
-  pruned = below | (tied & (jnp.cumsum(tied, dtype=jnp.int32) <= room))
+
+  def split_ties(_):
+    return below | (tied & (jnp.cumsum(tied, dtype=jnp.int32) <= room))
+
+  # The running count over ties is needed only when the threshold value is
+  # shared by more entries than remain to prune (rare for real scores).
+  pruned = jax.lax.cond(
+    jnp.sum(tied, dtype=jnp.int32) > room,
+    split_ties,
+    lambda _: below | tied,
+    None,
+  )
   return jnp.where(pruned, 0.0, 1.0).astype(jnp.float32)
 
 
