@@ -48,6 +48,7 @@ class StageCheckpointer:
     self.every_steps = int(every_steps)
     self.enabled = enabled
     self._manager = None
+    self._unreadable: set[int] = set()
     if enabled:
       options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep,
@@ -75,7 +76,12 @@ class StageCheckpointer:
     """
     if not self.enabled:
       return
-    if step in self._manager.all_steps():
+    if step in self._unreadable:
+      # Replace a corrupt checkpoint skipped by restore_latest, so that later
+      # resumes do not fall back past it again.
+      self._manager.delete(step)
+      self._unreadable.discard(step)
+    elif step in self._manager.all_steps():
       # A stage-end save after a resume that found that very checkpoint.
       return
     self._manager.save(
@@ -112,6 +118,7 @@ class StageCheckpointer:
           ),
         )
       except Exception as e:  # noqa: BLE001 - any read error means corrupt.
+        self._unreadable.add(step)
         logging.warning(
           "Skipping unreadable checkpoint %s/%d (%s: %s); trying the "
           "previous one.",

@@ -76,6 +76,13 @@ def _check_pruning(config: ml_collections.ConfigDict) -> None:
       f"config.structure={config.structure!r} with config.sparsity={s}: {e} "
       'Valid: "unstructured", "channel" or "N:M" with sparsity 1 - N/M.'
     ) from e
+  if "gmp" in config.methods and ":" in str(config.structure):
+    raise ValueError(
+      f"config.structure={config.structure!r} cannot be used with the gmp "
+      "method: an N:M pattern has the fixed sparsity 1 - N/M, so it cannot "
+      "be reached gradually. Remove gmp from config.methods or use "
+      '"unstructured" / "channel".'
+    )
   g = config.gmp
   if not 0.0 <= g.initial_sparsity <= s:
     raise ValueError(

@@ -133,18 +133,25 @@ def _local_logits_fn(ctx: train.Context, state: state_lib.TrainState):
   return evaluation.make_logits_fn(ctx.model, state, ctx.config)
 
 
-def _robustness(ctx, state, method_index: int) -> dict[str, Any]:
-  """Certification and corruption results (when enabled)."""
+def _robustness(ctx, state) -> dict[str, Any]:
+  """Certification and corruption results (when enabled).
+
+  Every method gets the same keys (common random numbers: the methods are
+  compared on the same transformation draws, whichever methods are run);
+  certification and corruption evaluation get keys of their own.
+  """
   out = {}
   key = jax.random.fold_in(jax.random.PRNGKey(ctx.config.seed), 2**21)
-  for field, section, module, fn in (
-    ("certification", "certify", "experiments.certification", "certify"),
+  for purpose, (field, section, module, fn) in enumerate(
     (
-      "corruptions",
-      "corruptions",
-      "experiments.corruption_eval",
-      "evaluate_corruptions",
-    ),
+      ("certification", "certify", "experiments.certification", "certify"),
+      (
+        "corruptions",
+        "corruptions",
+        "experiments.corruption_eval",
+        "evaluate_corruptions",
+      ),
+    )
   ):
     cfg = ctx.config[section]
     if not cfg.get("enabled", False):
@@ -156,7 +163,7 @@ def _robustness(ctx, state, method_index: int) -> dict[str, Any]:
     t0 = time.time()
     out[field] = run_fn(
       cfg,
-      jax.random.fold_in(key, method_index),
+      jax.random.fold_in(key, purpose),
       _local_logits_fn(ctx, state),
       images,
       labels,
@@ -189,7 +196,7 @@ def run_one(ctx: train.Context, method: str) -> dict[str, Any]:
     wall_time_s=sum(r["wall_time_s"] for r in records),
     stages=records,
   )
-  entry.update(_robustness(ctx, state, config.methods.index(method)))
+  entry.update(_robustness(ctx, state))
   logging.info(
     "%s: clean accuracy %.4f, sparsity %.4f (%.1fs this session)",
     method,

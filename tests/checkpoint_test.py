@@ -155,7 +155,6 @@ def test_truncated_newest_checkpoint_falls_back_to_previous(tmp_path, caplog):
   logging.get_absl_handler()  # absl warnings reach caplog via propagation.
   with caplog.at_level("WARNING"):
     state, meta = ckpt.restore_latest(template)
-  ckpt.close()
   assert meta == {"step": 2, "done": False}
   np.testing.assert_array_equal(
     state.params["dense"]["kernel"], np.full((3, 2), 2.0)
@@ -163,6 +162,19 @@ def test_truncated_newest_checkpoint_falls_back_to_previous(tmp_path, caplog):
   assert state.masks["dense"]["bias"] is None
   assert any(
     "Skipping unreadable checkpoint" in r.getMessage() for r in caplog.records
+  )
+  # Recomputing step 3 replaces the corrupt checkpoint: a later resume finds
+  # it readable and does not fall back again.
+  ckpt.save(3, _small_state(3.0), {"step": 3, "done": True})
+  ckpt.close()
+  ckpt = checkpointing.StageCheckpointer(
+    directory, max_to_keep=3, every_steps=1
+  )
+  state, meta = ckpt.restore_latest(template)
+  ckpt.close()
+  assert meta == {"step": 3, "done": True}
+  np.testing.assert_array_equal(
+    state.params["dense"]["kernel"], np.full((3, 2), 3.0)
   )
 
 

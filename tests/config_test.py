@@ -116,7 +116,16 @@ def test_structure_must_fit_the_model():
   # tiny_cnn's first kernel has 3 input channels: no 2:4 groups along them.
   config = _bad("structure", "2:4")
   config.sparsity = 0.5
+  config.methods = ("dense", "hydra", "csam")
   with pytest.raises(ValueError, match=r"config.structure='2:4' does not fit"):
+    config_validation.validate_config(config)
+
+
+def test_gmp_cannot_reach_an_n_of_m_pattern_gradually():
+  config = _bad("structure", "2:4")
+  config.sparsity = 0.5
+  assert "gmp" in config.methods
+  with pytest.raises(ValueError, match=r"'2:4' cannot be used with the gmp"):
     config_validation.validate_config(config)
 
 
