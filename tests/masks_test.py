@@ -336,3 +336,11 @@ def test_topk_equals_numpy_stable_argsort_reference(seed, sparsity):
   expected[np.argsort(flat, kind="stable")[:k]] = 0
   got = np.concatenate([np.ravel(hard["a"]), np.ravel(hard["b"])])
   np.testing.assert_array_equal(got, expected)
+
+
+def test_topk_channel_on_vector_and_scalar_leaves():
+  scores = {"v": jnp.array([3.0, 1.0, 2.0]), "s": jnp.array(0.5)}
+  hard = csam_jax.topk_masks(scores, 0.5, structure="channel")
+  # 4 "channels" (3 vector entries + the scalar), round(2.0) = 2 pruned.
+  np.testing.assert_array_equal(hard["v"], [1.0, 0.0, 1.0])
+  assert hard["s"].shape == () and float(hard["s"]) == 0.0

@@ -247,8 +247,9 @@ def csam(
   """The one-line C-SAM optimizer for soft masks.
 
   ``chain(csam_transform(rho), [add_decayed_weights(weight_decay)],
-  sgd(learning_rate, momentum, nesterov), project_unit_interval())``, all
-  restricted to the leaves chosen by ``where``.
+  sgd(learning_rate, momentum, nesterov), project_unit_interval())``. The
+  perturbation, the weight decay and the projection act on the leaves chosen
+  by ``where``; SGD updates every leaf it is given.
 
   Args:
     learning_rate: float or optax schedule.

@@ -109,8 +109,8 @@ def _unstructured(leaves: list[jax.Array], sparsity: float, scope: str):
 
 
 def _channel_scores(x: jax.Array) -> jax.Array:
-  if x.ndim < 2:
-    return x.astype(jnp.float32)
+  if x.ndim < 2:  # A vector (or scalar) leaf: each entry is a channel.
+    return x.astype(jnp.float32).reshape(-1)
   return jnp.mean(x.astype(jnp.float32), axis=tuple(range(x.ndim - 1)))
 
 
@@ -125,7 +125,8 @@ def _channel(leaves: list[jax.Array], sparsity: float, scope: str):
     keep = _keep_mask(flat, masks_lib.num_pruned(flat.size, sparsity))
     keeps = _split_like(keep, [s.size for s in scores])
   return [
-    jnp.broadcast_to(k, x.shape) for k, x in zip(keeps, leaves, strict=True)
+    jnp.broadcast_to(k, x.shape) if x.ndim >= 2 else k.reshape(x.shape)
+    for k, x in zip(keeps, leaves, strict=True)
   ]
 
 
@@ -161,7 +162,8 @@ def topk_masks(
     structure: ``"unstructured"``; ``"channel"`` (whole output channels, the
       last axis, scored by the mean of their scores; ``round(sparsity * C)``
       channels per leaf or over all leaves); or ``"N:M"`` such as ``"2:4"``
-      (keep the N largest of every M consecutive entries along axis -2).
+      (keep the N largest of every M consecutive entries along axis -2;
+      groups never span leaves, so ``scope`` does not apply).
 
   Returns:
     Pytree of 0/1 masks with the dtype of ``scores``; ``round`` is Python's

@@ -104,8 +104,16 @@ def search_config() -> ml_collections.ConfigDict:
           tau=ml_collections.FieldReference(None, field_type=float),
           forward="ste",  # "soft" | "ste"
           rho=0.05,
+          # METHOD.md 3 gives both radii; "layerwise" (S2AP's layer-relative
+          # radius, rho * ||C_l||) keeps the perturbation proportionate in
+          # every layer of a deep net, where one global radius is dominated
+          # by the largest layers. "global" is the plain SAM formula.
           radius="layerwise",  # "global" | "layerwise"
           lam_cert=1.0,
+          # The soft/hard consistency term matters for the "soft" forward
+          # (the trained soft mask must match the deployed hard one); with
+          # the default "ste" forward the loss already sees the hard mask,
+          # so the term is off by default. Set > 0 with forward="soft".
           lam_cons=0.0,
           kappa=0.0,
           # Input variations x_T for the certification hinge, drawn per
