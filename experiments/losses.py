@@ -36,7 +36,8 @@ def make_sample_fn(variations: Any) -> SampleFn | None:
 
   Args:
     variations: ``config.search.csam.variations``: ``kind`` "semantic"
-      (``csam_jax.variations.compose(ranges)``), "corruptions"
+      (``csam_jax.variations.compose(ranges)`` with ``border_mode``,
+      ``cval`` and ``contrast_center``, as certification), "corruptions"
       (``csam_jax.variations.corruption_sampler()``, all CIFAR-10-C families
       and severities) or "none".
 
@@ -49,7 +50,8 @@ def make_sample_fn(variations: Any) -> SampleFn | None:
   Example:
     >>> import jax, jax.numpy as jnp, ml_collections
     >>> cfg = ml_collections.ConfigDict(
-    ...     dict(kind="semantic", ranges=dict(brightness=0.2)))
+    ...     dict(kind="semantic", ranges=dict(brightness=0.2),
+    ...          border_mode="constant", cval=0.0, contrast_center="mean"))
     >>> fn = make_sample_fn(cfg)
     >>> fn(jax.random.key(0), jnp.full((4, 4, 3), 0.5)).shape
     (4, 4, 3)
@@ -64,7 +66,12 @@ def make_sample_fn(variations: Any) -> SampleFn | None:
     return None
   if kind == "corruptions":
     return csam_variations.corruption_sampler()
-  return csam_variations.compose(dict(variations.ranges))
+  return csam_variations.compose(
+    dict(variations.ranges),
+    border_mode=variations.border_mode,
+    cval=variations.cval,
+    contrast_center=variations.contrast_center,
+  )
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -176,3 +176,12 @@ def test_cifar10c_certifies_under_semantic_and_corruption_distributions():
   assert tuple(config.certify.distributions) == ("semantic", "corruptions")
   assert config.corruptions.enabled
   assert config.model.name == "resnet18" and config.sparsity == 0.9
+
+
+def test_training_variations_match_certification_by_default():
+  config = default.get_config()
+  train_var, cert = config.search.csam.variations, config.certify.semantic
+  assert train_var.kind == "semantic"
+  assert dict(train_var.ranges) == dict(cert.ranges)
+  for field in ("border_mode", "cval", "contrast_center"):
+    assert train_var[field] == cert[field]

@@ -123,8 +123,12 @@ def search_config() -> ml_collections.ConfigDict:
           variations=ml_collections.ConfigDict(
             dict(
               kind="semantic",
-              # The CC-Cert suggested ranges, as config.certify.semantic.
+              # The CC-Cert suggested ranges and conventions, as
+              # config.certify.semantic (csam_jax.variations.compose).
               ranges=ml_collections.ConfigDict(dict(CC_CERT_RANGES)),
+              border_mode="constant",
+              cval=0.0,
+              contrast_center="mean",
             )
           ),
         )
