@@ -193,33 +193,19 @@ def test_cc_cert_vmapped_equals_looped():
 
 def test_cc_cert_deterministic_for_key():
   logits_fn, sample_fn, x = _cc_problem()
-  a = certify.cc_cert(
-    jax.random.key(7),
-    logits_fn,
-    x,
-    sample_fn,
-    num_samples=8,
-    num_bounds=5,
-    batch_size=7,
-  )
-  b = certify.cc_cert(
-    jax.random.key(7),
-    logits_fn,
-    x,
-    sample_fn,
-    num_samples=8,
-    num_bounds=5,
-    batch_size=7,
-  )
-  c = certify.cc_cert(
-    jax.random.key(8),
-    logits_fn,
-    x,
-    sample_fn,
-    num_samples=8,
-    num_bounds=5,
-    batch_size=7,
-  )
+
+  def run(seed):
+    return certify.cc_cert(
+      jax.random.key(seed),
+      logits_fn,
+      x,
+      sample_fn,
+      num_samples=8,
+      num_bounds=5,
+      batch_size=7,
+    )
+
+  a, b, c = run(7), run(7), run(8)
   assert not np.array_equal(a.num_changed, c.num_changed)
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
