@@ -139,6 +139,17 @@ def evaluate_accuracy(
   return correct / total
 
 
+def evaluation_indices(config: Any, num_images: int, seed: int) -> np.ndarray:
+  """Sorted rows of the evaluation split drawn by `evaluation_subset`.
+
+  ``num_images`` rows (all when fewer) uniformly without replacement, with
+  ``numpy.random.default_rng(seed)``.
+  """
+  total = input_pipeline.get_info(config.data).num_examples["eval"]
+  rng = np.random.default_rng(seed)
+  return np.sort(rng.choice(total, min(num_images, total), replace=False))
+
+
 def evaluation_subset(
   config: Any, num_images: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -156,11 +167,9 @@ def evaluation_subset(
     seed: selection seed.
 
   Returns:
-    ``(images float32 NHWC, labels int)``.
+    ``(images float32 NHWC, labels int)``, the rows `evaluation_indices`.
   """
-  total = input_pipeline.get_info(config.data).num_examples["eval"]
-  rng = np.random.default_rng(seed)
-  chosen = np.sort(rng.choice(total, min(num_images, total), replace=False))
+  chosen = evaluation_indices(config, num_images, seed)
   images, labels, offset = [], [], 0
   for batch in input_pipeline.eval_batches(
     config.data, batch_size=config.evaluation.batch_size, normalize=False

@@ -16,7 +16,6 @@ Only process 0 writes files other than checkpoints.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -29,7 +28,9 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from experiments import (
+  certification,
   config_validation,
+  corruption_eval,
   evaluation,
   logging_utils,
   losses,
@@ -138,37 +139,37 @@ def _robustness(ctx, state) -> dict[str, Any]:
 
   Every method gets the same keys (common random numbers: the methods are
   compared on the same transformation draws, whichever methods are run);
-  certification and corruption evaluation get keys of their own.
+  certification and corruption evaluation get keys of their own. Both run
+  on a seeded random subset of the evaluation split, the same for every
+  method; the corruption evaluation gets its rows, so that the TFDS
+  ``cifar10_corrupted`` source reads the same images.
   """
   out = {}
-  key = jax.random.fold_in(jax.random.PRNGKey(ctx.config.seed), 2**21)
-  for purpose, (field, section, module, fn) in enumerate(
-    (
-      ("certification", "certify", "experiments.certification", "certify"),
-      (
-        "corruptions",
-        "corruptions",
-        "experiments.corruption_eval",
-        "evaluate_corruptions",
-      ),
-    )
-  ):
-    cfg = ctx.config[section]
-    if not cfg.get("enabled", False):
-      continue
-    images, labels = evaluation.evaluation_subset(
-      ctx.config, cfg.num_images, seed=int(ctx.config.seed)
-    )
-    run_fn = getattr(importlib.import_module(module), fn)
+  config, seed = ctx.config, int(ctx.config.seed)
+  key = jax.random.fold_in(jax.random.PRNGKey(seed), 2**21)
+  logits_fn = _local_logits_fn(ctx, state)
+  if config.certify.get("enabled", False):
     t0 = time.time()
-    out[field] = run_fn(
-      cfg,
-      jax.random.fold_in(key, purpose),
-      _local_logits_fn(ctx, state),
+    images, labels = evaluation.evaluation_subset(
+      config, config.certify.num_images, seed=seed
+    )
+    out["certification"] = certification.certify(
+      config.certify, jax.random.fold_in(key, 0), logits_fn, images, labels
+    )
+    logging.info("certification done in %.1fs", time.time() - t0)
+  if config.corruptions.get("enabled", False):
+    t0 = time.time()
+    num_images = config.corruptions.num_images
+    images, labels = evaluation.evaluation_subset(config, num_images, seed)
+    out["corruptions"] = corruption_eval.evaluate_corruptions(
+      config.corruptions,
+      jax.random.fold_in(key, 1),
+      logits_fn,
       images,
       labels,
+      indices=evaluation.evaluation_indices(config, num_images, seed),
     )
-    logging.info("%s done in %.1fs", field, time.time() - t0)
+    logging.info("corruptions done in %.1fs", time.time() - t0)
   return out
 
 

@@ -103,7 +103,15 @@ def test_tfds_absent_falls_back_to_generated(tmp_path):
   assert out["mean_corruption_accuracy"] == 1.0
 
 
-def test_tfds_source_when_prepared(monkeypatch):
+def _mock_rows(config_name):
+  import tensorflow_datasets as tfds
+
+  rows = list(tfds.as_numpy(tfds.builder(config_name).as_dataset(split="test")))
+  images = np.stack([r["image"] for r in rows]) / 255.0
+  return images, np.array([r["label"] for r in rows])
+
+
+def test_tfds_source_reads_the_same_rows(monkeypatch):
   import tensorflow_datasets as tfds
 
   assert corruption_eval.tfds_configs(["elastic_transform", "fog"], [3]) == [
@@ -111,26 +119,63 @@ def test_tfds_source_when_prepared(monkeypatch):
     "cifar10_corrupted/fog_3",
   ]
   monkeypatch.setattr(corruption_eval, "tfds_available", lambda *a: True)
-  images, labels = constant_images()  # ignored: TFDS has its own
+  indices = np.array([1, 4, 6, 7])  # the rows of the evaluated subset
+  cfg = make_config(tfds=True, names=["glass_blur"], severities=[2])
   with tfds.testing.mock_data(num_examples=8):
+    x, y = _mock_rows("cifar10_corrupted/frosted_glass_blur_2")
+    clean = np.zeros((4, 8, 8, 3), np.float32)  # not used by TFDS
     out = corruption_eval.evaluate_corruptions(
-      make_config(tfds=True, names=["glass_blur"], severities=[2]),
+      cfg,
       jax.random.key(0),
       brightness_classifier,
-      images,
-      labels,
+      clean,
+      y[indices],
+      indices=indices,
     )
-    ds = tfds.builder("cifar10_corrupted/frosted_glass_blur_2").as_dataset(
-      split="test"
-    )
-    rows = list(tfds.as_numpy(ds))[:6]
-  x = np.stack([r["image"] for r in rows]) / 255.0
-  expected = np.mean(
-    np.argmax(brightness_classifier(x), axis=-1)
-    == np.array([r["label"] for r in rows])
-  )
+    with pytest.raises(ValueError, match="not those rows"):
+      corruption_eval.evaluate_corruptions(
+        cfg,
+        jax.random.key(0),
+        brightness_classifier,
+        clean,
+        y[indices] + 1,
+        indices=indices,
+      )
+  predicted = np.argmax(brightness_classifier(x[indices]), axis=-1)
   assert out["source"] == "tfds"
-  assert out["per_corruption"]["glass_blur"]["2"] == pytest.approx(expected)
+  assert out["per_corruption"]["glass_blur"]["2"] == pytest.approx(
+    np.mean(predicted == y[indices])
+  )
+  # The first rows would give another accuracy on this mock data.
+  first = np.argmax(brightness_classifier(x[:4]), axis=-1) == y[:4]
+  assert np.mean(first) != np.mean(predicted == y[indices])
+
+
+def test_frost_is_marked_and_excluded_from_one_mean():
+  images, labels = constant_images()
+  out = corruption_eval.evaluate_corruptions(
+    make_config(names=["brightness", "frost"], severities=[1, 5]),
+    jax.random.key(0),
+    brightness_classifier,
+    images,
+    labels,
+  )
+  brightness = out["per_corruption"]["brightness"]
+  frost = out["per_corruption"]["frost"]
+  assert brightness == {"1": 1.0, "5": 0.5}
+  assert out["mean_without_frost"] == pytest.approx(0.75)
+  assert out["mean_corruption_accuracy"] == pytest.approx(
+    (1.5 + frost["1"] + frost["5"]) / 4
+  )
+  assert corruption_eval.headline_columns(out) == {
+    "corruption acc. (incl. generated frost)": out["mean_corruption_accuracy"],
+    "corruption acc. (excl. frost)": pytest.approx(0.75),
+  }
+  table = corruption_eval.markdown_table(out)
+  assert "| frost (generated texture) |" in table
+  assert "| mean without frost (generated) | | | 0.7500 |" in table
+  by_method = corruption_eval.methods_table([dict(method="m", corruptions=out)])
+  assert "| frost (generated texture) |" in by_method
 
 
 @pytest.mark.parametrize(

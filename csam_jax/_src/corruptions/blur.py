@@ -115,15 +115,23 @@ def glass_shuffle_permutation(
   offsets: jax.Array,
   iteration_mask: jax.Array,
 ) -> jax.Array:
-  """Flat source indices of CIFAR-10-C's sequential local pixel swaps.
+  """Flat source indices of CIFAR-10-C's sequential local pixel "swaps".
 
   The reference visits, once per iteration, every position (h, w) with
-  ``h`` from ``height - d`` down to ``d + 1`` and ``w`` likewise, and swaps
-  pixel (h, w) with (h + dy, w + dx), where ``dx, dy`` are uniform over
-  ``offsets`` (``randint(-d, d)``: -d..d-1). The swaps do not depend on
-  pixel values, so the composed permutation is computed on indices with a
-  ``lax.fori_loop`` over the positions (sequential, as in the reference)
-  and applied to the image with a single gather.
+  ``h`` from ``height - d`` down to ``d + 1`` and ``w`` likewise, draws
+  ``dx, dy`` uniform over ``offsets`` (``randint(-d, d)``: -d..d-1) and runs
+  ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` with ``(h', w') = (h + dy,
+  w + dx)`` on the uint8 image of shape (H, W, C). There ``x[h, w]`` is a
+  numpy *view* (a pixel of C channels), so the right-hand tuple holds two
+  views: the first assignment copies pixel (h', w') into (h, w), and the
+  second copies (h, w) - by then already equal to (h', w') - back into
+  (h', w'), which keeps its value. The "swap" is a copy: each step sets
+  ``x[h, w] = x[h', w']``, so a pixel value moves at most one step per
+  visit (a true swap would carry it along the scan). We reproduce that.
+  The steps do not depend on pixel values, so the composed index map is
+  computed on indices with a ``lax.fori_loop`` over the positions
+  (sequential, as in the reference) and applied to the image with a
+  single gather. It is not a permutation: some pixels are duplicated.
 
   Args:
     key: PRNG key.
@@ -136,6 +144,13 @@ def glass_shuffle_permutation(
   Returns:
     int32 array ``src`` of length ``height * width``: the shuffled image is
     ``image.reshape(-1, C)[src]``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> src = glass_shuffle_permutation(jax.random.key(0), 4, 4,
+    ...                                 jnp.arange(-1, 1), jnp.array([True]))
+    >>> src.shape, bool(jnp.all((src >= 0) & (src < 16)))
+    ((16,), True)
   """
   delta = offsets.shape[0] // 2
   rows = np.arange(height - delta, delta, -1)
@@ -150,13 +165,11 @@ def glass_shuffle_permutation(
   dx, dy = offsets[draws[:, 0]], offsets[draws[:, 1]]
   partners = positions + dy * width + dx
 
-  def swap(t, src):
-    a, b = positions[t], partners[t]
-    src_a, src_b = src[a], src[b]
-    return src.at[a].set(src_b).at[b].set(src_a)
+  def copy_from_partner(t, src):
+    return src.at[positions[t]].set(src[partners[t]])
 
   identity = jnp.arange(height * width, dtype=jnp.int32)
-  return jax.lax.fori_loop(0, steps, swap, identity)
+  return jax.lax.fori_loop(0, steps, copy_from_partner, identity)
 
 
 def glass_blur(key, image, p):
