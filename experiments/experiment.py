@@ -134,7 +134,23 @@ def _local_logits_fn(ctx: train.Context, state: state_lib.TrainState):
   return evaluation.make_logits_fn(ctx.model, state, ctx.config)
 
 
+def robustness_key(config: ml_collections.ConfigDict, purpose: str):
+  """The PRNG key of "certification" or "corruptions" (see below)."""
+  purposes = ("certification", "corruptions")
+  if purpose not in purposes:
+    raise ValueError(f"purpose must be one of {purposes}, got {purpose!r}")
+  key = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), 2**21)
+  return jax.random.fold_in(key, purposes.index(purpose))
+
+
 def _robustness(ctx, state) -> dict[str, Any]:
+  """Certification and corruption results of a trained state."""
+  return evaluate_robustness(ctx.config, _local_logits_fn(ctx, state))
+
+
+def evaluate_robustness(
+  config: ml_collections.ConfigDict, logits_fn: Any
+) -> dict[str, Any]:
   """Certification and corruption results (when enabled).
 
   Every method gets the same keys (common random numbers: the methods are
@@ -142,19 +158,29 @@ def _robustness(ctx, state) -> dict[str, Any]:
   certification and corruption evaluation get keys of their own. Both run
   on a seeded random subset of the evaluation split, the same for every
   method; the corruption evaluation gets its rows, so that the TFDS
-  ``cifar10_corrupted`` source reads the same images.
+  ``cifar10_corrupted`` source reads the same images. Also used by
+  ``experiments.certify_model`` for models certified outside a run.
+
+  Args:
+    config: the experiment config.
+    logits_fn: ``logits_fn(images01) -> logits`` of the deployed model.
+
+  Returns:
+    ``{"certification": ..., "corruptions": ...}`` (the enabled ones).
   """
   out = {}
-  config, seed = ctx.config, int(ctx.config.seed)
-  key = jax.random.fold_in(jax.random.PRNGKey(seed), 2**21)
-  logits_fn = _local_logits_fn(ctx, state)
+  seed = int(config.seed)
   if config.certify.get("enabled", False):
     t0 = time.time()
     images, labels = evaluation.evaluation_subset(
       config, config.certify.num_images, seed=seed
     )
     out["certification"] = certification.certify(
-      config.certify, jax.random.fold_in(key, 0), logits_fn, images, labels
+      config.certify,
+      robustness_key(config, "certification"),
+      logits_fn,
+      images,
+      labels,
     )
     logging.info("certification done in %.1fs", time.time() - t0)
   if config.corruptions.get("enabled", False):
@@ -163,7 +189,7 @@ def _robustness(ctx, state) -> dict[str, Any]:
     images, labels = evaluation.evaluation_subset(config, num_images, seed)
     out["corruptions"] = corruption_eval.evaluate_corruptions(
       config.corruptions,
-      jax.random.fold_in(key, 1),
+      robustness_key(config, "corruptions"),
       logits_fn,
       images,
       labels,
