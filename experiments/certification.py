@@ -1,17 +1,30 @@
 """The certification stage: certified accuracy of a trained model.
 
-`certify` runs, for each configured transformation distribution ("semantic":
-csam_jax.variations.compose of the configured ranges; "corruptions":
-csam_jax.variations.corruption_sampler), CC-Cert (Pautov et al. 2022) and a
-Clopper-Pearson binomial certificate computed from the same Monte Carlo
-draws, and Gaussian randomized smoothing (Cohen et al. 2019) once; it returns
-a JSON-serialisable dict (CONTRACTS.md "experiments.certification").
+`certify` runs, for each configured transformation distribution, CC-Cert
+(Pautov et al. 2022) and a Clopper-Pearson binomial certificate computed
+from the same Monte Carlo draws, and Gaussian randomized smoothing (Cohen
+et al. 2019) once; it returns a JSON-serialisable dict. The distributions:
+
+* "semantic": every family of ``certify.semantic.ranges`` composed in one
+  draw (csam_jax.variations.compose);
+* one family alone - "gamma", "contrast", "brightness", "rotation",
+  "translation" or "gaussian_blur" - at its range in
+  ``certify.semantic.ranges`` (the CC-Cert range of `CC_CERT_RANGES` when
+  the family is absent there), with the same conventions: what the CC-Cert
+  reference certifies in one run, so our numbers sit beside published
+  per-transformation ones;
+* "corruptions": the CIFAR-10-C corruptions
+  (csam_jax.variations.corruption_sampler).
 
 Binomial certificate from the CC-Cert draws: of the N transformed samples of
 an image, ``N - num_changed`` keep the clean prediction; when that prediction
 is the label, this is the number of correct samples ``k`` and the image is
 certified at eps iff ``clopper_pearson_lower(k, N, alpha) >= 1 - eps``. As
 for CC-Cert, an image whose clean prediction is wrong is never certified.
+Even ``k = N`` gives the lower bound ``alpha ** (1 / N)``, so no image can be
+certified below ``eps_min = 1 - alpha ** (1 / N)`` (6.9e-3 at N = 1,000,
+alpha = 1e-3): the accuracy at such a level is reported as None ("n/a" in
+tables, no point in plots), not as 0, and ``binomial_eps_min`` is recorded.
 """
 
 from __future__ import annotations
@@ -27,6 +40,16 @@ from csam_jax import certify as certify_lib
 from csam_jax import variations
 
 HEADLINE_EPS = "1e-02"
+# Single transformation families certified alone, in CC-Cert's set.
+FAMILIES = (
+  "gamma",
+  "contrast",
+  "brightness",
+  "rotation",
+  "translation",
+  "gaussian_blur",
+)
+DISTRIBUTIONS = ("semantic", *FAMILIES, "corruptions")
 
 
 def eps_key(eps: float) -> str:
@@ -44,12 +67,25 @@ def radius_key(radius: float) -> str:
   return f"{float(radius):g}"
 
 
+def binomial_eps_min(num_draws: int, alpha: float) -> float:
+  """Smallest eps a Clopper-Pearson certificate from N draws can reach.
+
+  With all ``N`` draws correct the lower bound is ``alpha ** (1 / N)``, so
+  ``lower >= 1 - eps`` needs ``eps >= 1 - alpha ** (1 / N)``.
+
+  Example:
+    >>> round(binomial_eps_min(1000, 1e-3), 6)
+    0.006884
+  """
+  return float(-np.expm1(np.log(alpha) / num_draws))
+
+
 def sample_fn_for(cfg: Any, distribution: str) -> Callable:
   """``sample_fn(key, image)`` of a configured distribution.
 
   Args:
     cfg: the ``config.certify`` section.
-    distribution: "semantic" or "corruptions".
+    distribution: one of `DISTRIBUTIONS`.
 
   Returns:
     The transformation sampler.
@@ -57,14 +93,6 @@ def sample_fn_for(cfg: Any, distribution: str) -> Callable:
   Raises:
     ValueError: for an unknown distribution.
   """
-  if distribution == "semantic":
-    sem = cfg.semantic
-    return variations.compose(
-      dict(sem.ranges),
-      border_mode=sem.border_mode,
-      cval=sem.cval,
-      contrast_center=sem.contrast_center,
-    )
   if distribution == "corruptions":
     # Imported lazily: the corruption families are a separate, heavier part
     # of csam_jax.variations.
@@ -72,8 +100,24 @@ def sample_fn_for(cfg: Any, distribution: str) -> Callable:
 
     names = tuple(cfg.corruptions.names) or CORRUPTIONS
     return corruption_sampler(names, tuple(cfg.corruptions.severities))
-  raise ValueError(
-    f"unknown distribution {distribution!r}; valid: 'semantic', 'corruptions'"
+  sem = cfg.semantic
+  if distribution == "semantic":
+    ranges = dict(sem.ranges)
+  elif distribution in FAMILIES:
+    ranges = {
+      distribution: sem.ranges.get(
+        distribution, variations.CC_CERT_RANGES[distribution]
+      )
+    }
+  else:
+    raise ValueError(
+      f"unknown distribution {distribution!r}; valid: {DISTRIBUTIONS}"
+    )
+  return variations.compose(
+    ranges,
+    border_mode=sem.border_mode,
+    cval=sem.cval,
+    contrast_center=sem.contrast_center,
   )
 
 
@@ -87,12 +131,21 @@ def validate_certify_config(cfg: Any) -> None:
     raise ValueError(f"certify.delta must be in (0, 1], got {cfg.delta}")
   if not cfg.eps or any(not 0.0 < e < 1.0 for e in cfg.eps):
     raise ValueError(f"certify.eps must be levels in (0, 1), got {cfg.eps}")
+  if not cfg.distributions:
+    raise ValueError("certify.distributions must name at least one")
   for d in cfg.distributions:
-    if d not in ("semantic", "corruptions"):
+    if d not in DISTRIBUTIONS:
       raise ValueError(
-        f"certify.distributions: unknown {d!r}; valid: 'semantic', "
-        "'corruptions'"
+        f"certify.distributions: unknown {d!r}; valid: {DISTRIBUTIONS}"
       )
+    if d not in cfg.seed_offsets:
+      raise ValueError(f"certify.seed_offsets has no key for {d!r}")
+  offsets = [cfg.seed_offsets[d] for d in (*cfg.distributions, "smoothing")]
+  if len(set(offsets)) != len(offsets):
+    raise ValueError(
+      "certify.seed_offsets must give every distribution (and smoothing) "
+      f"its own key, got {dict(cfg.seed_offsets)}"
+    )
   for section in ("binomial", "smoothing"):
     alpha = cfg[section].alpha
     if cfg[section].enabled and not 0.0 < alpha < 1.0:
@@ -127,13 +180,20 @@ def _certify_distribution(cfg, key, logits_fn, images, labels, sample_fn):
     "num_draws": num_draws,
   }
   if cfg.binomial.enabled:
+    # The draws that keep the clean prediction are the correct ones when
+    # that prediction is the label (other images are never certified).
     kept = num_draws - np.asarray(res.num_changed, np.int64)
     lower = certify_lib.clopper_pearson_lower(
-      np.where(correct, kept, 0), num_draws, cfg.binomial.alpha
+      kept, num_draws, cfg.binomial.alpha
     )
-    binom = certify_lib.BinomialCertificate(lower, kept, num_draws)
+    binom = certify_lib.BinomialCertificate(lower, kept, num_draws, res.pred)
     accs = certify_lib.certified_accuracy(binom, labels, eps)
-    out["binomial"] = {eps_key(e): a for e, a in zip(eps, accs, strict=True)}
+    eps_min = binomial_eps_min(num_draws, cfg.binomial.alpha)
+    out["binomial"] = {
+      eps_key(e): (a if e >= eps_min else None)
+      for e, a in zip(eps, accs, strict=True)
+    }
+    out["binomial_eps_min"] = eps_min
   return out
 
 
@@ -180,9 +240,11 @@ def certify(
     labels: integer labels of the images.
 
   Returns:
-    ``{"num_images": n, <distribution>: {"cc_cert": {"1e-10": acc, ...},
-    "binomial": {...}, "clean_accuracy": acc, ...}, "smoothing":
-    {"0.25": acc, ...}, "smoothing_sigma": sigma}``.
+    ``{"num_images": n, "conventions": {"contrast_center": ..., ...},
+    <distribution>: {"cc_cert": {"1e-10": acc, ...}, "binomial": {...,
+    "1e-02": acc} (None below eps_min), "binomial_eps_min": float,
+    "clean_accuracy": acc, ...}, "smoothing": {"0.25": acc, ...},
+    "smoothing_sigma": sigma}``.
 
   Raises:
     ValueError: for an invalid config or images / labels that disagree.
@@ -211,6 +273,12 @@ def certify(
   n = min(cfg.num_images, images.shape[0])
   images, labels = images[:n], labels[:n]
   out: dict[str, Any] = {"num_images": int(n)}
+  if any(d != "corruptions" for d in cfg.distributions):
+    out["conventions"] = {
+      "contrast_center": str(cfg.semantic.contrast_center),
+      "border_mode": str(cfg.semantic.border_mode),
+      "cval": float(cfg.semantic.cval),
+    }
   for distribution in cfg.distributions:
     sub = jax.random.fold_in(key, cfg.seed_offsets[distribution])
     sample_fn = sample_fn_for(cfg, distribution)
@@ -225,19 +293,26 @@ def certify(
   return out
 
 
-def headline_columns(cert: dict[str, Any]) -> dict[str, float]:
-  """Few columns for the Markdown table: accuracies at eps = 1e-2.
+def headline_columns(cert: dict[str, Any]) -> dict[str, float | None]:
+  """Columns for the Markdown table: accuracies at eps = 1e-2.
+
+  CC-Cert and Clopper-Pearson for the composed distributions, CC-Cert for
+  each family alone; None where the certificate cannot reach eps ("n/a").
 
   Example:
     >>> headline_columns({"num_images": 2, "semantic": {"cc_cert":
-    ...   {"1e-02": 0.5}, "binomial": {"1e-02": 0.25}}})
-    {'semantic cc-cert@1e-2': 0.5, 'semantic binom@1e-2': 0.25}
-  """
-  columns: dict[str, float] = {}
-  for distribution in ("semantic", "corruptions"):
+    ...   {"1e-02": 0.5}, "binomial": {"1e-02": None}}, "gamma":
+    ...   {"cc_cert": {"1e-02": 0.75}, "binomial": {"1e-02": 0.5}}})
+    {'semantic cc-cert@1e-2': 0.5, 'semantic binom@1e-2': None, 'gamma cc-cert@1e-2': 0.75}
+  """  # noqa: E501 - a doctest output line.
+  columns: dict[str, float | None] = {}
+  for distribution in DISTRIBUTIONS:
     if distribution not in cert:
       continue
-    for method, short in (("cc_cert", "cc-cert"), ("binomial", "binom")):
+    certificates = [("cc_cert", "cc-cert")]
+    if distribution not in FAMILIES:
+      certificates.append(("binomial", "binom"))
+    for method, short in certificates:
       accs = cert[distribution].get(method, {})
       if HEADLINE_EPS in accs:
         columns[f"{distribution} {short}@1e-2"] = accs[HEADLINE_EPS]
@@ -247,3 +322,37 @@ def headline_columns(cert: dict[str, Any]) -> dict[str, float]:
     r = min(positive, key=float)
     columns[f"smoothing r={r}"] = smoothing[r]
   return columns
+
+
+def protocol_note(cert: dict[str, Any]) -> str:
+  """One Markdown paragraph naming the certification protocol and limits.
+
+  Example:
+    >>> print(protocol_note({"num_images": 64, "conventions":
+    ...   {"contrast_center": "zero", "border_mode": "constant", "cval": 0.0},
+    ...   "semantic": {"num_draws": 1000, "binomial_eps_min": 0.0068842}}))
+    Certification: 64 test images, N = 1000 draws per image and distribution; contrast convention "zero" (x * c, as kornia's adjust_contrast in the CC-Cert reference), geometric border "constant" (cval 0); Clopper-Pearson certificates cannot reach eps < 6.88e-03 (n/a).
+  """  # noqa: E501 - a doctest output line.
+  dists = [cert[d] for d in DISTRIBUTIONS if d in cert]
+  parts = [f"Certification: {cert['num_images']} test images"]
+  if dists:
+    parts[0] += (
+      f", N = {dists[0]['num_draws']} draws per image and distribution"
+    )
+  conv = cert.get("conventions")
+  if conv:
+    meaning = {
+      "zero": "x * c, as kornia's adjust_contrast in the CC-Cert reference",
+      "mean": "(x - mean) * c + mean, about the image mean",
+    }[conv["contrast_center"]]
+    parts.append(
+      f'contrast convention "{conv["contrast_center"]}" ({meaning}), '
+      f'geometric border "{conv["border_mode"]}" (cval {conv["cval"]:g})'
+    )
+  eps_min = [d["binomial_eps_min"] for d in dists if "binomial_eps_min" in d]
+  if eps_min:
+    parts.append(
+      f"Clopper-Pearson certificates cannot reach eps < {max(eps_min):.2e} "
+      "(n/a)"
+    )
+  return "; ".join(parts) + "."

@@ -15,9 +15,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from experiments.certification import HEADLINE_EPS
+from experiments.certification import DISTRIBUTIONS, HEADLINE_EPS
 
-_DISTRIBUTIONS = ("semantic", "corruptions")
 _METHODS = (("cc_cert", "CC-Cert"), ("binomial", "Clopper-Pearson"))
 
 
@@ -39,8 +38,11 @@ def plot_certified_vs_eps(
 ) -> str | None:
   """Certified accuracy vs eps (log scale), one line per run.
 
-  One panel per (distribution, certificate) present. Runs that share method
-  and sparsity (several seeds) are averaged.
+  One panel per (distribution, certificate) present: a row per
+  certificate, a column per distribution. Runs that share method and
+  sparsity (several seeds) are averaged. Levels a certificate cannot reach
+  (None: Clopper-Pearson below ``eps_min``) get no point; a dotted line
+  marks ``eps_min``.
 
   Args:
     results: run entries; those without "certification" are skipped.
@@ -50,42 +52,51 @@ def plot_certified_vs_eps(
     ``path``, or None when no run has certification results.
   """
   runs = [r for r in results if r.get("certification")]
-  panels = [
-    (d, m, title)
-    for d in _DISTRIBUTIONS
-    for m, title in _METHODS
-    if any(m in r["certification"].get(d, {}) for r in runs)
-  ]
-  if not panels:
+  present = lambda d, m: any(m in r["certification"].get(d, {}) for r in runs)
+  dists = [d for d in DISTRIBUTIONS if any(present(d, m) for m, _ in _METHODS)]
+  rows = [(m, t) for m, t in _METHODS if any(present(d, m) for d in dists)]
+  if not rows:
     return None
   with_sparsity = len({r.get("sparsity") for r in runs}) > 1
-  fig = Figure(figsize=(5 * len(panels), 4))
-  for i, (dist, method, title) in enumerate(panels):
-    ax = fig.add_subplot(1, len(panels), i + 1)
-    curves = collections.defaultdict(list)
-    for run in runs:
-      accs = run["certification"].get(dist, {}).get(method)
-      if accs:
-        curves[_label(run, with_sparsity)].append(accs)
-    for label, seeds in curves.items():
-      keys = sorted(seeds[0], key=float)
-      eps = [float(k) for k in keys]
-      mean = np.mean([[s[k] for k in keys] for s in seeds], axis=0)
-      ax.plot(eps, mean, marker="o", label=label)
-    ax.set_xscale("log")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("eps")
-    ax.set_ylabel("certified accuracy")
-    ax.set_title(f"{title} ({dist})")
-    ax.legend(fontsize="small")
+  fig = Figure(figsize=(4.5 * len(dists), 3.6 * len(rows)))
+  for i, (method, title) in enumerate(rows):
+    for j, dist in enumerate(dists):
+      ax = fig.add_subplot(len(rows), len(dists), i * len(dists) + j + 1)
+      _eps_panel(ax, runs, dist, method, with_sparsity)
+      ax.set_title(f"{title} ({dist})")
   return _save(fig, path)
+
+
+def _eps_panel(ax, runs, dist, method, with_sparsity) -> None:
+  curves = collections.defaultdict(list)
+  eps_min = []
+  for run in runs:
+    result = run["certification"].get(dist, {})
+    if result.get(method):
+      curves[_label(run, with_sparsity)].append(result[method])
+      if method == "binomial" and "binomial_eps_min" in result:
+        eps_min.append(result["binomial_eps_min"])
+  for label, seeds in curves.items():
+    keys = sorted(seeds[0], key=float)
+    values = [[np.nan if s[k] is None else s[k] for k in keys] for s in seeds]
+    ax.plot(
+      [float(k) for k in keys], np.mean(values, axis=0), marker="o", label=label
+    )
+  if eps_min:
+    ax.axvline(max(eps_min), color="grey", linestyle=":", label="eps_min")
+  ax.set_xscale("log")
+  ax.set_ylim(-0.02, 1.02)
+  ax.set_xlabel("eps")
+  ax.set_ylabel("certified accuracy")
+  ax.legend(fontsize="small")
 
 
 def plot_vs_sparsity(results: list[dict[str, Any]], path: str) -> str | None:
   """Clean and certified (CC-Cert, eps = 1e-2) accuracy vs sparsity.
 
   One line per method (seeds averaged); certified accuracy is taken from
-  the first distribution present ("semantic", else "corruptions").
+  the first distribution present (in the order of
+  `experiments.certification.DISTRIBUTIONS`: "semantic" first).
 
   Args:
     results: run entries.
@@ -102,7 +113,7 @@ def plot_vs_sparsity(results: list[dict[str, Any]], path: str) -> str | None:
     method, s = run.get("method", "?"), float(run.get("sparsity", 0.0))
     clean[method][s].append(run["clean_accuracy"])
     c = run.get("certification") or {}
-    for dist in _DISTRIBUTIONS:
+    for dist in DISTRIBUTIONS:
       acc = c.get(dist, {}).get("cc_cert", {}).get(HEADLINE_EPS)
       if acc is not None:
         cert[method][s].append(acc)

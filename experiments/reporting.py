@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
 from typing import Any
 
 from absl import logging
+
+from experiments import certification, corruption_eval, plots
 
 BASE_COLUMNS = (
   ("method", "method"),
@@ -20,21 +21,20 @@ BASE_COLUMNS = (
 )
 
 
-def headline_columns(entry: dict[str, Any]) -> dict[str, float]:
+def headline_columns(entry: dict[str, Any]) -> dict[str, float | None]:
   """Extra table columns from certification and corruption results."""
-  columns: dict[str, float] = {}
-  for field, module in (
-    ("certification", "experiments.certification"),
-    ("corruptions", "experiments.corruption_eval"),
-  ):
-    if entry.get(field) is not None:
-      columns.update(
-        importlib.import_module(module).headline_columns(entry[field])
-      )
+  columns: dict[str, float | None] = {}
+  if entry.get("certification") is not None:
+    columns.update(certification.headline_columns(entry["certification"]))
+  if entry.get("corruptions") is not None:
+    columns.update(corruption_eval.headline_columns(entry["corruptions"]))
   return columns
 
 
 def _format(value: Any, key: str = "") -> str:
+  """A table cell: "n/a" for None (a level a certificate cannot reach)."""
+  if value is None:
+    return "n/a"
   if isinstance(value, float):
     if math.isnan(value):
       return "-"
@@ -53,6 +53,9 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
     ['| method', 'model', 'sparsity', 'sparsity reached']
     >>> rows[2]
     '| dense | tiny_cnn | 0.0000 | 0.0000 | 0.9000 | 12.0 |'
+
+  A column a run lacks reads "-"; a certified accuracy at a level its
+  certificate cannot reach (None) reads "n/a".
   """
   extra = [headline_columns(r) for r in runs]
   extra_names = list(dict.fromkeys(k for e in extra for k in e))
@@ -80,18 +83,39 @@ def write_results(
   """
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump({"config": config_dict, "runs": runs}, f, indent=2)
-  title = f"# Results: {config_dict.get('name', '')}\n\n"
   with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(title + markdown_table(runs) + "\n")
-  try:
-    plots = importlib.import_module("experiments.plots")
-  except ImportError:
-    return
-  for name, fn in (
-    ("certified_vs_eps.png", "plot_certified_vs_eps"),
-    ("vs_sparsity.png", "plot_vs_sparsity"),
+    f.write(results_markdown(config_dict.get("name", ""), runs))
+  for name, plot in (
+    ("certified_vs_eps.png", plots.plot_certified_vs_eps),
+    ("vs_sparsity.png", plots.plot_vs_sparsity),
   ):
     try:
-      getattr(plots, fn)(runs, os.path.join(workdir, name))
+      plot(runs, os.path.join(workdir, name))
     except Exception as e:  # noqa: BLE001 - plots must not lose results.
       logging.warning("Plot %s failed: %s: %s", name, type(e).__name__, e)
+
+
+def results_markdown(name: str, runs: list[dict[str, Any]]) -> str:
+  """results.md: the runs table, the certification protocol, corruptions.
+
+  Example:
+    >>> print(results_markdown("demo", [dict(method="dense", model="cnn",
+    ...   sparsity=0.0, sparsity_reached=0.0, clean_accuracy=0.9,
+    ...   wall_time_s=1.0)]))
+    # Results: demo
+    <BLANKLINE>
+    | method | model | sparsity | sparsity reached | clean acc. | wall time (s) |
+    | --- | --- | --- | --- | --- | --- |
+    | dense | cnn | 0.0000 | 0.0000 | 0.9000 | 1.0 |
+    <BLANKLINE>
+  """  # noqa: E501 - a doctest output line.
+  parts = [f"# Results: {name}", markdown_table(runs)]
+  cert = next((r["certification"] for r in runs if r.get("certification")), 0)
+  if cert:
+    parts.append(certification.protocol_note(cert))
+  by_corruption = corruption_eval.methods_table(runs)
+  if by_corruption:
+    parts.append(
+      "## Accuracy per corruption (mean over severities)\n\n" + by_corruption
+    )
+  return "\n\n".join(parts) + "\n"

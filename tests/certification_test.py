@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from csam_jax import certify as certify_lib
 from experiments import certification, plots
 from experiments.configs.certify_config import get_certify_config
 
@@ -24,6 +25,7 @@ def _constant_logits(b):
 def _small_cfg(**overrides):
   cfg = get_certify_config()
   cfg.update(dict(num_images=3, num_samples=100, num_bounds=10, batch_size=512))
+  cfg.distributions = ("semantic",)
   cfg.smoothing.update(dict(n0=10, n=100, radii=(0.0, 0.25, 0.5)))
   cfg.update(overrides)
   return cfg
@@ -43,10 +45,12 @@ def test_certify_invariant_model_hand_computed():
   # CC-Cert: bound 0 for the two correct images at every eps.
   assert sem["cc_cert"] == {k: pytest.approx(2 / 3) for k in EPS_KEYS}
   # Clopper-Pearson with all N = 1000 draws correct: lower = alpha^(1/N)
-  # = 0.99312, so certified only where 1 - eps <= 0.99312, i.e. eps = 1e-2.
+  # = 0.99312, so certified only where 1 - eps <= 0.99312, i.e. eps = 1e-2;
+  # no certificate from 1,000 draws reaches eps < 1 - 0.99312: n/a (None).
   assert sem["binomial"] == {
-    k: (pytest.approx(2 / 3) if k == "1e-02" else 0.0) for k in EPS_KEYS
+    k: (pytest.approx(2 / 3) if k == "1e-02" else None) for k in EPS_KEYS
   }
+  assert sem["binomial_eps_min"] == pytest.approx(1 - 1e-3 ** (1 / 1000))
   assert sem["clean_accuracy"] == pytest.approx(2 / 3)
   assert sem["mean_changed_fraction"] == 0.0
   # Smoothing: all n = 100 votes for class 1 -> radius
@@ -66,51 +70,144 @@ def test_certify_invariant_model_hand_computed():
   }
 
 
-def test_certify_sensitive_model_is_monotone_in_eps():
+def test_certify_matches_direct_certificates():
+  """The stage's accuracies equal those recomputed from cc_cert and scipy.
+
+  A wrong threshold (<= for <), a wrong eps mapping, a wrong key or a
+  Clopper-Pearson bound computed from the wrong counts changes them.
+  """
   w = jax.random.normal(jax.random.key(1), (4 * 4 * 3, 3))
-  logits_fn = lambda b: 3.0 * b.reshape(b.shape[0], -1) @ w
-  images = np.random.default_rng(1).uniform(size=(6, 4, 4, 3))
-  labels = np.asarray(jnp.argmax(logits_fn(jnp.asarray(images)), -1))
-  cfg = _small_cfg(num_images=6, num_samples=20, num_bounds=5)
+  logits_fn = lambda b: 0.3 * b.reshape(b.shape[0], -1) @ w
+  images = np.random.default_rng(1).uniform(size=(12, 4, 4, 3))
+  labels = np.array(jnp.argmax(logits_fn(jnp.asarray(images)), -1))
+  labels[:2] = (labels[:2] + 1) % 3  # two misclassified images
+  cfg = _small_cfg(num_images=12, num_samples=40, num_bounds=5)
+  cfg.eps = (1e-3, 6e-2, 1e-1, 2e-1, 5e-1)
   cfg.smoothing.enabled = False
-  out = certification.certify(cfg, jax.random.key(2), logits_fn, images, labels)
-  assert "smoothing" not in out
-  for method in ("cc_cert", "binomial"):
-    accs = [out["semantic"][method][k] for k in EPS_KEYS]
-    assert all(0.0 <= a <= 1.0 for a in accs)
-    assert accs == sorted(accs)  # a larger eps certifies at least as many
-  assert out["semantic"]["clean_accuracy"] == 1.0
+  key = jax.random.key(2)
+  out = certification.certify(cfg, key, logits_fn, images, labels)
+  res = certify_lib.cc_cert(
+    jax.random.fold_in(key, cfg.seed_offsets.semantic),
+    logits_fn,
+    images,
+    certification.sample_fn_for(cfg, "semantic"),
+    num_samples=40,
+    num_bounds=5,
+    delta=cfg.delta,
+  )
+  correct = np.asarray(res.pred) == labels
+  kept = 200 - np.asarray(res.num_changed)
+  lower = scipy.stats.beta.ppf(1e-3, np.maximum(kept, 1), 200 - kept + 1)
+  eps_min = 1 - 1e-3 ** (1 / 200)  # 0.034: 1e-3 is n/a
+  expected_cc, expected_binom = {}, {}
+  for e in cfg.eps:
+    k = certification.eps_key(e)
+    expected_cc[k] = np.mean(correct & (np.asarray(res.bound) < e))
+    expected_binom[k] = (
+      np.mean(correct & (kept > 0) & (lower >= 1 - e)) if e >= eps_min else None
+    )
+  assert out["semantic"]["cc_cert"] == pytest.approx(expected_cc, abs=1e-12)
+  assert out["semantic"]["binomial"] == {
+    k: (v if v is None else pytest.approx(v, abs=1e-12))
+    for k, v in expected_binom.items()
+  }
+  # The case is informative: levels certify different sets of images.
+  assert len(set(expected_cc.values())) >= 3
+  assert 0 < expected_binom["2e-01"] < 10 / 12
+  assert expected_binom["1e-03"] is None
   assert 0.0 < out["semantic"]["mean_changed_fraction"] < 1.0
   # The same model with its weights as a traced Partial argument.
   partial = jax.tree_util.Partial(
-    lambda weights, b: 3.0 * b.reshape(b.shape[0], -1) @ weights, w
+    lambda weights, b: 0.3 * b.reshape(b.shape[0], -1) @ weights, w
   )
-  assert (
-    certification.certify(cfg, jax.random.key(2), partial, images, labels)
-    == out
-  )
+  assert certification.certify(cfg, key, partial, images, labels) == out
 
 
-def test_certify_corruptions_distribution():
+def _grey(values, size=8):
+  values = np.asarray(values, np.float32)
+  shape = (len(values), size, size, 3)
+  return np.broadcast_to(values[:, None, None, None], shape)
+
+
+def _centre_pixel_logits(b):
+  """Class 0 iff the centre pixel is brighter than 0.5 (saturated)."""
+  c = b[:, b.shape[1] // 2, b.shape[2] // 2, :].mean(-1) - 0.5
+  return 100.0 * jnp.stack([c, -c], -1)
+
+
+def _within_4_sigma(fraction, p, n):
+  """A flip fraction over two images, one flipping w.p. p, one never."""
+  return abs(fraction - p / 2) < 4 * np.sqrt(p * (1 - p) / n) / 2
+
+
+def test_per_family_distributions_and_contrast_convention():
+  # A grey 0.45 image: rotation keeps its centre pixel (no flip); brightness
+  # +-0.2 crosses 0.5 when delta > 0.05 (p = 0.375); contrast x*c crosses it
+  # when c > 1.11 ("zero", the CC-Cert convention, p = 0.31) but keeps a
+  # constant image under "mean". A 0.1 image is never flipped.
+  cfg = _small_cfg(num_images=2, num_samples=50, num_bounds=4)
+  cfg.distributions = ("semantic", "rotation", "brightness", "contrast")
+  cfg.semantic.ranges = dict(rotation=10.0, brightness=0.2, contrast=1.3)
+  cfg.smoothing.enabled = False
+  images, labels = _grey([0.45, 0.1]), np.array([1, 1])
+  out = certification.certify(
+    cfg, jax.random.key(4), _centre_pixel_logits, images, labels
+  )
+  cc = {d: out[d]["cc_cert"]["1e-02"] for d in cfg.distributions}
+  assert cc == {
+    "semantic": 0.5,
+    "rotation": 1.0,
+    "brightness": 0.5,
+    "contrast": 0.5,
+  }
+  changed = {d: out[d]["mean_changed_fraction"] for d in cfg.distributions}
+  assert changed["rotation"] == 0.0
+  assert _within_4_sigma(changed["brightness"], 0.375, 200)
+  assert _within_4_sigma(changed["contrast"], (1.3 - 0.5 / 0.45) / 0.6, 200)
+  assert certification.headline_columns(out)["rotation cc-cert@1e-2"] == 1.0
+  assert out["conventions"]["contrast_center"] == "zero"
+  cfg.semantic.contrast_center = "mean"
+  cfg.distributions = ("contrast",)
+  out = certification.certify(
+    cfg, jax.random.key(4), _centre_pixel_logits, images, labels
+  )
+  assert out["contrast"]["cc_cert"]["1e-02"] == 1.0
+  assert out["contrast"]["mean_changed_fraction"] == 0.0
+  assert out["conventions"]["contrast_center"] == "mean"
+
+
+def test_certify_corruptions_distribution_uses_its_input():
+  # Corruption sampler over contrast-2 (a grey image is unchanged) and
+  # brightness-2 (+0.1 in HSV value): the 0.45 image flips exactly on the
+  # brightness draws (half of them), the 0.1 image never.
   cfg = _small_cfg(
-    num_images=2, num_samples=4, num_bounds=2, distributions=("corruptions",)
+    num_images=2, num_samples=50, num_bounds=4, distributions=("corruptions",)
   )
   cfg.corruptions.update(
-    dict(names=("contrast", "brightness"), severities=(1,))
+    dict(names=("contrast", "brightness"), severities=(2,))
   )
   cfg.smoothing.enabled = False
-  images = np.random.default_rng(2).uniform(size=(2, 8, 8, 3))
   out = certification.certify(
-    cfg, jax.random.key(3), _constant_logits, images, np.array([1, 1])
+    cfg,
+    jax.random.key(3),
+    _centre_pixel_logits,
+    _grey([0.45, 0.1]),
+    np.array([1, 1]),
   )
   assert "semantic" not in out
-  assert out["corruptions"]["cc_cert"] == {k: 1.0 for k in EPS_KEYS}
+  corr = out["corruptions"]
+  assert corr["cc_cert"] == {k: 0.5 for k in EPS_KEYS}
+  # 200 draws cannot give a Clopper-Pearson certificate below eps = 0.034.
+  assert corr["binomial"] == {k: None for k in EPS_KEYS}
+  assert corr["binomial_eps_min"] == pytest.approx(1 - 1e-3 ** (1 / 200))
+  assert _within_4_sigma(corr["mean_changed_fraction"], 0.5, 200)
 
 
 def test_bad_config_raises():
   images, labels = np.zeros((2, 4, 4, 3)), np.array([1, 1])
   for field, value, match in (
     ("distributions", ("fog",), "distributions"),
+    ("distributions", (), "distributions"),
     ("num_samples", 0, "num_samples"),
     ("delta", 1.5, "delta"),
     ("eps", (0.0, 1e-2), "eps"),

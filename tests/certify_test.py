@@ -253,6 +253,53 @@ def test_binomial_certificate_coverage():
   assert cert.lower_bound.mean() > p - 0.12
 
 
+def test_binomial_counts_only_correct_clean_predictions():
+  # Clean input 0 is predicted as class 1, every transformed draw (+1) as
+  # class 0 = the label: all N draws are correct, yet the clean prediction
+  # is wrong, so neither CC-Cert nor the binomial certificate certifies it.
+  logits_fn = lambda b: jnp.stack([b[:, 0] - 0.5, 0.5 - b[:, 0]], -1)
+  shift = lambda key, v: v + 1.0
+  x, labels = jnp.array([[0.0], [1.0]]), np.array([0, 0])
+  cert = certify.binomial_certificate(
+    jax.random.key(0), logits_fn, x, labels, shift, num_samples=100
+  )
+  assert cert.num_correct.tolist() == [100, 100]
+  assert cert.pred.tolist() == [1, 0]
+  assert certify.certified_accuracy(cert, labels, 1e-1) == 0.5
+  # At eps below 1 - alpha^(1/N) nothing can be certified.
+  eps_min = 1 - 1e-3 ** (1 / 100)
+  assert certify.certified_accuracy(cert, labels, 0.99 * eps_min) == 0.0
+  assert certify.certified_accuracy(cert, labels, 1.01 * eps_min) == 0.5
+
+
+def test_certifiers_accept_feature_vectors():
+  # The same 5 inputs as (5, 4) vectors and as (5, 1, 1, 4) images: every
+  # certifier gives the same result for the same key.
+  logits_fn, images, _ = _linear_binary()
+  vectors = images.reshape(5, 4)
+  noise = lambda key, v: v + 0.3 * jax.random.normal(key, v.shape)
+  labels = np.array([1, 1, 1, 0, 0])
+  key = jax.random.key(7)
+  for run in (
+    lambda x: certify.cc_cert(
+      key, logits_fn, x, noise, num_samples=20, num_bounds=5
+    ),
+    lambda x: certify.binomial_certificate(
+      key, logits_fn, x, labels, noise, num_samples=50
+    ),
+    lambda x: certify.smoothing_certify(
+      key, logits_fn, x, sigma=0.5, n0=20, n=200
+    ),
+    lambda x: certify.smoothing_predict(
+      key, logits_fn, x, sigma=0.5, n=100, alpha=0.01
+    ),
+  ):
+    for a, b in zip(
+      jax.tree.leaves(run(vectors)), jax.tree.leaves(run(images)), strict=True
+    ):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 # --------------------------------------------------------------- smoothing --
 
 
@@ -455,8 +502,8 @@ def test_bad_inputs_raise_clear_errors():
     certify.smoothing_certify(
       jax.random.key(0), logits_fn, x, sigma=0.1, alpha=2.0
     )
-  with pytest.raises(ValueError, match="NHWC"):
-    certify.cc_cert(jax.random.key(0), logits_fn, x[0], same)
+  with pytest.raises(ValueError, match="leading batch axis"):
+    certify.cc_cert(jax.random.key(0), logits_fn, jnp.float32(0.0), same)
   with pytest.raises(ValueError, match="labels"):
     certify.binomial_certificate(
       jax.random.key(0), logits_fn, x, [0, 1], same, num_samples=4

@@ -128,7 +128,7 @@ def search_config() -> ml_collections.ConfigDict:
               ranges=ml_collections.ConfigDict(dict(CC_CERT_RANGES)),
               border_mode="constant",
               cval=0.0,
-              contrast_center="mean",
+              contrast_center="zero",
             )
           ),
         )

@@ -19,9 +19,11 @@ def certified_accuracy(
 ) -> float | list[float]:
   """Fraction of images certified at level ``eps`` (or at each eps).
 
-  CC-Cert: certified iff ``pred == label`` and ``bound < eps``. Binomial:
-  certified iff ``lower_bound >= 1 - eps`` (the bound already refers to the
-  label).
+  One rule for both certificates: an image counts only when its clean
+  prediction is the label, and then CC-Cert certifies it iff
+  ``bound < eps``, the binomial certificate iff ``lower_bound >= 1 - eps``
+  (unreachable below ``eps = 1 - alpha ** (1 / N)``: see
+  `BinomialCertificate`).
 
   Args:
     result: a `CCCertResult` or `BinomialCertificate`.
@@ -41,6 +43,10 @@ def certified_accuracy(
     ...                  np.array([0.0, 0.5]), np.array([0, 0]))
     >>> certified_accuracy(r, [0, 1], [1e-2, 0.9])
     [0.5, 1.0]
+    >>> b = BinomialCertificate(np.array([0.995, 0.999]), np.array([999, 1000]),
+    ...                         1000, pred=np.array([0, 0]))
+    >>> certified_accuracy(b, [0, 1], 1e-2)  # image 1 is misclassified
+    0.5
   """
   many = not isinstance(eps, int | float | np.floating)
   levels = [checks.check_open_unit("eps", e) for e in (eps if many else [eps])]
@@ -50,9 +56,10 @@ def certified_accuracy(
     bound = np.asarray(result.bound)
     accs = [float(np.mean(correct & (bound < e))) for e in levels]
   elif isinstance(result, BinomialCertificate):
-    checks.check_labels(labels, np.shape(result.lower_bound)[0])
+    labels = checks.check_labels(labels, np.shape(result.lower_bound)[0])
+    correct = np.asarray(result.pred) == labels
     lower = np.asarray(result.lower_bound)
-    accs = [float(np.mean(lower >= 1.0 - e)) for e in levels]
+    accs = [float(np.mean(correct & (lower >= 1.0 - e))) for e in levels]
   else:
     raise TypeError(
       "result must be a CCCertResult or BinomialCertificate, got "

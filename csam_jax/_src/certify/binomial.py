@@ -28,16 +28,22 @@ SampleFn = Callable[[Array, Array], Array]
 class BinomialCertificate(NamedTuple):
   """Per-image output of `binomial_certificate`.
 
+  An image is certified at level eps iff its clean prediction is the label
+  and ``lower_bound >= 1 - eps`` (`certified_accuracy`), the rule of
+  CC-Cert and of the certification stage.
+
   Attributes:
     lower_bound: (B,) float64, Clopper-Pearson lower bound (level
       ``1 - alpha``) on ``P(pred(T(x)) = label)``.
     num_correct: (B,) int64, transformed samples predicted as the label.
     num_samples: the number of transformed samples per image.
+    pred: (B,) int, the prediction on the untransformed image.
   """
 
   lower_bound: np.ndarray
   num_correct: np.ndarray
   num_samples: int
+  pred: np.ndarray
 
 
 def clopper_pearson_lower(k: Any, n: Any, alpha: float) -> np.ndarray:
@@ -72,7 +78,7 @@ def clopper_pearson_lower(k: Any, n: Any, alpha: float) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnames=("num_draws", "batch_size"))
 def _count_correct(key, x, labels, logits_fn, sample_fn, num_draws, batch_size):
-  """(B,) transformed draws predicted as the label (Partial callables)."""
+  """(B,) draws predicted as the label, (B,) clean predictions."""
 
   def update(count, keys, images, image_index, draw_index):
     del draw_index
@@ -82,7 +88,11 @@ def _count_correct(key, x, labels, logits_fn, sample_fn, num_draws, batch_size):
     return count.at[image_index].add(hit, mode="drop")
 
   init = jnp.zeros((x.shape[0],), jnp.int32)
-  return montecarlo.scan_draws(key, x, num_draws, batch_size, init, update)
+  count = montecarlo.scan_draws(key, x, num_draws, batch_size, init, update)
+  clean = montecarlo.map_images(
+    lambda b: jnp.argmax(logits_fn(b), axis=-1), x, batch_size
+  )
+  return count, clean.astype(jnp.int32)
 
 
 def binomial_certificate(
@@ -109,9 +119,11 @@ def binomial_certificate(
       ``jax.tree_util.Partial(apply_fn, params)`` (params traced, one
       compilation for any params) or a plain hashable callable (compiled
       with what it closes over); see `cc_cert`.
-    x: (B, H, W, C) images.
+    x: (B, ...) inputs: any batch ``logits_fn`` accepts (images, feature
+      vectors).
     labels: (B,) integer labels.
-    sample_fn: ``sample_fn(key, image) -> image`` (callable or Partial).
+    sample_fn: ``sample_fn(key, input) -> input`` for one input (callable
+      or Partial).
     num_samples: transformed samples per image.
     alpha: error level in (0, 1).
     batch_size: transformed images per forward pass.
@@ -133,13 +145,15 @@ def binomial_certificate(
     ...     jnp.ones((1, 2, 2, 1)), [1], same, num_samples=10, alpha=0.05)
     >>> cert.num_correct.tolist(), round(float(cert.lower_bound[0]), 4)
     ([10], 0.7411)
+    >>> cert.pred.tolist()
+    [1]
   """
   num_samples = checks.check_int("num_samples", num_samples)
   batch_size = checks.check_int("batch_size", batch_size)
   alpha = checks.check_open_unit("alpha", alpha)
   x = checks.check_images(x)
   labels = checks.check_labels(labels, x.shape[0])
-  count = _count_correct(
+  count, pred = _count_correct(
     key,
     x,
     jnp.asarray(labels),
@@ -150,4 +164,4 @@ def binomial_certificate(
   )
   count = np.asarray(count, np.int64)
   lower = clopper_pearson_lower(count, num_samples, alpha)
-  return BinomialCertificate(lower, count, num_samples)
+  return BinomialCertificate(lower, count, num_samples, np.asarray(pred))

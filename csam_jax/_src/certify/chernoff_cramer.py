@@ -187,17 +187,18 @@ def cc_cert(
 
   Args:
     key: PRNG key.
-    logits_fn: ``logits_fn(images) -> logits`` on a batch (NHWC) of images.
+    logits_fn: ``logits_fn(inputs) -> logits`` on a batch of inputs.
       Either ``jax.tree_util.Partial(apply_fn, params)``: the params are
       traced arguments of the compiled program (fast to compile, no copy
       of the weights in the program, one compilation for any params of the
       same structure), the way to pass a large model; or a plain hashable
       callable, compiled into the program with whatever it closes over
       (one compilation per callable: reuse the same function object).
-    x: (B, H, W, C) images (float, [0, 1] for the variations).
-    sample_fn: ``sample_fn(key, image) -> image``, one random
-      transformation of one HWC image (e.g. `csam_jax.variations.compose`);
-      a plain callable or a Partial, as ``logits_fn``.
+    x: (B, ...) inputs: any batch ``logits_fn`` accepts, e.g. (B, H, W, C)
+      images (float, [0, 1] for the variations) or (B, D) feature vectors.
+    sample_fn: ``sample_fn(key, input) -> input``, one random
+      transformation of one input (e.g. `csam_jax.variations.compose` on
+      an HWC image); a plain callable or a Partial, as ``logits_fn``.
     num_samples: samples per group (CC-Cert ``nsamples``).
     num_bounds: number of groups (CC-Cert ``nbounds``).
     delta: Paley-Zygmund factor in (0, 1].

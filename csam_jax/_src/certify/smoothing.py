@@ -99,7 +99,8 @@ def smoothing_certify(
       ``jax.tree_util.Partial(apply_fn, params)`` (params traced, one
       compilation for any params) or a plain hashable callable (compiled
       with what it closes over); see `cc_cert`.
-    x: (B, H, W, C) images.
+    x: (B, ...) inputs: any batch ``logits_fn`` accepts (images, feature
+      vectors); the noise has the shape of one input.
     sigma: noise standard deviation, > 0.
     n0: selection samples per image.
     n: estimation samples per image.
@@ -174,7 +175,8 @@ def smoothing_predict(
     logits_fn: ``logits_fn(images) -> logits`` on a batch of images: a
       ``jax.tree_util.Partial(apply_fn, params)`` or a plain hashable
       callable; see `cc_cert`.
-    x: (B, H, W, C) images.
+    x: (B, ...) inputs: any batch ``logits_fn`` accepts (images, feature
+      vectors); the noise has the shape of one input.
     sigma: noise standard deviation, > 0.
     n: noisy samples per image.
     alpha: error level in (0, 1).

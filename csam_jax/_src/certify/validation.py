@@ -47,13 +47,20 @@ def check_sigma(sigma: Any) -> float:
 
 
 def check_images(x: Any) -> Array:
-  """Returns ``x`` as a jax.Array (kept as is, e.g. sharded) batch NHWC."""
+  """Returns ``x`` as a jax.Array (kept as is, e.g. sharded) batch [B, ...].
+
+  Any rank >= 1: NHWC images, feature vectors [B, D], or whatever the
+  logits function accepts; the leading axis indexes the inputs.
+  """
   if not isinstance(x, jax.Array):
     x = jnp.asarray(x)
-  if x.ndim != 4:
-    raise ValueError(f"x must be a batch NHWC (rank 4), got shape {x.shape}")
+  if x.ndim < 1:
+    raise ValueError(
+      f"x must be a batch [B, ...] with a leading batch axis, got a scalar "
+      f"of shape {x.shape}"
+    )
   if x.shape[0] == 0:
-    raise ValueError("x must hold at least one image")
+    raise ValueError("x must hold at least one input")
   return x
 
 

@@ -99,7 +99,7 @@ def compose(
   *,
   border_mode: str = "constant",
   cval: float = 0.0,
-  contrast_center: str = "mean",
+  contrast_center: str = "zero",
   blur_mode: str = "reflect",
   fuse_geometric: bool = True,
 ) -> base.SampleFn:
@@ -120,7 +120,10 @@ def compose(
       specification; entries whose value is None are skipped.
     border_mode: ``map_coordinates`` border mode of geometric transforms.
     cval: fill value for ``border_mode="constant"``.
-    contrast_center: "mean" or "zero" (see `contrast`).
+    contrast_center: "zero" (``x * c``: kornia's ``adjust_contrast``, the
+      CC-Cert reference's convention, so that ``compose(CC_CERT_RANGES)``
+      is the CC-Cert distribution) or "mean" (``(x - mean) * c + mean``);
+      see `contrast`.
     blur_mode: border mode of the Gaussian blur.
     fuse_geometric: True (default) resamples once for all geometric
       variations; False resamples once per variation, exactly as the
