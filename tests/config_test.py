@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import data_files
 import pytest
 
 from experiments import config_validation, experiment, methods
@@ -20,7 +21,6 @@ from experiments.configs import (
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CIFAR_NPZ = os.path.join(REPO, "..", "shared", "data", "cifar10_jpeg.npz")
 
 
 @pytest.mark.parametrize(
@@ -54,11 +54,9 @@ def test_quickstart_and_smoke_validate():
 
 
 def test_cifar10c_validates_offline_on_the_npz_copy():
-  if not os.path.exists(CIFAR_NPZ):
-    pytest.skip(f"{CIFAR_NPZ} is absent")
   config = cifar10c.get_config()
   config.data.source = "npz"
-  config.data.path = CIFAR_NPZ
+  config.data.path = data_files.cifar10_npz()
   info = config_validation.validate_config(config)
   assert info.num_classes == 10
   assert info.num_examples == {"train": 50_000, "eval": 10_000}

@@ -2,8 +2,8 @@
 
 import functools
 import io
-import os
 
+import data_files
 import jax
 import jax.numpy as jnp
 import matplotlib.colors
@@ -23,9 +23,6 @@ from csam_jax._src.corruptions import (
 )
 from csam_jax.variations import corruptions as corr
 
-CIFAR = os.path.join(
-  os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10_jpeg.npz"
-)
 ALL = variations.CORRUPTIONS + variations.EXTRA_CORRUPTIONS
 DETERMINISTIC = {
   "defocus_blur",
@@ -42,9 +39,7 @@ DETERMINISTIC = {
 @functools.cache
 def cifar_uint8(n: int = 64) -> np.ndarray:
   """``n`` real CIFAR-10 test images (one class after another), uint8."""
-  if not os.path.exists(CIFAR):
-    pytest.skip(f"CIFAR-10 npz not found at {CIFAR}")
-  with np.load(CIFAR) as data:
+  with np.load(data_files.cifar10_npz()) as data:
     offsets, blob = data["test_offsets"], data["test_jpeg"]
   rows = np.linspace(0, 9999, n).astype(int)
   return np.stack(
@@ -350,9 +345,7 @@ def test_glass_shuffle_matches_reference_view_semantics():
     offsets = jnp.arange(-delta, delta)
     num_positions = (h - 2 * delta) * (w - 2 * delta)
     draws = np.asarray(
-      jax.random.randint(
-        key, (2 * num_positions, 2), 0, 2 * delta, jnp.int32
-      )
+      jax.random.randint(key, (2 * num_positions, 2), 0, 2 * delta, jnp.int32)
     )
     for iterations in (1, 2):
       mask = jnp.arange(2) < iterations

@@ -1,8 +1,8 @@
 """Tests of experiments.input_pipeline (fast; no network)."""
 
 import io
-import os
 
+import data_files
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,10 +13,6 @@ from experiments import input_pipeline as ip
 from experiments.data import arrays, memory
 from experiments.data import augment as aug
 from experiments.data.config import resolve_spec
-
-REAL_NPZ = os.path.join(
-  os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10_jpeg.npz"
-)
 
 
 def _cfg(**kw):
@@ -225,6 +221,18 @@ def test_npz_missing_file(tmp_path):
   cfg = _cfg(source="npz", path=str(tmp_path / "nope.npz"))
   with pytest.raises(FileNotFoundError, match="no such npz file"):
     ip.train_batches(cfg, batch_size=4, seed=0)
+
+
+def test_npz_that_is_not_an_archive(tmp_path):
+  for name, content in (
+    ("text.npz", b"label,pixels\n3,0 0 0\n"),
+    ("e.npz", b""),
+  ):
+    path = tmp_path / name
+    path.write_bytes(content)
+    cfg = _cfg(source="npz", path=str(path))
+    with pytest.raises(ValueError, match="is not a valid .npz archive"):
+      ip.get_info(cfg)
 
 
 @pytest.mark.parametrize(
@@ -513,9 +521,8 @@ def test_tfds_errors(tfds_lib, tmp_path):
 
 @pytest.fixture(scope="module")
 def real_cifar():
-  if not os.path.exists(REAL_NPZ):
-    pytest.skip(f"{REAL_NPZ} absent (present in CI and on the dev machine)")
-  cfg = _cfg(source="npz", path=REAL_NPZ, image_size=32, channels=3)
+  path = data_files.cifar10_npz()
+  cfg = _cfg(source="npz", path=path, image_size=32, channels=3)
   return cfg, ip.get_info(cfg)
 
 

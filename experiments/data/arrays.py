@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import zipfile
 from typing import NamedTuple
 
 import numpy as np
@@ -259,6 +260,14 @@ def _load_digits(spec: DataSpec) -> tuple[dict[str, ArraySplit], int]:
 
 
 def _load_npz(spec: DataSpec) -> tuple[dict[str, ArraySplit], int]:
+  if not zipfile.is_zipfile(spec.path):
+    raise ValueError(
+      f"config.data.path={spec.path!r} is not a valid .npz archive (an npz "
+      "is a zip of .npy arrays). Make one with numpy, e.g. "
+      "np.savez(path, x_train=uint8 NHWC images, y_train=int labels, "
+      "x_test=..., y_test=...), or with JPEG bytes as '<split>_jpeg', "
+      "'<split>_offsets' and 'y_<split>' (see README, 'Local npz')."
+    )
   with np.load(spec.path, allow_pickle=False) as npz:
     out = {
       "train": _read_npz_split(npz, spec.train_split or "train", spec),
