@@ -171,7 +171,17 @@ def test_batch_not_divisible_by_device_count(tmp_path):
 
 def test_cifar10c_certifies_under_semantic_and_corruption_distributions():
   config = cifar10c.get_config()
-  assert tuple(config.certify.distributions) == ("semantic", "corruptions")
+  assert tuple(config.certify.distributions) == (
+    "semantic",
+    "gamma",
+    "contrast",
+    "brightness",
+    "rotation",
+    "translation",
+    "gaussian_blur",
+    "corruptions",
+  )
+  assert config.certify.semantic.contrast_center == "zero"  # CC-Cert's
   assert config.corruptions.enabled
   assert config.model.name == "resnet18" and config.sparsity == 0.9
 
