@@ -14,7 +14,11 @@ from csam_jax._src.perturbation import (
   csam_transform,
   project_unit_interval,
 )
-from csam_jax._src.topk import topk_masks
+from csam_jax._src.topk import (
+  topk_counts,
+  topk_masks,
+  topk_masks_from_counts,
+)
 
 __version__ = "0.1.0"
 
@@ -29,6 +33,8 @@ __all__ = (
   "project_unit_interval",
   "prunable",
   "sparsity",
+  "topk_counts",
   "topk_masks",
+  "topk_masks_from_counts",
   "variations",
 )

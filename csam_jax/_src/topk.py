@@ -5,10 +5,12 @@ index is pruned first). For ``scope="global"`` the flat index runs over the
 leaves in ``jax.tree`` order, each raveled (DESIGN.md).
 """
 
+import math
 import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from csam_jax._src import masks as masks_lib
 from csam_jax._src.tree_utils import PyTree
@@ -60,14 +62,19 @@ def _kth_smallest_key(keys: jax.Array, k: int) -> jax.Array:
   return jax.lax.fori_loop(0, 32, body, bounds)[0]
 
 
-def _keep_mask(scores: jax.Array, k_pruned: int) -> jax.Array:
+def _keep_mask(scores: jax.Array, k_pruned) -> jax.Array:
   """0/1 float mask over a flat score vector pruning the k lowest.
 
-  Ties at the threshold are pruned in flat-index order (lower index first).
+  ``k_pruned`` is a Python int or an int32 scalar (traced or not): the
+  bisection, threshold and tie split are the same computation either way,
+  so both give bit-identical masks. Ties at the threshold are pruned in
+  flat-index order (lower index first).
   """
-  if k_pruned == 0:
+  if isinstance(k_pruned, int) and k_pruned == 0:
     return jnp.ones(scores.shape, jnp.float32)
   keys = _sortable_keys(scores)
+  # k = 0 (traced) gives threshold key 0: nothing below it, and any entry
+  # tied at it (a NaN with every bit set) is left by the tie split (room 0).
   threshold = _kth_smallest_key(keys, k_pruned)
   below = keys < threshold
   tied = keys == threshold
@@ -94,16 +101,16 @@ def _split_like(flat: jax.Array, sizes: list[int]) -> list[jax.Array]:
   return [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
 
 
-def _unstructured(leaves: list[jax.Array], sparsity: float, scope: str):
+def _unstructured(leaves: list[jax.Array], counts, scope: str):
+  """Unstructured keep masks; ``counts[i]`` is leaf i's pruned count
+  (scope "layer") or ``counts[0]`` the global one."""
   if scope == "layer":
     return [
-      _keep_mask(x.ravel(), masks_lib.num_pruned(x.size, sparsity)).reshape(
-        x.shape
-      )
-      for x in leaves
+      _keep_mask(x.ravel(), k).reshape(x.shape)
+      for x, k in zip(leaves, counts, strict=True)
     ]
   flat = jnp.concatenate([x.ravel().astype(jnp.float32) for x in leaves])
-  keep = _keep_mask(flat, masks_lib.num_pruned(flat.size, sparsity))
+  keep = _keep_mask(flat, counts[0])
   parts = _split_like(keep, [x.size for x in leaves])
   return [p.reshape(x.shape) for p, x in zip(parts, leaves, strict=True)]
 
@@ -114,20 +121,34 @@ def _channel_scores(x: jax.Array) -> jax.Array:
   return jnp.mean(x.astype(jnp.float32), axis=tuple(range(x.ndim - 1)))
 
 
-def _channel(leaves: list[jax.Array], sparsity: float, scope: str):
+def _num_channels(shape: tuple[int, ...]) -> int:
+  return math.prod(shape) if len(shape) < 2 else shape[-1]
+
+
+def _channel(leaves: list[jax.Array], counts, scope: str):
   scores = [_channel_scores(x) for x in leaves]
   if scope == "layer":
-    keeps = [
-      _keep_mask(s, masks_lib.num_pruned(s.size, sparsity)) for s in scores
-    ]
+    keeps = [_keep_mask(s, k) for s, k in zip(scores, counts, strict=True)]
   else:
     flat = jnp.concatenate(scores)
-    keep = _keep_mask(flat, masks_lib.num_pruned(flat.size, sparsity))
+    keep = _keep_mask(flat, counts[0])
     keeps = _split_like(keep, [s.size for s in scores])
   return [
     jnp.broadcast_to(k, x.shape) if x.ndim >= 2 else k.reshape(x.shape)
     for k, x in zip(keeps, leaves, strict=True)
   ]
+
+
+def _static_counts(
+  shapes: list[tuple[int, ...]], sparsity: float, scope: str, kind: str
+) -> list[int]:
+  """round(sparsity * n) per leaf (scope "layer") or over all leaves."""
+  sizes = [
+    _num_channels(s) if kind == "channel" else math.prod(s) for s in shapes
+  ]
+  if scope == "layer":
+    return [masks_lib.num_pruned(n, sparsity) for n in sizes]
+  return [masks_lib.num_pruned(sum(sizes), sparsity)]
 
 
 def _n_of_m(x: jax.Array, n: int, m: int) -> jax.Array:
@@ -142,6 +163,12 @@ def _n_of_m(x: jax.Array, n: int, m: int) -> jax.Array:
   rank = jnp.argsort(order, axis=-1, stable=True)  # rank of each entry
   keep = (rank >= m - n).astype(jnp.float32)
   return jnp.moveaxis(keep.reshape(moved.shape), -1, -2)
+
+
+def _masks_from_counts(leaves, counts, scope: str, kind: str):
+  if kind == "channel":
+    return _channel(leaves, counts, scope)
+  return _unstructured(leaves, counts, scope)
 
 
 def topk_masks(
@@ -193,9 +220,135 @@ def topk_masks(
         f"group; got sparsity={sparsity!r}."
       )
     keeps = [_n_of_m(x, n, m) for x in leaves]
-  elif kind == "channel":
-    keeps = _channel(leaves, sparsity, scope)
   else:
-    keeps = _unstructured(leaves, sparsity, scope)
+    counts = _static_counts([x.shape for x in leaves], sparsity, scope, kind)
+    keeps = _masks_from_counts(leaves, counts, scope, kind)
+  keeps = [k.astype(x.dtype) for k, x in zip(keeps, leaves, strict=True)]
+  return jax.tree.unflatten(treedef, keeps)
+
+
+def _count_kind(structure: str, fn: str) -> str:
+  kind, _ = parse_structure(structure)
+  if kind == "nm":
+    raise ValueError(
+      f"{fn} supports structure 'unstructured' or 'channel'; an N:M "
+      f"structure ({structure!r}) fixes its count: use topk_masks."
+    )
+  return kind
+
+
+def topk_counts(
+  scores: PyTree,
+  sparsity: float,
+  *,
+  scope: str = "global",
+  structure: str = "unstructured",
+) -> np.ndarray:
+  """The pruned counts ``topk_masks(scores, sparsity, ...)`` uses.
+
+  Only the shapes of ``scores`` are read (arrays or
+  ``jax.ShapeDtypeStruct`` leaves), so the counts can be computed on the
+  host and passed to a compiled ``topk_masks_from_counts`` as an argument:
+  one compilation for every sparsity.
+
+  Args:
+    scores: masks-like pytree (``None`` leaves are skipped).
+    sparsity: fraction to prune, in [0, 1).
+    scope: ``"global"`` or ``"layer"``.
+    structure: ``"unstructured"`` (entries) or ``"channel"`` (channels).
+
+  Returns:
+    int32 array: shape ``()`` with ``round(sparsity * n)`` over all leaves
+    (scope "global"), or ``(num_leaves,)`` with one count per leaf in
+    ``jax.tree.leaves`` order (scope "layer").
+
+  Raises:
+    ValueError: bad sparsity or scope, or an N:M structure.
+
+  Example:
+    >>> import jax.numpy as jnp, csam_jax
+    >>> s = {"a": jnp.zeros((4, 5)), "b": jnp.zeros((10,)), "c": None}
+    >>> csam_jax.topk_counts(s, 0.25).tolist()
+    8
+    >>> csam_jax.topk_counts(s, 0.25, scope="layer").tolist()
+    [5, 2]
+  """
+  sparsity = masks_lib._check_sparsity(sparsity)
+  masks_lib._check_choice(scope, masks_lib.SCOPES, "scope")
+  kind = _count_kind(structure, "topk_counts")
+  shapes = [tuple(x.shape) for x in jax.tree.leaves(scores)]
+  if not shapes:
+    return np.zeros((0,) if scope == "layer" else (), np.int32)
+  counts = np.asarray(_static_counts(shapes, sparsity, scope, kind), np.int32)
+  return counts if scope == "layer" else counts[0]
+
+
+def topk_masks_from_counts(
+  scores: PyTree,
+  num_pruned,
+  *,
+  scope: str = "global",
+  structure: str = "unstructured",
+) -> PyTree:
+  """Hard 0/1 masks pruning exactly ``num_pruned`` lowest scores.
+
+  The same masks as ``topk_masks`` (bit for bit) when ``num_pruned`` is
+  ``topk_counts(scores, sparsity, ...)``, but the count may be a traced
+  value: under ``jax.jit`` one compilation serves every sparsity (gradual
+  pruning schedules).
+
+  Args:
+    scores: masks-like pytree (``None`` leaves are kept as ``None``).
+    num_pruned: int scalar (scope "global") or int vector with one entry
+      per leaf (scope "layer"), as ``topk_counts`` returns; entries or
+      channels to prune. Traced values are clipped to ``[0, n]``;
+      concrete ones are checked.
+    scope: ``"global"`` or ``"layer"``.
+    structure: ``"unstructured"`` or ``"channel"``.
+
+  Returns:
+    Pytree of 0/1 masks with the dtype of ``scores``.
+
+  Raises:
+    ValueError: a bad scope or structure (N:M included), a ``num_pruned``
+      of the wrong shape, or a concrete count outside ``[0, n]``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, csam_jax
+    >>> s = {"w": jnp.array([[0.3, 0.1], [0.1, 0.9]]), "b": None}
+    >>> f = jax.jit(csam_jax.topk_masks_from_counts)
+    >>> f(s, 1)["w"].tolist(), f(s, 3)["w"].tolist()
+    ([[1.0, 0.0], [1.0, 1.0]], [[0.0, 0.0], [0.0, 1.0]])
+  """
+  masks_lib._check_choice(scope, masks_lib.SCOPES, "scope")
+  kind = _count_kind(structure, "topk_masks_from_counts")
+  leaves, treedef = jax.tree.flatten(scores)
+  if not leaves:
+    return scores
+  sizes = [
+    _num_channels(x.shape) if kind == "channel" else x.size for x in leaves
+  ]
+  limits = sizes if scope == "layer" else [sum(sizes)]
+  expected = (len(leaves),) if scope == "layer" else ()
+  if jnp.shape(num_pruned) != expected:
+    raise ValueError(
+      f"num_pruned must have shape {expected} for scope={scope!r} "
+      f"({len(leaves)} leaves), got shape {jnp.shape(num_pruned)}."
+    )
+  if not isinstance(num_pruned, jax.core.Tracer):
+    values = np.reshape(np.asarray(num_pruned), -1)
+    if not np.issubdtype(values.dtype, np.integer) or np.any(
+      (values < 0) | (values > np.asarray(limits))
+    ):
+      raise ValueError(
+        f"num_pruned must hold integers in [0, n] with n = {limits}, got "
+        f"{num_pruned!r}."
+      )
+  counts = jnp.clip(
+    jnp.reshape(jnp.asarray(num_pruned, jnp.int32), -1),
+    0,
+    jnp.asarray(limits, jnp.int32),
+  )
+  keeps = _masks_from_counts(leaves, list(counts), scope, kind)
   keeps = [k.astype(x.dtype) for k, x in zip(keeps, leaves, strict=True)]
   return jax.tree.unflatten(treedef, keeps)
