@@ -196,6 +196,27 @@ def test_npz_pixels_and_validation_carve(tmp_path):
   np.testing.assert_array_equal(seen["validation"], np.sort(expected))
 
 
+def test_npz_stratified_train_subset(tmp_path):
+  path = _write_pixels(tmp_path / "px.npz", n_train=40)
+  cfg = _cfg(source="npz", path=path, image_size=4, channels=3)
+  cfg.train_examples = 12
+  assert ip.get_info(cfg).num_examples == {"train": 12, "eval": 13}
+  (batch,) = ip.eval_batches(cfg, split="train", batch_size=40, normalize=False)
+  chosen = _index_of(batch["image"][batch["mask"]])
+  assert np.bincount(chosen % 4).tolist() == [3, 3, 3, 3]  # stratified
+  expected = model_selection.train_test_split(
+    np.arange(40), train_size=12, random_state=0, stratify=np.arange(40) % 4
+  )[0]
+  np.testing.assert_array_equal(chosen, np.sort(expected))
+  for bad, match in ((41, "must be in \\[1, 40\\]"), (3, "number of classes")):
+    cfg.train_examples = bad
+    with pytest.raises(ValueError, match=match):
+      ip.get_info(cfg)
+  tfds_cfg = _cfg(source="tfds", name="cifar10", train_examples=100)
+  with pytest.raises(ValueError, match="in-memory source"):
+    ip.get_info(tfds_cfg)
+
+
 def test_npz_jpeg_matches_pillow_decode(tmp_path):
   rng = np.random.default_rng(0)
   path = _write_jpeg(tmp_path / "j.npz", rng)

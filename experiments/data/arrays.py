@@ -217,6 +217,41 @@ def _carve(split: ArraySplit, fraction: float, seed: int):
   return take(train_idx), take(val_idx)
 
 
+def stratified_subset(split: ArraySplit, size: int, seed: int) -> ArraySplit:
+  """``size`` examples of ``split``, class proportions kept, in split order.
+
+  Raises:
+    ValueError: when ``size`` exceeds the split or is too small to hold
+      every class.
+
+  Example:
+    >>> labels = np.repeat(np.arange(2), [6, 4])
+    >>> sub = stratified_subset(ArraySplit(np.zeros((10, 1, 1, 1)), labels),
+    ...                         5, seed=0)
+    >>> np.bincount(sub.labels).tolist()
+    [3, 2]
+  """
+  total = len(split.labels)
+  if not 0 < size <= total:
+    raise ValueError(
+      f"config.data.train_examples={size} must be in [1, {total}] (the "
+      "training split's size)."
+    )
+  if size == total:
+    return split
+  classes = np.unique(split.labels).size
+  if size < classes:
+    raise ValueError(
+      f"config.data.train_examples={size} is smaller than the number of "
+      f"classes ({classes}): a stratified subset needs one of each."
+    )
+  index, _ = model_selection.train_test_split(
+    np.arange(total), train_size=size, random_state=seed, stratify=split.labels
+  )
+  index = np.sort(index)
+  return ArraySplit(split.images[index], split.labels[index])
+
+
 def channel_stats(images: np.ndarray) -> tuple[tuple, tuple]:
   """Exact per-channel mean/std in [0, 1] units via 256-bin histograms."""
   values = np.arange(256, dtype=np.float64) / 255.0
@@ -287,6 +322,10 @@ def _load_cached(spec: DataSpec, file_key: tuple) -> ArrayDataset:
   if spec.validation_fraction > 0:
     splits["train"], splits["validation"] = _carve(
       splits["train"], spec.validation_fraction, spec.split_seed
+    )
+  if spec.train_examples:
+    splits["train"] = stratified_subset(
+      splits["train"], spec.train_examples, spec.split_seed
     )
   for split in splits.values():
     split.images.flags.writeable = False

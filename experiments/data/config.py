@@ -12,6 +12,9 @@ they take the defaults below:
   per-channel mean/std are measured (in-memory sources use all of train).
 * `attributes_file` (None): CelebA-HQ attribute annotations (see
   `experiments.data.tfds_source`).
+* `train_examples` (0): when > 0, train on a class-stratified random subset
+  of this many training examples (seeded by `split_seed`, drawn after any
+  validation carve); in-memory sources (npz, sklearn_digits) only.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class DataSpec(NamedTuple):
   download: bool
   stats_examples: int
   attributes_file: str | None
+  train_examples: int = 0
 
 
 _DEFAULTS: dict[str, Any] = dict(
@@ -92,6 +96,7 @@ _DEFAULTS: dict[str, Any] = dict(
   download=True,
   stats_examples=1024,
   attributes_file=None,
+  train_examples=0,
 )
 
 
@@ -202,6 +207,15 @@ def resolve_spec(cfg: Any) -> DataSpec:
       "config.data.name is empty: source='tfds' needs a TFDS dataset name "
       "(e.g. 'cifar10', 'oxford_flowers102', 'celeb_a')."
     )
+  train_examples = _check_int(
+    "config.data.train_examples", _field(cfg, "train_examples"), 0
+  )
+  if train_examples and source == "tfds":
+    raise ValueError(
+      "config.data.train_examples > 0 needs an in-memory source ('npz' or "
+      "'sklearn_digits'); for TFDS use a split slice such as "
+      "train_split='train[:10000]' (not stratified)."
+    )
   download = _field(cfg, "download")
   if not isinstance(download, bool):
     raise TypeError(f"config.data.download must be a bool, got {download!r}.")
@@ -224,6 +238,7 @@ def resolve_spec(cfg: Any) -> DataSpec:
       "config.data.stats_examples", _field(cfg, "stats_examples"), 1
     ),
     download=download,
+    train_examples=train_examples,
     **strings,
     **optional_paths,
   )
