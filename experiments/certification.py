@@ -194,6 +194,31 @@ def _certify_distribution(cfg, key, logits_fn, images, labels, sample_fn):
       for e, a in zip(eps, accs, strict=True)
     }
     out["binomial_eps_min"] = eps_min
+  if cfg.per_image:
+    out["per_image"] = _per_image(
+      res, binom if cfg.binomial.enabled else None, labels, eps
+    )
+  return out
+
+
+def _bits(mask: Any) -> str:
+  """A bool vector as a string of 0/1 (compact, exact, JSON-friendly)."""
+  return "".join("1" if m else "0" for m in np.asarray(mask, bool))
+
+
+def _per_image(res, binom, labels, eps) -> dict[str, Any]:
+  """Which image each certificate certifies at each level (0/1 strings)."""
+  correct = np.asarray(res.pred) == labels
+  bound = np.asarray(res.bound)
+  out = {
+    "correct": _bits(correct),
+    "cc_cert": {eps_key(e): _bits(correct & (bound < e)) for e in eps},
+  }
+  if binom is not None:
+    lower = np.asarray(binom.lower_bound)
+    out["binomial"] = {
+      eps_key(e): _bits(correct & (lower >= 1.0 - e)) for e in eps
+    }
   return out
 
 

@@ -121,6 +121,19 @@ def test_certify_matches_direct_certificates():
     lambda weights, b: 0.3 * b.reshape(b.shape[0], -1) @ weights, w
   )
   assert certification.certify(cfg, key, partial, images, labels) == out
+  # Per-image records: which images each certificate certifies.
+  cfg.per_image = True
+  per_image = certification.certify(cfg, key, logits_fn, images, labels)[
+    "semantic"
+  ]["per_image"]
+  bits = lambda mask: "".join(str(int(m)) for m in mask)
+  assert per_image["correct"] == bits(correct)
+  assert per_image["cc_cert"]["1e-01"] == bits(
+    correct & (np.asarray(res.bound) < 0.1)
+  )
+  assert per_image["binomial"]["2e-01"] == bits(correct & (lower >= 0.8))
+  for k, acc in out["semantic"]["cc_cert"].items():
+    assert per_image["cc_cert"][k].count("1") / 12 == pytest.approx(acc)
 
 
 def _grey(values, size=8):

@@ -53,6 +53,9 @@ def get_certify_config() -> ml_collections.ConfigDict:
       computed from the same draws.
     smoothing: ``enabled``, ``sigma`` (pixel units of [0, 1] images),
       ``n0``, ``n``, ``alpha``, ``radii`` reported, ``num_images``.
+    per_image: also record, per distribution, which images each
+      certificate certifies at each eps (0/1 strings, image order of the
+      certified subset), for paired comparisons between models.
     seed_offsets: fold_in offsets of the per-purpose keys (one per
       distribution and for smoothing, all different).
 
@@ -78,6 +81,7 @@ def get_certify_config() -> ml_collections.ConfigDict:
       ),
       corruptions=dict(names=(), severities=(1, 2, 3, 4, 5)),
       binomial=dict(enabled=True, alpha=1e-3),
+      per_image=False,
       smoothing=dict(
         enabled=True,
         sigma=0.25,
