@@ -41,8 +41,9 @@ from experiments import (
 )
 from experiments import state as state_lib
 
-# Fields that may change between a run and its resume.
-_VOLATILE = ("overwrite", "logging")
+# Fields that may change between a run and its resume (the compilation
+# cache changes only how fast programs are obtained, not what they compute).
+_VOLATILE = ("overwrite", "logging", "compilation_cache_dir")
 _OUTPUTS = (
   "checkpoints",
   "runs",
@@ -202,8 +203,9 @@ def evaluate_robustness(
 def run_one(ctx: train.Context, method: str) -> dict[str, Any]:
   """Trains and evaluates one method; returns its run entry."""
   config = ctx.config
-  t0 = time.time()
+  t0, compile0 = time.time(), logging_utils.compile_totals()
   state, records = train.run_method(ctx, method)
+  first_step = ctx.cache.get(("first_step_time", method))
   entry = dict(
     method=method,
     model=config.model.name,
@@ -221,9 +223,16 @@ def run_one(ctx: train.Context, method: str) -> dict[str, Any]:
       ctx.model, state, config, ctx.mesh, cache=ctx.cache
     ),
     wall_time_s=sum(r["wall_time_s"] for r in records),
+    # This session: from the method's start (model initialisation
+    # included) to the end of its first training step (None when every
+    # stage was already done), and the compilation time of the method.
+    time_to_first_step_s=None if first_step is None else first_step - t0,
     stages=records,
   )
   entry.update(_robustness(ctx, state))
+  entry["compile_time_s"] = (
+    logging_utils.compile_totals().since(compile0).seconds
+  )
   logging.info(
     "%s: clean accuracy %.4f, sparsity %.4f (%.1fs this session)",
     method,
@@ -282,6 +291,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     FileExistsError: the work directory holds another config's results.
     train.NonFiniteLossError: a NaN/Inf training loss.
   """
+  t0, compile0 = time.time(), logging_utils.compile_totals()
   info = config_validation.validate_config(config)
   config_dict = json.loads(config.to_json())
   os.makedirs(workdir, exist_ok=True)
@@ -296,6 +306,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       logging.info("%s: finished earlier, reusing %s", method, path)
       continue
     entry = run_one(ctx, method)
+    first_step = ctx.cache.get(("first_step_time", method))
+    if first_step is not None and not ctx.cache.get(("first_step_logged",)):
+      ctx.cache[("first_step_logged",)] = True
+      logging.info(
+        "First training step of this session %.1fs after the experiment start",
+        first_step - t0,
+      )
     runs.append(entry)
     if jax.process_index() == 0:
       with open(path, "w") as f:
@@ -304,4 +321,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     ctx.writer.flush()
   if jax.process_index() == 0:
     reporting.write_results(workdir, config_dict, runs)
+  compiled = logging_utils.compile_totals().since(compile0)
+  logging.info(
+    "Done in %.1fs; compilation %.1fs (%d programs, %d from the persistent "
+    "cache)",
+    time.time() - t0,
+    compiled.seconds,
+    compiled.compilations,
+    compiled.cache_hits,
+  )
   return {"config": config_dict, "runs": runs}

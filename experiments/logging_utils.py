@@ -6,9 +6,11 @@ import json
 import logging as logging_std
 import math
 import os
+import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
+import jax
 from absl import logging
 
 
@@ -133,6 +135,88 @@ class Progress:
   def log(self, step: int, metrics: dict[str, float]) -> None:
     """Logs the progress line with absl."""
     logging.info("%s", self.line(step, metrics))
+
+
+# jax.monitoring duration events of one compilation: tracing to a jaxpr,
+# lowering to MLIR and the backend compile (or its persistent-cache read).
+COMPILE_EVENTS = (
+  "/jax/core/compile/jaxpr_trace_duration",
+  "/jax/core/compile/jaxpr_to_mlir_module_duration",
+  "/jax/core/compile/backend_compile_duration",
+)
+_BACKEND_EVENT = COMPILE_EVENTS[-1]
+_CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+
+
+class CompileTotals(NamedTuple):
+  """Compilation totals since the process started listening.
+
+  Attributes:
+    seconds: time spent tracing, lowering and compiling (persistent-cache
+      reads included, as JAX times them inside the backend compile).
+    compilations: backend compilations requested (cache hits included).
+    cache_hits: those served by the persistent compilation cache.
+  """
+
+  seconds: float
+  compilations: int
+  cache_hits: int
+
+  def since(self, earlier: CompileTotals) -> CompileTotals:
+    """The totals accumulated after ``earlier``."""
+    return CompileTotals(
+      self.seconds - earlier.seconds,
+      self.compilations - earlier.compilations,
+      self.cache_hits - earlier.cache_hits,
+    )
+
+
+class _CompileClock:
+  """Accumulates jax.monitoring compilation events (thread-safe)."""
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._seconds, self._count, self._hits = 0.0, 0, 0
+
+  def on_duration(self, event: str, duration: float, **_) -> None:
+    if event in COMPILE_EVENTS:
+      with self._lock:
+        self._seconds += duration
+        self._count += event == _BACKEND_EVENT
+
+  def on_event(self, event: str, **_) -> None:
+    if event == _CACHE_HIT_EVENT:
+      with self._lock:
+        self._hits += 1
+
+  def totals(self) -> CompileTotals:
+    with self._lock:
+      return CompileTotals(self._seconds, self._count, self._hits)
+
+
+_CLOCK: _CompileClock | None = None
+
+
+def compile_totals() -> CompileTotals:
+  """Compilation time and counts of this process so far.
+
+  The first call registers the jax.monitoring listeners; compilations
+  before it are not counted (experiments.main calls it before any).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> before = compile_totals()
+    >>> _ = jax.jit(lambda x: x * 3 + 1)(jnp.ones(3))
+    >>> new = compile_totals().since(before)
+    >>> new.compilations >= 1 and new.seconds > 0
+    True
+  """
+  global _CLOCK
+  if _CLOCK is None:
+    _CLOCK = _CompileClock()
+    jax.monitoring.register_event_duration_secs_listener(_CLOCK.on_duration)
+    jax.monitoring.register_event_listener(_CLOCK.on_event)
+  return _CLOCK.totals()
 
 
 def _scalar_metadata() -> bytes:

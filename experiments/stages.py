@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 import csam_jax
@@ -43,15 +44,17 @@ class StageFns(NamedTuple):
     step: ``(state, batch) -> (state, metrics)`` one training step (None for
       one-shot pruning).
     finalize: ``state -> state`` at the end of the stage (hard masks).
-    gmp_update: ``(state, sparsity) -> state`` recomputes magnitude masks at
-      a static sparsity (gmp only, else None).
+    gmp_update: ``(state, num_pruned) -> state`` recomputes magnitude masks
+      pruning ``num_pruned`` weights (an int32 array from
+      ``gmp_num_pruned``, an argument, so one compilation serves every
+      sparsity of the schedule; gmp only, else None).
     num_steps: training steps of the stage.
   """
 
   begin: Callable[[state_lib.TrainState, jax.Array], state_lib.TrainState]
   step: StepFn | None
   finalize: Callable[[state_lib.TrainState], state_lib.TrainState]
-  gmp_update: Callable[[state_lib.TrainState, float], state_lib.TrainState]
+  gmp_update: Callable[[state_lib.TrainState, Any], state_lib.TrainState]
   num_steps: int
 
 
@@ -61,10 +64,8 @@ def all_finite(tree: PyTree) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def magnitude_masks(
-  params: PyTree, masks: PyTree, config: ml_collections.ConfigDict, sparsity
-) -> PyTree:
-  """Hard masks keeping the largest |w * m| (|w| when masks is None)."""
+def _magnitude_scores(params: PyTree, masks: PyTree) -> PyTree:
+  """|w * m| on prunable kernels (|w| when masks is None), None elsewhere."""
   keep = csam_jax.prunable(params)
   scores = jax.tree.map(
     lambda w, k: jnp.abs(w).astype(jnp.float32) if k else None, params, keep
@@ -76,8 +77,47 @@ def magnitude_masks(
       masks,
       is_leaf=lambda x: x is None,
     )
+  return scores
+
+
+def magnitude_masks(
+  params: PyTree, masks: PyTree, config: ml_collections.ConfigDict, sparsity
+) -> PyTree:
+  """Hard masks keeping the largest |w * m| (|w| when masks is None)."""
   return csam_jax.topk_masks(
-    scores, sparsity, scope=config.scope, structure=config.structure
+    _magnitude_scores(params, masks),
+    sparsity,
+    scope=config.scope,
+    structure=config.structure,
+  )
+
+
+def gmp_num_pruned(
+  params: PyTree, sparsity: float, config: ml_collections.ConfigDict
+) -> np.ndarray:
+  """The pruned counts of ``magnitude_masks`` at ``sparsity`` (host ints).
+
+  Only the shapes of ``params`` are read. Passed to ``gmp_update`` as an
+  argument, they give the masks of ``magnitude_masks(..., sparsity)``
+  bit for bit with one compilation for the whole schedule.
+  """
+  return csam_jax.topk_counts(
+    jax.eval_shape(lambda p: _magnitude_scores(p, None), params),
+    sparsity,
+    scope=config.scope,
+    structure=config.structure,
+  )
+
+
+def magnitude_masks_from_counts(
+  params: PyTree, masks: PyTree, config: ml_collections.ConfigDict, num_pruned
+) -> PyTree:
+  """``magnitude_masks`` with a (traced) count from ``gmp_num_pruned``."""
+  return csam_jax.topk_masks_from_counts(
+    _magnitude_scores(params, masks),
+    num_pruned,
+    scope=config.scope,
+    structure=config.structure,
   )
 
 
@@ -331,13 +371,19 @@ def _weight_fns(config, stage, model, num_steps, steps_per_epoch) -> StageFns:
   finalize, gmp_update = (lambda s: s), None
   if stage.kind == "gmp":
 
-    def gmp_update(state, sparsity):
+    def gmp_update(state, num_pruned):
       return state.replace(
-        masks=magnitude_masks(state.params, state.masks, config, sparsity)
+        masks=magnitude_masks_from_counts(
+          state.params, state.masks, config, num_pruned
+        )
       )
 
     def finalize(state):
-      return gmp_update(state, float(config.sparsity))
+      return state.replace(
+        masks=magnitude_masks(
+          state.params, state.masks, config, float(config.sparsity)
+        )
+      )
 
   return StageFns(
     begin, make_weight_step(model, tx), finalize, gmp_update, num_steps

@@ -54,7 +54,9 @@ class Context(NamedTuple):
     writer: metrics writer (writes on process 0 only).
     sample_fn: C-SAM input-variation sampler (or None).
     cache: jitted functions keyed by (stage, name), shared by the methods
-      that run the same stage (one compilation each).
+      that run the same stage (one compilation each); also the wall-clock
+      time of each method's first training step, ``("first_step_time",
+      method)``.
   """
 
   config: Any
@@ -165,6 +167,9 @@ class StageRun(NamedTuple):
       ``elapsed_s`` added); ``meta["records"]`` lists the earlier stages.
     data_seed: seed of the stage's batches.
     t0: wall-clock start of the stage (earlier, resumed time included).
+    started: wall-clock start of the stage in this session (before
+      ``begin``), for the time to its first training step.
+    compile0: compilation totals at ``started``.
   """
 
   label: tuple[str, str]
@@ -174,27 +179,54 @@ class StageRun(NamedTuple):
   meta: dict[str, Any]
   data_seed: int
   t0: float
+  started: float
+  compile0: logging_utils.CompileTotals
+
+
+def _first_step_done(ctx: Context, sr: StageRun, metrics) -> float:
+  """Waits for the first step of the stage; logs and returns its time.
+
+  The time runs from the stage's start in this session (before ``begin``)
+  to the end of its first training step: compilations included. The first
+  of the method's stages to get here also sets the method's first-step
+  time (``ctx.cache[("first_step_time", method)]``, a wall-clock time).
+  """
+  jax.block_until_ready(metrics["loss"])
+  now = time.time()
+  ctx.cache.setdefault(("first_step_time", sr.label[0]), now)
+  compiled = logging_utils.compile_totals().since(sr.compile0)
+  logging.info(
+    "[%s] first training step done %.1fs after the stage start "
+    "(compilation %.1fs: %d programs, %d from the persistent cache)",
+    "/".join(sr.label),
+    now - sr.started,
+    compiled.seconds,
+    compiled.compilations,
+    compiled.cache_hits,
+  )
+  return now - sr.started
 
 
 def _step_loop(
   ctx: Context, sr: StageRun, state: state_lib.TrainState
-) -> state_lib.TrainState:
-  """Steps from ``state.step`` to the end of the stage (periodic saves)."""
+) -> tuple[state_lib.TrainState, float | None]:
+  """Steps from ``state.step`` to the end of the stage (periodic saves).
+
+  Returns:
+    ``(state, seconds from the stage start to the end of its first step in
+    this session, or None when no step was run)``.
+  """
   fns = stage_fns(ctx, sr.stage)
   config, n = ctx.config, fns.num_steps
   start = int(parallel.to_host(state.step))
+  first_step_s = None
   if start >= n:
-    return state
+    return state, first_step_s
   rep = parallel.replicated(ctx.mesh)
   step_fn = _jitted(ctx, (sr.stage, "step"), fns.step, out_shardings=(rep, rep))
   if fns.gmp_update is not None:
-    gmp_fn = _jitted(
-      ctx,
-      (sr.stage, "gmp"),
-      fns.gmp_update,
-      static_argnums=1,
-      out_shardings=rep,
-    )
+    # The pruned count is an argument: one compilation for the schedule.
+    gmp_fn = _jitted(ctx, (sr.stage, "gmp"), fns.gmp_update, out_shardings=rep)
   batches = input_pipeline.train_batches(
     config.data,
     batch_size=config.batch_size,
@@ -211,9 +243,12 @@ def _step_loop(
     if fns.gmp_update is not None:
       sparsity = stages.gmp_sparsity(t, n, config)
       if sparsity is not None:
-        state = gmp_fn(state, sparsity)
+        num_pruned = stages.gmp_num_pruned(state.params, sparsity, config)
+        state = gmp_fn(state, num_pruned)
     batch = parallel.global_batch(next(batches), ctx.mesh)
     state, metrics = step_fn(state, batch)
+    if t == start:
+      first_step_s = _first_step_done(ctx, sr, metrics)
     pending.append((t, metrics))
     saving = sr.ckpt.should_save(t + 1, n)
     if saving or (t + 1) % log_every == 0 or t + 1 == n:
@@ -223,7 +258,7 @@ def _step_loop(
         sr.meta, step=t + 1, done=False, elapsed_s=time.time() - sr.t0
       )
       sr.ckpt.save(t + 1, state, meta)
-  return state
+  return state, first_step_s
 
 
 def run_stage(
@@ -238,14 +273,16 @@ def run_stage(
 
   Returns:
     ``(finalized state, records)``: the records now include this stage
-    (name, kind, steps, wall_time_s, and eval_accuracy of the hard-masked
-    model when config.evaluation.every_stage).
+    (name, kind, steps, wall_time_s, time_to_first_step_s (None when no
+    step ran in this session), compile_time_s (this session's compilation
+    time during the stage, evaluation included), and eval_accuracy of the
+    hard-masked model when config.evaluation.every_stage).
 
   Raises:
     NonFiniteLossError: on a NaN/Inf loss.
   """
   fns = stage_fns(ctx, sr.stage)
-  state = _step_loop(ctx, sr, state)
+  state, first_step_s = _step_loop(ctx, sr, state)
   finalize = _jitted(
     ctx,
     (sr.stage, "finalize"),
@@ -258,6 +295,7 @@ def run_stage(
     kind=sr.stage.kind,
     steps=fns.num_steps,
     wall_time_s=time.time() - sr.t0,
+    time_to_first_step_s=first_step_s,
   )
   if ctx.config.evaluation.every_stage:
     record["eval_accuracy"] = evaluation.evaluate_accuracy(
@@ -266,6 +304,9 @@ def run_stage(
     logging.info(
       "[%s] eval accuracy %.4f", "/".join(sr.label), record["eval_accuracy"]
     )
+  record["compile_time_s"] = (
+    logging_utils.compile_totals().since(sr.compile0).seconds
+  )
   records = list(sr.meta["records"]) + [record]
   meta = dict(
     sr.meta,
@@ -361,7 +402,8 @@ def run_method(
   for i in range(first, len(stage_list)):
     stage = stage_list[i]
     uid = stage_uid(method, i, stage)
-    elapsed = 0.0
+    elapsed, started = 0.0, time.time()
+    compile0 = logging_utils.compile_totals()
     if restored is None:
       rep = parallel.replicated(ctx.mesh)
       begin = _jitted(
@@ -385,6 +427,8 @@ def run_method(
       ),
       data_seed=_data_seed(ctx.config, uid),
       t0=time.time() - elapsed,
+      started=started,
+      compile0=compile0,
     )
     state, records = run_stage(ctx, sr, state)
     sr.ckpt.close()

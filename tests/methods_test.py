@@ -313,7 +313,7 @@ def test_gmp_update_is_monotone():
   s = fns.begin(state, jax.random.PRNGKey(0))
   previous = None
   for sparsity in (0.0, 0.3, 0.6, 0.75):
-    s = fns.gmp_update(s, sparsity)
+    s = fns.gmp_update(s, stages.gmp_num_pruned(s.params, sparsity, config))
     flat = np.concatenate(
       [np.asarray(m).ravel() for m in jax.tree.leaves(s.masks)]
     )

@@ -145,6 +145,13 @@ def get_config() -> ml_collections.ConfigDict:
   # Refuse to reuse a work directory that holds results of another config
   # unless this is True (then the old checkpoints and results are deleted).
   config.overwrite = False
+  # JAX's persistent compilation cache (experiments.main): None for
+  # $XDG_CACHE_HOME/csam_jax/jax_cache (~/.cache/... when unset), a path, or
+  # "" for off. It changes how fast programs are obtained, never what they
+  # compute, so it may differ between a run and its resume.
+  config.compilation_cache_dir = ml_collections.FieldReference(
+    None, field_type=str
+  )
   config.methods = METHODS
 
   config.model = ml_collections.ConfigDict(
