@@ -1,0 +1,87 @@
+"""The reproduction study on this kind of machine (2 CPU cores).
+
+  python -m experiments.study --config=experiments/configs/study_cpu.py
+
+Real CIFAR-10 (the shared JPEG npz), a reduced ResNet-18 and a stratified
+10,000-image training subset; every variant at sparsity 0.9, C-SAM and the
+two strongest baselines also at 0.8 and 0.95; three seeds. Each model is
+certified on the same seeded 1,000 test images with N = 10 x 100 draws of
+the composed brightness (+-0.2) and contrast ([0.7, 1.3], x * c) variations,
+the distribution C-SAM's hinge trains on; CIFAR-10-C accuracy on 500 images.
+Records go to results/study_cpu/cells/ (commit them as cells finish).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from experiments.configs import default
+
+VARIANTS_AT_MAIN = (
+  "dense",
+  "dense_sam",
+  "sam_prune",
+  "prune_sam",
+  "gmp",
+  "hydra",
+  "csam",
+  "csam_rho0",
+  "csam_no_cert",
+  "csam_car",
+  "hydra_layer",
+)
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the CPU study config."""
+  config = default.get_config()
+  config.name = "study_cpu"
+  config.model.update(dict(name="resnet18", width=0.125, stem="cifar"))
+  config.data.update(
+    dict(
+      source="npz",
+      name="",
+      path="../shared/data/cifar10_jpeg.npz",
+      image_size=32,
+      channels=3,
+      train_split="train",
+      eval_split="test",
+      augment="cifar",
+      num_classes=10,
+      train_examples=10_000,
+    )
+  )
+  config.batch_size = 128
+  config.sparsity = 0.9
+  config.pretrain.epochs = 15.0
+  config.search.epochs = 3.0
+  config.finetune.epochs = 3.0
+  config.gmp.update_every = 20
+  config.checkpoint.every_steps = 200
+  config.logging.tensorboard = False
+  config.logging.log_every_steps = 50
+  ranges = dict(brightness=0.2, contrast=1.3)
+  config.search.csam.variations.ranges = ranges
+  cert = config.certify
+  cert.semantic.ranges = ranges
+  cert.distributions = ("semantic",)
+  cert.num_images = 1000
+  cert.num_samples = 100
+  cert.num_bounds = 10
+  cert.batch_size = 1000
+  cert.smoothing.enabled = False
+  config.corruptions.num_images = 500
+  config.study = ml_collections.ConfigDict(
+    dict(
+      name="study_cpu",
+      variants=VARIANTS_AT_MAIN,
+      sparsity=0.9,
+      extra_sparsities=(0.8, 0.95),
+      # C-SAM and the two strongest baselines of the pilot at 0.9.
+      extra_variants=("csam", "hydra", "gmp"),
+      seeds=(0, 1, 2),
+      main_variant="csam",
+      main_distribution="semantic",
+    )
+  )
+  return config

@@ -1,0 +1,435 @@
+"""Aggregates a study's cell records into RESULTS.md, summary.json, plots.
+
+Reads ``<results_dir>/cells/*.json`` (written by `experiments.study`) and
+nothing else, so a study can be re-aggregated anywhere from the committed
+records. What it reports:
+
+* per variant and sparsity: mean and 95% Student-t interval over seeds of
+  clean accuracy, CC-Cert certified accuracy at eps 1e-2 and 1e-3 (per
+  distribution), the Clopper-Pearson certificate at 1e-2 (n/a below its
+  ``eps_min``), CIFAR-10-C accuracy, wall time;
+* paired per-image comparisons of the main variant (C-SAM) with every other
+  variant at the same sparsity, on the certified indicator of the main
+  distribution at 1e-2: the exact McNemar test pooled over seeds and per
+  seed, with the difference and its interval (`experiments.study_stats`);
+* the headline: relative improvement in certified accuracy of the main
+  variant over the best baseline at the same sparsity (defined in the
+  report);
+* plots: certified accuracy vs sparsity with interval bands, and certified
+  vs clean accuracy per variant.
+
+Hand-written text (the sweep that set the defaults, the interpretation)
+lives in ``<results_dir>/narrative.md`` and is copied to the top of
+RESULTS.md; aggregation never overwrites it.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from experiments import study_stats
+
+# Baselines of the headline comparison: the pruning methods of the paper and
+# their reference-fidelity variants (not the dense models, not ablations).
+BASELINES = (
+  "sam_prune",
+  "prune_sam",
+  "gmp",
+  "hydra",
+  "gmp_layer",
+  "hydra_layer",
+)
+LEVELS = ("1e-02", "1e-03")
+
+
+def load_records(results_dir: str) -> list[dict[str, Any]]:
+  """Every cell record, sorted by (sparsity, variant, seed).
+
+  Raises:
+    ValueError: a record that is not valid JSON or lacks a field.
+  """
+  out = []
+  for path in sorted(glob.glob(os.path.join(results_dir, "cells", "*.json"))):
+    try:
+      with open(path) as f:
+        rec = json.load(f)
+      rec["variant"], rec["sparsity"], rec["seed"]
+    except (json.JSONDecodeError, KeyError) as e:
+      raise ValueError(f"{path}: not a valid study record ({e})") from e
+    out.append(rec)
+  return sorted(out, key=lambda r: (r["sparsity"], r["variant"], r["seed"]))
+
+
+def _metric(rec: dict, dist: str, cert: str, level: str) -> float | None:
+  value = ((rec.get("certification") or {}).get(dist) or {}).get(cert, {})
+  return value.get(level)
+
+
+def _interval(values: list[float | None]) -> dict[str, Any] | None:
+  values = [v for v in values if v is not None]
+  if not values:
+    return None
+  return study_stats.seed_interval(values)._asdict()
+
+
+def _distributions(records: list[dict]) -> list[str]:
+  names = []
+  for rec in records:
+    for name, value in (rec.get("certification") or {}).items():
+      if isinstance(value, dict) and "cc_cert" in value and name not in names:
+        names.append(name)
+  return names
+
+
+def summarize_groups(records: list[dict]) -> list[dict[str, Any]]:
+  """Per (variant, sparsity): seed intervals of every reported metric."""
+  groups = collections.defaultdict(list)
+  for rec in records:
+    groups[(rec["variant"], rec["sparsity"])].append(rec)
+  dists = _distributions(records)
+  out = []
+  for (variant, sparsity), recs in groups.items():
+    row = dict(
+      variant=variant,
+      sparsity=sparsity,
+      seeds=sorted(r["seed"] for r in recs),
+      clean_accuracy=_interval([r["clean_accuracy"] for r in recs]),
+      wall_time_s=_interval([r["wall_time_s"] for r in recs]),
+      corruption_accuracy=_interval(
+        [
+          (r.get("corruptions") or {}).get("mean_corruption_accuracy")
+          for r in recs
+        ]
+      ),
+      certified={},
+    )
+    for dist in dists:
+      row["certified"][dist] = {
+        f"{cert}@{level}": _interval(
+          [_metric(r, dist, cert, level) for r in recs]
+        )
+        for cert in ("cc_cert", "binomial")
+        for level in LEVELS
+      }
+    out.append(row)
+  return out
+
+
+def _bits(rec: dict, dist: str, level: str) -> np.ndarray | None:
+  per_image = ((rec.get("certification") or {}).get(dist) or {}).get(
+    "per_image"
+  )
+  if not per_image:
+    return None
+  return np.frombuffer(per_image["cc_cert"][level].encode(), np.uint8) == 49
+
+
+def paired_comparisons(
+  records: list[dict], main: str, dist: str, level: str = "1e-02"
+) -> list[dict[str, Any]]:
+  """The main variant vs every other one, per sparsity: pooled and per seed.
+
+  Pairs are (same sparsity, same seed, same image); seeds present for only
+  one of the two variants are left out.
+  """
+  by_key = {(r["variant"], r["sparsity"], r["seed"]): r for r in records}
+  out = []
+  for sparsity in sorted({r["sparsity"] for r in records}):
+    others = sorted(
+      {r["variant"] for r in records if r["sparsity"] == sparsity} - {main}
+    )
+    for other in others:
+      pooled_a, pooled_b, per_seed = [], [], {}
+      for seed in sorted({r["seed"] for r in records}):
+        a = by_key.get((main, sparsity, seed))
+        b = by_key.get((other, sparsity, seed))
+        if a is None or b is None:
+          continue
+        bits_a, bits_b = _bits(a, dist, level), _bits(b, dist, level)
+        if bits_a is None or bits_b is None:
+          continue
+        if bits_a.shape != bits_b.shape:
+          raise ValueError(
+            f"{main} and {other} at s={sparsity}, seed {seed} were certified "
+            "on different numbers of images: not paired"
+          )
+        per_seed[seed] = study_stats.paired_comparison(bits_a, bits_b)._asdict()
+        pooled_a.append(bits_a)
+        pooled_b.append(bits_b)
+      if not per_seed:
+        continue
+      pooled = study_stats.paired_comparison(
+        np.concatenate(pooled_a), np.concatenate(pooled_b)
+      )
+      out.append(
+        dict(
+          main=main,
+          other=other,
+          sparsity=sparsity,
+          distribution=dist,
+          level=level,
+          pooled=pooled._asdict(),
+          per_seed=per_seed,
+        )
+      )
+  return out
+
+
+def headline(
+  groups: list[dict], main: str, dist: str, level: str = "1e-02"
+) -> list[dict[str, Any]]:
+  """Relative improvement of ``main`` over the best baseline, per sparsity."""
+  out = []
+  for sparsity in sorted({g["sparsity"] for g in groups}):
+    at = {g["variant"]: g for g in groups if g["sparsity"] == sparsity}
+    mine = (at.get(main) or {}).get("certified", {}).get(dist, {})
+    mine = mine.get(f"cc_cert@{level}")
+    base = {
+      v: g["certified"].get(dist, {}).get(f"cc_cert@{level}")
+      for v, g in at.items()
+      if v in BASELINES
+    }
+    base = {v: iv for v, iv in base.items() if iv is not None}
+    if mine is None or not base:
+      continue
+    best = max(base, key=lambda v: base[v]["mean"])
+    out.append(
+      dict(
+        sparsity=sparsity,
+        main=main,
+        main_certified=mine["mean"],
+        best_baseline=best,
+        best_certified=base[best]["mean"],
+        relative_improvement=study_stats.relative_improvement(
+          mine["mean"], base[best]["mean"]
+        ),
+      )
+    )
+  return out
+
+
+def _pct(iv: dict | None) -> str:
+  if iv is None:
+    return "n/a"
+  if math.isnan(iv["low"]):
+    return f"{100 * iv['mean']:.1f}"
+  half = (iv["high"] - iv["low"]) / 2
+  return f"{100 * iv['mean']:.1f} ± {100 * half:.1f}"
+
+
+def _groups_table(groups: list[dict], dists: list[str]) -> str:
+  header = ["variant", "sparsity", "seeds", "clean acc. (%)"]
+  for d in dists:
+    header += [f"{d} CC-Cert@1e-2", f"{d} CC-Cert@1e-3", f"{d} CP@1e-2"]
+  header += ["CIFAR-10-C acc. (%)", "wall time (s)"]
+  lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+  for g in groups:
+    cells = [
+      g["variant"],
+      f"{g['sparsity']:.2f}",
+      str(len(g["seeds"])),
+      _pct(g["clean_accuracy"]),
+    ]
+    for d in dists:
+      c = g["certified"].get(d, {})
+      cells += [
+        _pct(c.get("cc_cert@1e-02")),
+        _pct(c.get("cc_cert@1e-03")),
+        _pct(c.get("binomial@1e-02")),
+      ]
+    wall = g["wall_time_s"]
+    cells += [
+      _pct(g["corruption_accuracy"]),
+      f"{wall['mean']:.0f}" if wall else "n/a",
+    ]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def _comparisons_table(comparisons: list[dict]) -> str:
+  header = [
+    "sparsity",
+    "C-SAM vs",
+    "difference (points) [95% CI]",
+    "only C-SAM / only other",
+    "McNemar p (pooled)",
+    "p per seed",
+  ]
+  lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+  for c in comparisons:
+    p = c["pooled"]
+    seeds = ", ".join(
+      f"{s}: {v['p_value']:.3g}" for s, v in c["per_seed"].items()
+    )
+    lines.append(
+      f"| {c['sparsity']:.2f} | {c['other']} | {100 * p['difference']:+.1f} "
+      f"[{100 * p['low']:+.1f}, {100 * p['high']:+.1f}] | {p['only_a']} / "
+      f"{p['only_b']} | {p['p_value']:.3g} | {seeds} |"
+    )
+  return "\n".join(lines)
+
+
+HEADLINE_DEFINITION = (
+  "Relative improvement in certified robustness over the best baseline: "
+  "(A_main - A_best) / A_best, where A is the CC-Cert certified accuracy "
+  "at eps = 1e-2 under the main distribution, averaged over seeds, and "
+  "A_best the highest such accuracy among the pruning baselines ("
+  + ", ".join(BASELINES)
+  + ") run at the same sparsity. The paper reports 'up to +42%' on this "
+  "kind of ratio."
+)
+
+
+def aggregate(results_dir: str, study: Any) -> dict[str, Any]:
+  """Writes summary.json, RESULTS.md and the plots; returns the summary."""
+  records = load_records(results_dir)
+  dists = _distributions(records)
+  main_dist = study.main_distribution
+  groups = summarize_groups(records)
+  comparisons = (
+    paired_comparisons(records, study.main_variant, main_dist)
+    if main_dist in dists
+    else []
+  )
+  summary = dict(
+    study=study.name,
+    num_records=len(records),
+    main_variant=study.main_variant,
+    main_distribution=main_dist,
+    groups=groups,
+    comparisons=comparisons,
+    headline=headline(groups, study.main_variant, main_dist),
+    headline_definition=HEADLINE_DEFINITION,
+  )
+  os.makedirs(results_dir, exist_ok=True)
+  with open(os.path.join(results_dir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+  with open(os.path.join(results_dir, "RESULTS.md"), "w") as f:
+    f.write(results_markdown(results_dir, summary, dists, records))
+  plot_vs_sparsity(
+    groups, main_dist, os.path.join(results_dir, "vs_sparsity.png")
+  )
+  plot_vs_clean(groups, main_dist, os.path.join(results_dir, "vs_clean.png"))
+  return summary
+
+
+def results_markdown(
+  results_dir: str, summary: dict, dists: list[str], records: list[dict]
+) -> str:
+  """RESULTS.md: the narrative (if any), then the measured tables."""
+  parts = []
+  narrative = os.path.join(results_dir, "narrative.md")
+  if os.path.exists(narrative):
+    with open(narrative) as f:
+      parts.append(f.read().strip())
+  else:
+    parts.append(f"# Study {summary['study']}")
+  parts.append(
+    f"## Measured ({summary['num_records']} cells; generated by "
+    "`python -m experiments.study --aggregate`)\n\n"
+    "Mean ± half-width of the 95% Student-t interval over seeds, in "
+    "percent. CC-Cert = certified accuracy at the given eps; CP = the "
+    "Clopper-Pearson certificate from the same draws (n/a where it cannot "
+    "reach eps)."
+  )
+  parts.append(_groups_table(summary["groups"], dists))
+  if summary["comparisons"]:
+    parts.append(
+      f"### Paired comparisons ({summary['main_distribution']}, CC-Cert "
+      "@1e-2, per image)\n\nExact McNemar test on the images only one of "
+      "the two models certifies; pooled over seeds (the pairs of every seed "
+      "concatenated) and per seed. Difference = certified accuracy of "
+      f"{summary['main_variant']} minus the other's, with its Wald 95% "
+      "interval for paired proportions.\n\n"
+      + _comparisons_table(summary["comparisons"])
+    )
+  lines = [f"### Headline\n\n{summary['headline_definition']}\n"]
+  for h in summary["headline"]:
+    lines.append(
+      f"- sparsity {h['sparsity']:.2f}: {h['main']} "
+      f"{100 * h['main_certified']:.1f}% vs best baseline "
+      f"{h['best_baseline']} {100 * h['best_certified']:.1f}%: "
+      f"{100 * h['relative_improvement']:+.1f}% relative"
+    )
+  if not summary["headline"]:
+    lines.append("- not computable yet (no main variant or baseline cells).")
+  parts.append("\n".join(lines))
+  conv = next(
+    ((r.get("certification") or {}).get("conventions") for r in records), None
+  )
+  if conv:
+    parts.append(f"Certification conventions: {json.dumps(conv)}.")
+  return "\n\n".join(parts) + "\n"
+
+
+def _save(fig: Figure, path: str) -> str:
+  FigureCanvasAgg(fig)
+  fig.savefig(path, dpi=120, bbox_inches="tight")
+  return path
+
+
+def plot_vs_sparsity(groups: list[dict], dist: str, path: str) -> str | None:
+  """Certified accuracy (CC-Cert @1e-2) vs sparsity, 95% bands; variants
+  with at least two sparsities."""
+  lines = collections.defaultdict(dict)
+  for g in groups:
+    iv = g["certified"].get(dist, {}).get("cc_cert@1e-02")
+    if iv is not None:
+      lines[g["variant"]][g["sparsity"]] = iv
+  lines = {v: by_s for v, by_s in lines.items() if len(by_s) >= 2}
+  if not lines:
+    return None
+  fig = Figure(figsize=(6, 4))
+  ax = fig.add_subplot(1, 1, 1)
+  for variant, by_s in sorted(lines.items()):
+    xs = sorted(by_s)
+    mean = np.array([by_s[x]["mean"] for x in xs])
+    low = np.array([by_s[x]["low"] for x in xs])
+    high = np.array([by_s[x]["high"] for x in xs])
+    ax.plot(xs, mean, marker="o", label=variant)
+    if not np.isnan(low).any():
+      ax.fill_between(xs, low, high, alpha=0.2)
+  ax.set_xlabel("sparsity")
+  ax.set_ylabel(f"certified accuracy ({dist}, CC-Cert, eps=1e-2)")
+  ax.legend(fontsize="small")
+  return _save(fig, path)
+
+
+def plot_vs_clean(groups: list[dict], dist: str, path: str) -> str | None:
+  """Certified vs clean accuracy, one point per (variant, sparsity), with
+  95% intervals as error bars."""
+  points = [
+    (g, g["certified"].get(dist, {}).get("cc_cert@1e-02")) for g in groups
+  ]
+  points = [
+    (g, iv) for g, iv in points if iv is not None and g["clean_accuracy"]
+  ]
+  if not points:
+    return None
+  fig = Figure(figsize=(6, 4.5))
+  ax = fig.add_subplot(1, 1, 1)
+  for g, iv in points:
+    clean = g["clean_accuracy"]
+    err = lambda i: 0.0 if math.isnan(i["low"]) else (i["high"] - i["low"]) / 2
+    ax.errorbar(
+      clean["mean"],
+      iv["mean"],
+      xerr=err(clean),
+      yerr=err(iv),
+      marker="o",
+      capsize=3,
+      label=f"{g['variant']} s={g['sparsity']:g}",
+    )
+  ax.set_xlabel("clean accuracy")
+  ax.set_ylabel(f"certified accuracy ({dist}, CC-Cert, eps=1e-2)")
+  ax.legend(fontsize="x-small")
+  return _save(fig, path)

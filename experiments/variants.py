@@ -1,0 +1,117 @@
+"""Named variants: a method plus config overrides, defined once.
+
+A study compares variants, not only methods: the seven methods as they
+are, C-SAM's ablations (where does a gain come from?) and baselines in the
+setting of their reference code. Each variant is one `Variant` in
+`VARIANTS`; `variant_config` applies it to an experiment config.
+
+  ==================  =========  =========================================
+  variant             method     overrides
+  ==================  =========  =========================================
+  dense ... csam      itself     none (the harness's defaults)
+  csam_rho0           csam       search.csam.rho = 0: no mask perturbation
+  csam_no_cert        csam       search.csam.lam_cert = 0: no hinge
+  csam_car            csam       the CAR description: percentile init,
+                                 soft forward, consistency term on
+  csam_global         csam       search.csam.radius = "global"
+  hydra_layer         hydra      scope = "layer": per-layer top-k on
+                                 |score|, as HYDRA's reference
+  gmp_layer           gmp        scope = "layer": per-layer magnitude
+                                 pruning (Zhu & Gupta)
+  ==================  =========  =========================================
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any, NamedTuple
+
+import ml_collections
+
+from experiments import methods
+
+
+class Variant(NamedTuple):
+  """A method and the config fields it overrides (dotted paths)."""
+
+  method: str
+  overrides: types.MappingProxyType
+  description: str
+
+
+def _variant(method: str, description: str, **overrides: Any) -> Variant:
+  flat = {k.replace("__", "."): v for k, v in overrides.items()}
+  return Variant(method, types.MappingProxyType(flat), description)
+
+
+VARIANTS: dict[str, Variant] = {
+  **{m: _variant(m, f"{m} as configured") for m in methods.METHODS},
+  "csam_rho0": _variant(
+    "csam", "C-SAM without the mask perturbation", search__csam__rho=0.0
+  ),
+  "csam_no_cert": _variant(
+    "csam",
+    "C-SAM without the certification hinge",
+    search__csam__lam_cert=0.0,
+  ),
+  "csam_car": _variant(
+    "csam",
+    "the CAR description: percentile init, soft forward, consistency on",
+    search__csam__init="percentile",
+    search__csam__forward="soft",
+    search__csam__lam_cons=1.0,
+  ),
+  "csam_global": _variant(
+    "csam", "C-SAM with one global radius", search__csam__radius="global"
+  ),
+  "hydra_layer": _variant(
+    "hydra", "HYDRA with per-layer top-k (its reference)", scope="layer"
+  ),
+  "gmp_layer": _variant(
+    "gmp", "GMP with per-layer magnitude pruning (Zhu & Gupta)", scope="layer"
+  ),
+}
+
+
+def get_variant(name: str) -> Variant:
+  """The variant called ``name``.
+
+  Raises:
+    ValueError: for an unknown name (the message lists the valid ones).
+
+  Example:
+    >>> get_variant("csam_rho0").method
+    'csam'
+  """
+  if name not in VARIANTS:
+    raise ValueError(f"unknown variant {name!r}; valid: {tuple(VARIANTS)}")
+  return VARIANTS[name]
+
+
+def variant_config(
+  config: ml_collections.ConfigDict, name: str
+) -> ml_collections.ConfigDict:
+  """A copy of ``config`` running only the variant's method, overridden.
+
+  Raises:
+    ValueError: an unknown variant, or an override naming a field the
+      config does not have.
+
+  Example:
+    >>> from experiments.configs import default
+    >>> cfg = variant_config(default.get_config(), "csam_car")
+    >>> cfg.methods, cfg.search.csam.forward, cfg.search.csam.lam_cons
+    (('csam',), 'soft', 1.0)
+  """
+  variant = get_variant(name)
+  out = config.copy_and_resolve_references()
+  out.methods = (variant.method,)
+  for path, value in variant.overrides.items():
+    *parents, leaf = path.split(".")
+    section = out
+    for part in parents:
+      section = section[part]
+    if leaf not in section:
+      raise ValueError(f"variant {name!r}: the config has no field {path!r}")
+    section[leaf] = value
+  return out

@@ -1,0 +1,173 @@
+"""The study runner: grid, shared pretraining, records, resume, report."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments import experiment, study, study_report, study_stats, variants
+from experiments.configs import smoke, study_cpu
+
+
+def _tiny_study():
+  config = smoke.get_config()
+  config.certify.enabled = True
+  config.certify.update(
+    dict(num_images=16, num_samples=4, num_bounds=2, batch_size=64)
+  )
+  config.certify.distributions = ("semantic",)
+  config.certify.smoothing.enabled = False
+  config.study = dict(
+    name="tiny",
+    variants=("hydra", "csam"),
+    sparsity=0.5,
+    extra_sparsities=(),
+    extra_variants=(),
+    seeds=(0,),
+    main_variant="csam",
+    main_distribution="semantic",
+  )
+  return config
+
+
+def test_grid_and_cell_configs():
+  config = study_cpu.get_config()
+  grid = study.cells(config.study)
+  assert len(grid) == 3 * (11 + 2 * 3)
+  assert grid[0] == study.Cell("dense", 0.9, 0)
+  assert study.Cell("csam", 0.95, 2) in grid
+  cfg = study.cell_config(config, study.Cell("csam_car", 0.8, 1))
+  assert (cfg.seed, cfg.sparsity, cfg.methods) == (1, 0.8, ("csam",))
+  assert cfg.search.csam.forward == "soft" and cfg.certify.per_image
+  assert "study" not in cfg
+  # Pretraining is shared by every cell of a seed, not across seeds.
+  key = lambda v, s, seed: study.pretrain_key(
+    study.cell_config(config, study.Cell(v, s, seed))
+  )
+  assert key("csam_car", 0.8, 1) == key("dense", 0.9, 1)
+  assert key("dense", 0.9, 1) != key("dense", 0.9, 2)
+
+
+def test_bad_study_fields():
+  for field, value, match in (
+    ("variants", ("csam", "bogus"), "unknown variant 'bogus'"),
+    ("seeds", (0, 0), "distinct"),
+    ("seeds", (), "distinct"),
+    ("extra_sparsities", (1.0,), r"in \(0, 1\)"),
+    ("main_variant", "gmp", "main_variant"),
+  ):
+    config = _tiny_study()
+    config.study[field] = value
+    with pytest.raises(ValueError, match=match):
+      study.validate_study(config.study)
+  with pytest.raises(ValueError, match="no field 'search.csam.nope'"):
+    variants.VARIANTS["x"] = variants._variant("csam", "", search__csam__nope=1)
+    try:
+      variants.variant_config(smoke.get_config(), "x")
+    finally:
+      del variants.VARIANTS["x"]
+
+
+def test_study_runs_shares_pretraining_resumes_and_reports(
+  tmp_path, monkeypatch
+):
+  config = _tiny_study()
+  workdir, results = str(tmp_path / "work"), str(tmp_path / "results")
+  calls = []
+  real_run = experiment.run
+  monkeypatch.setattr(
+    experiment, "run", lambda cfg, d: calls.append(d) or real_run(cfg, d)
+  )
+  summary = study.run_study(config, workdir, results)
+  assert len(calls) == 2 and summary["num_records"] == 2
+  # One pretraining directory, shared by both variants.
+  assert len(os.listdir(os.path.join(workdir, "pretrain"))) == 1
+  recs = {r["cell"]: r for r in study_report.load_records(results)}
+  hydra, csam = recs["hydra__s0.50__seed0"], recs["csam__s0.50__seed0"]
+  assert hydra["stages"][0] == csam["stages"][0]  # the same pretraining run
+  assert csam["sparsity_reached"] == pytest.approx(0.5, abs=0.01)
+  assert len(csam["certification"]["semantic"]["per_image"]["correct"]) == 16
+  # Resume: a missing record reruns only its cell (from its work directory).
+  os.remove(os.path.join(results, "cells", "csam__s0.50__seed0.json"))
+  calls.clear()
+  study.run_study(config, workdir, results)
+  assert [os.path.basename(c) for c in calls] == ["csam__s0.50__seed0"]
+  assert study_report.load_records(results)[0] == csam
+  with open(os.path.join(results, "summary.json")) as f:
+    summary = json.load(f)
+  (comparison,) = summary["comparisons"]
+  assert comparison["other"] == "hydra" and list(comparison["per_seed"]) == [
+    "0"
+  ]
+  text = open(os.path.join(results, "RESULTS.md")).read()
+  assert "Paired comparisons" in text and "| hydra |" in text
+
+
+def _record(variant, seed, certified, clean=0.8, sparsity=0.9):
+  bits = "".join("1" if c else "0" for c in certified)
+  return dict(
+    cell=f"{variant}__s{sparsity:.2f}__seed{seed}",
+    variant=variant,
+    sparsity=sparsity,
+    seed=seed,
+    clean_accuracy=clean,
+    wall_time_s=10.0,
+    certification=dict(
+      semantic=dict(
+        cc_cert={"1e-02": float(np.mean(certified)), "1e-03": 0.0},
+        binomial={"1e-02": None, "1e-03": None},
+        per_image=dict(cc_cert={"1e-02": bits, "1e-03": "0" * len(bits)}),
+      )
+    ),
+  )
+
+
+def test_aggregate_hand_made_records(tmp_path):
+  rng = np.random.default_rng(0)
+  records = []
+  for seed in range(3):
+    base = rng.random(200) < 0.3
+    extra = rng.random(200) < 0.1
+    records += [
+      _record("csam", seed, base | extra, clean=0.81 + 0.01 * seed),
+      _record("hydra", seed, base),
+      _record("gmp", seed, base & (rng.random(200) < 0.8)),
+    ]
+  for r in records:
+    study.write_json(str(tmp_path / "cells" / (r["cell"] + ".json")), r)
+  config = _tiny_study()
+  summary = study_report.aggregate(str(tmp_path), config.study)
+  groups = {g["variant"]: g for g in summary["groups"]}
+  clean = study_stats.seed_interval([0.81, 0.82, 0.83])
+  assert groups["csam"]["clean_accuracy"]["low"] == pytest.approx(clean.low)
+  bits = lambda v: np.concatenate(
+    [
+      np.array(
+        list(r["certification"]["semantic"]["per_image"]["cc_cert"]["1e-02"])
+      )
+      == "1"
+      for r in records
+      if r["variant"] == v
+    ]
+  )
+  expected = study_stats.paired_comparison(bits("csam"), bits("hydra"))
+  comp = {c["other"]: c for c in summary["comparisons"]}
+  assert comp["hydra"]["pooled"] == pytest.approx(expected._asdict())
+  assert comp["hydra"]["pooled"]["only_b"] == 0  # C-SAM adds images only
+  (h,) = summary["headline"]
+  assert h["best_baseline"] == "hydra"
+  cert = lambda v: groups[v]["certified"]["semantic"]["cc_cert@1e-02"]["mean"]
+  assert h["relative_improvement"] == pytest.approx(
+    (cert("csam") - cert("hydra")) / cert("hydra")
+  )
+  text = (tmp_path / "RESULTS.md").read_text()
+  assert "(A_main - A_best) / A_best" in text
+  assert (tmp_path / "vs_clean.png").exists()
+  # A hand-written narrative stays on top; a corrupt record is named.
+  (tmp_path / "narrative.md").write_text("# Our study\n\nWhat we found.")
+  study_report.aggregate(str(tmp_path), config.study)
+  assert (tmp_path / "RESULTS.md").read_text().startswith("# Our study")
+  (tmp_path / "cells" / "bad.json").write_text("{")
+  with pytest.raises(ValueError, match="bad.json: not a valid study record"):
+    study_report.aggregate(str(tmp_path), config.study)
