@@ -3,11 +3,19 @@
 import json
 import os
 
+import data_files
 import numpy as np
 import pytest
 
-from experiments import experiment, study, study_report, study_stats, variants
-from experiments.configs import smoke, study_cpu
+from experiments import (
+  config_validation,
+  experiment,
+  study,
+  study_report,
+  study_stats,
+  variants,
+)
+from experiments.configs import smoke, study_cpu, study_paper
 
 
 def _tiny_study():
@@ -47,6 +55,20 @@ def test_grid_and_cell_configs():
   )
   assert key("csam_car", 0.8, 1) == key("dense", 0.9, 1)
   assert key("dense", 0.9, 1) != key("dense", 0.9, 2)
+
+
+def test_study_configs_validate():
+  config = study_cpu.get_config()
+  config.data.path = data_files.cifar10_npz()
+  cfg = study.cell_config(config, study.cells(config.study)[0])
+  info = config_validation.validate_config(cfg)
+  assert info.num_examples["train"] == 10_000  # the stratified subset
+  for arg in ("cifar10c", "flowers102/mobilenet_v2", "celebahq/googlenet"):
+    paper = study_paper.get_config(arg)
+    study.validate_study(paper.study)
+    assert len(study.cells(paper.study)) == 3 * (11 + 2 * 3)
+  with pytest.raises(ValueError, match="unknown model 'vgg'"):
+    study_paper.get_config("cifar10c/vgg")
 
 
 def test_bad_study_fields():
