@@ -32,7 +32,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import experiment, logging_utils, parallel
+from experiments import experiment, logging_utils, parallel, state
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config",
@@ -130,6 +130,11 @@ def main(argv: list[str]) -> None:
     cpu_collectives=_CPU_COLLECTIVES.value,
   )
   config = _CONFIG.value
+  if config.model.get("init_prng", "threefry") not in state.INIT_PRNGS:
+    raise ValueError(
+      f"config.model.init_prng must be one of {state.INIT_PRNGS}, got "
+      f"{config.model.init_prng!r}."
+    )
   workdir = _WORKDIR.value or default_workdir(config.name)
   logging.info("Config %s, work directory %s", config.name, workdir)
   results = experiment.run(config, workdir)

@@ -345,12 +345,19 @@ def _find_resume(ctx, method, stage_list, templates):
 
 
 def init_state(ctx: Context) -> state_lib.TrainState:
-  """The initial (replicated) state from ``config.seed``."""
+  """The initial (replicated) state from ``config.seed``.
+
+  The parameters are drawn with ``config.model.init_prng`` (a key derived
+  from the seed, ``state.init_key``).
+  """
+  impl = ctx.config.model.get("init_prng", "threefry")
   key = jax.random.fold_in(jax.random.PRNGKey(ctx.config.seed), 2**20)
   init = _jitted(
     ctx,
     ("init",),
-    lambda k: state_lib.init_train_state(ctx.model, k, ctx.info.image_shape),
+    lambda k: state_lib.init_train_state(
+      ctx.model, state_lib.init_key(k, impl), ctx.info.image_shape
+    ),
     out_shardings=parallel.replicated(ctx.mesh),
   )
   return init(key)

@@ -1,0 +1,167 @@
+"""Start-up: GMP compiles its mask update once; the persistent compilation
+cache gives bitwise-identical reruns; the timing fields of results.json;
+the initialisation PRNG."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import (
+  config_validation,
+  experiment,
+  main,
+  methods,
+  stages,
+  train,
+)
+from experiments import state as state_lib
+from experiments.configs import smoke
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMING = (
+  "wall_time_s",
+  "time_to_first_step_s",
+  "compile_time_s",
+  "steps_per_second",
+  "time",
+)
+
+
+def test_gmp_mask_update_compiles_once(tmp_path):
+  config = smoke.get_config()
+  config.methods = ("gmp",)
+  config.search.num_steps = 8  # the gmp stage: 8 steps, updates at 0..6
+  config.gmp.end_fraction = 0.75
+  config.checkpoint.enabled = False
+  config.evaluation.every_stage = False
+  info = config_validation.validate_config(config)
+  ctx = experiment.make_context(config, str(tmp_path), info)
+  state, _ = train.run_method(ctx, "gmp")
+  stage = methods.get_stages("gmp")[1]
+  assert stage.kind == "gmp"
+  params = state.params
+  counts = {
+    int(stages.gmp_num_pruned(params, s, config))
+    for s in (stages.gmp_sparsity(t, 8, config) for t in range(8))
+    if s is not None
+  }
+  assert len(counts) == 7  # seven different sparsities ...
+  assert ctx.cache[(stage, "gmp")]._cache_size() == 1  # ... one program
+  # The finalized (static-count) mask holds exactly round(0.8 * n) zeros.
+  flat = np.concatenate([np.ravel(m) for m in jax.tree.leaves(state.masks)])
+  assert (flat == 0).sum() == round(0.8 * flat.size)
+
+
+def _run(workdir, cache_dir, *args):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = "--xla_backend_optimization_level=1"
+  env["JAX_PLATFORMS"] = "cpu"
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "experiments.main",
+      "--config=experiments/configs/smoke.py",
+      f"--workdir={workdir}",
+      f"--config.compilation_cache_dir={cache_dir}",
+      "--config.methods=dense,gmp",
+      "--config.search.num_steps=3",
+      *args,
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=400,
+  )
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    metrics = [json.loads(line) for line in f]
+  return proc.stderr, results, metrics
+
+
+def _without_timing(tree):
+  if isinstance(tree, dict):
+    return {k: _without_timing(v) for k, v in tree.items() if k not in TIMING}
+  if isinstance(tree, list):
+    return [_without_timing(v) for v in tree]
+  return tree
+
+
+def _cache_line(stderr):
+  match = re.search(
+    r"Done in .*\((\d+) programs, (\d+) from the persistent cache\)", stderr
+  )
+  assert match, stderr[-2000:]
+  return int(match.group(1)), int(match.group(2))
+
+
+def test_cached_rerun_is_bitwise_identical_and_reports_timing(tmp_path):
+  cache = tmp_path / "jax_cache"
+  err1, res1, met1 = _run(tmp_path / "cold", cache)
+  assert os.listdir(cache)  # the first run filled the cache
+  err2, res2, met2 = _run(tmp_path / "warm", cache)
+  programs, hits = _cache_line(err2)
+  assert hits > 0 and hits >= programs // 2, (programs, hits)
+  # Every logged loss and accuracy, clean accuracy, sparsity: bit for bit.
+  assert _without_timing(met2) == _without_timing(met1)
+  assert _without_timing(res2["runs"]) == _without_timing(res1["runs"])
+  assert "compilation_cache_dir" in res1["config"]
+  for run in res1["runs"] + res2["runs"]:
+    assert run["time_to_first_step_s"] > 0 and run["compile_time_s"] > 0
+    for record in run["stages"]:
+      assert record["compile_time_s"] >= 0
+      if record["steps"]:
+        assert record["time_to_first_step_s"] > 0
+      else:
+        assert record["time_to_first_step_s"] is None
+  assert "[gmp/gmp] first training step done" in err1
+  # Another cache directory resumes the same work directory (the field is
+  # not part of the config comparison); no cache at all too.
+  err3, res3, _ = _run(tmp_path / "warm", "")
+  assert "Persistent compilation cache: off" in err3
+  assert "dense: finished earlier" in err3
+  assert _without_timing(res3["runs"]) == _without_timing(res2["runs"])
+
+
+def test_default_cache_dir_and_bad_values(monkeypatch, tmp_path):
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+  assert main.default_cache_dir() == os.path.join(
+    str(tmp_path), "csam_jax", "jax_cache"
+  )
+  monkeypatch.delenv("XDG_CACHE_HOME")
+  assert main.default_cache_dir() == os.path.join(
+    os.path.expanduser("~"), ".cache", "csam_jax", "jax_cache"
+  )
+  assert main.setup_compilation_cache("") is None
+  with pytest.raises(ValueError, match="config.compilation_cache_dir"):
+    main.setup_compilation_cache(3)
+  assert smoke.get_config().compilation_cache_dir is None  # the default
+
+
+def test_init_key_is_derived_from_the_run_key():
+  key = jax.random.PRNGKey(7)
+  np.testing.assert_array_equal(state_lib.init_key(key, "threefry"), key)
+  a, b = state_lib.init_key(key, "rbg"), state_lib.init_key(key, "rbg")
+  np.testing.assert_array_equal(jax.random.key_data(a), jax.random.key_data(b))
+  other = state_lib.init_key(jax.random.PRNGKey(8), "rbg")
+  assert not np.array_equal(jax.random.key_data(a), jax.random.key_data(other))
+  np.testing.assert_array_equal(
+    jax.random.key_data(a), jax.random.bits(key, (4,), np.uint32)
+  )
+  assert str(jax.random.key_impl(state_lib.init_key(key, "unsafe_rbg"))) == (
+    "unsafe_rbg"
+  )
+  with pytest.raises(ValueError, match="config.model.init_prng"):
+    state_lib.init_key(key, "philox")
+  assert smoke.get_config().model.init_prng == "rbg"
