@@ -553,38 +553,54 @@ def load_logits_fn(path: str, *, num_threads: int | None = None):
   )
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of the run.")
-_METHOD = flags.DEFINE_string("method", None, "Method to export, e.g. csam.")
-_OUT = flags.DEFINE_string("out", None, "Output directory.")
-_FORMS = flags.DEFINE_list("forms", list(FORMS), f"Subset of {FORMS}.")
-_NUM_IMAGES = flags.DEFINE_integer(
-  "num_images", 64, "Test images for verification."
-)
-_PLATFORMS = flags.DEFINE_list(
-  "platforms", ["cpu"], "jax.export platforms (cpu, cuda, rocm, tpu)."
-)
+def define_flags() -> dict[str, Any]:
+  """Defines the command-line flags (only when run as a program, so that
+  importing this module defines none)."""
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of the run.")
+  _METHOD = flags.DEFINE_string("method", None, "Method to export, e.g. csam.")
+  _OUT = flags.DEFINE_string("out", None, "Output directory.")
+  _FORMS = flags.DEFINE_list("forms", list(FORMS), f"Subset of {FORMS}.")
+  _NUM_IMAGES = flags.DEFINE_integer(
+    "num_images", 64, "Test images for verification."
+  )
+  _PLATFORMS = flags.DEFINE_list(
+    "platforms", ["cpu"], "jax.export platforms (cpu, cuda, rocm, tpu)."
+  )
+  return dict(
+    workdir=_WORKDIR,
+    method=_METHOD,
+    out=_OUT,
+    forms=_FORMS,
+    num_images=_NUM_IMAGES,
+    platforms=_PLATFORMS,
+  )
+
+
+_FLAGS: dict[str, Any] = {}
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging_utils.quiet_library_logs()
-  for flag in (_WORKDIR, _METHOD, _OUT):
+  for flag in (_FLAGS[k] for k in ("workdir", "method", "out")):
     if not flag.value:
       raise app.UsageError(f"--{flag.name} is required.")
-  forms = tuple(_FORMS.value)
+  forms = tuple(_FLAGS["forms"].value)
   if "narrow" in forms:
-    config = load_config(_WORKDIR.value)
-    if config.structure != "channel" or _METHOD.value.startswith("dense"):
+    config = load_config(_FLAGS["workdir"].value)
+    if config.structure != "channel" or _FLAGS["method"].value.startswith(
+      "dense"
+    ):
       logging.info("structure=%r: no narrow model.", config.structure)
       forms = tuple(f for f in forms if f != "narrow")
   manifest = export_method(
-    _WORKDIR.value,
-    _METHOD.value,
-    _OUT.value,
+    _FLAGS["workdir"].value,
+    _FLAGS["method"].value,
+    _FLAGS["out"].value,
     forms=forms,
-    num_images=_NUM_IMAGES.value,
-    platforms=tuple(_PLATFORMS.value),
+    num_images=_FLAGS["num_images"].value,
+    platforms=tuple(_FLAGS["platforms"].value),
   )
   for name, art in manifest["artifacts"].items():
     logging.info(
@@ -599,4 +615,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  _FLAGS.update(define_flags())
   app.run(main)
