@@ -25,6 +25,7 @@ SCOPES = ("global", "layer")
 RADII = ("global", "layerwise")
 SEARCH_INITS = ("percentile", "hydra", "magnitude")
 FORWARD_MODES = ("soft", "ste")
+HINGE_BN = ("running", "batch")
 
 
 def _choice(field: str, value: Any, valid: tuple) -> None:
@@ -105,6 +106,7 @@ def _check_search(config: ml_collections.ConfigDict) -> None:
   _choice("search.csam.radius", c.radius, RADII)
   _choice("search.csam.init", c.init, SEARCH_INITS)
   _choice("search.csam.forward", c.forward, FORWARD_MODES)
+  _choice("search.csam.hinge_bn", c.hinge_bn, HINGE_BN)
   _choice("search.hydra.init", config.search.hydra.init, SEARCH_INITS)
   _choice("search.hydra.forward", config.search.hydra.forward, FORWARD_MODES)
   if c.tau is not None and not 0.0 <= c.tau <= 100.0:

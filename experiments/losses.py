@@ -125,6 +125,11 @@ class MaskObjective(NamedTuple):
     kappa: hinge margin.
     sample_fn: ``sample_fn(key, image) -> image`` on [0, 1] HWC images, or
       None (no hinge term).
+    hinge_bn: BatchNorm of the two predictions the hinge compares:
+      "running" (the running statistics, as the certified model: the hinge
+      then trains exactly the certified Z and d; one more forward pass) or
+      "batch" (each pass normalised with its own batch's statistics, clean
+      predictions shared with the cross-entropy).
   """
 
   forward: str
@@ -135,6 +140,7 @@ class MaskObjective(NamedTuple):
   lam_cons: float = 0.0
   kappa: float = 0.0
   sample_fn: SampleFn | None = None
+  hinge_bn: str = "batch"
 
 
 def mask_objective(
@@ -149,9 +155,9 @@ def mask_objective(
   """HYDRA (CE only) or C-SAM objective of the masks.
 
   The clean pass runs in training mode and its BatchNorm statistics are
-  returned; the pass on transformed inputs also normalises with its own batch
-  statistics but its updates are discarded, so the running statistics come
-  from clean inputs only.
+  returned; the passes of the hinge normalise as ``settings.hinge_bn`` says
+  and their statistics updates are discarded, so the running statistics
+  come from clean inputs only.
 
   Args:
     masks: soft masks (scores).
@@ -182,11 +188,17 @@ def mask_objective(
   if settings.lam_cert > 0 and settings.sample_fn is not None:
     keys = jax.random.split(key, images.shape[0])
     transformed = jax.vmap(settings.sample_fn)(keys, images)
+    train = settings.hinge_bn == "batch"
+    logits_c = logits
+    if not train:
+      logits_c, _ = state_lib.apply_model(
+        model, masked, batch_stats, images, train=False
+      )
     logits_t, _ = state_lib.apply_model(
-      model, masked, batch_stats, transformed, train=True
+      model, masked, batch_stats, transformed, train=train
     )
     hinge = objectives.certification_hinge(
-      jax.nn.softmax(logits), jax.nn.softmax(logits_t), kappa=settings.kappa
+      jax.nn.softmax(logits_c), jax.nn.softmax(logits_t), kappa=settings.kappa
     ).mean()
     loss = loss + settings.lam_cert * hinge
   if settings.lam_cons > 0:

@@ -237,6 +237,7 @@ def _search_settings(
     lam_cons=float(cfg.lam_cons),
     kappa=float(cfg.kappa),
     sample_fn=sample_fn,
+    hinge_bn=cfg.hinge_bn,
   )
 
 

@@ -94,6 +94,7 @@ def _bad(field: str, value):
     ("search.csam.rho", -1.0, r"config.search.csam.rho=-1.0 must be >= 0"),
     ("search.csam.init", "random", r"search.csam.init='random'.*'hydra'"),
     ("search.csam.forward", "hard", r"search.csam.forward='hard'.*'ste'"),
+    ("search.csam.hinge_bn", "eval", r"search.csam.hinge_bn='eval'.*'batch'"),
     ("search.csam.radius", "local", r"search.csam.radius='local'.*'layerwise'"),
     ("scope", "model", r"config.scope='model'.*'layer'"),
     ("structure", "2:4", r"config.structure='2:4'.*1 - N/M"),

@@ -259,6 +259,48 @@ def test_csam_objective_adds_hinge_and_consistency():
   )
 
 
+def test_csam_hinge_under_running_batchnorm_statistics():
+  model, state, batch = _setup()
+  config = _csam_config()
+  config.search.csam.hinge_bn = "running"
+  sample_fn = losses.make_sample_fn(config.search.csam.variations)
+  settings = stages._search_settings(config, "csam", sample_fn)
+  assert settings.hinge_bn == "running"
+  masks = csam_jax.init_masks(state.params, sparsity=0.75, method="magnitude")
+  key = jax.random.PRNGKey(3)
+  loss, (logits, new_stats, ce) = losses.mask_objective(
+    masks, state.params, model, state.batch_stats, batch, key, settings
+  )
+  masked = csam_jax.apply_masks(state.params, masks, mode="soft")
+  xt = jax.vmap(sample_fn)(jax.random.split(key, 8), batch["image"])
+
+  def probs(x):
+    out, _ = state_lib.apply_model(
+      model, masked, state.batch_stats, x, train=False
+    )
+    return jax.nn.softmax(out)
+
+  hinge = objectives.certification_hinge(
+    probs(batch["image"]), probs(xt), kappa=0.05
+  ).mean()
+  cons = objectives.mask_consistency(masks, 0.75)
+  assert float(loss) == pytest.approx(
+    float(ce + 0.5 * hinge + 0.3 * cons), rel=1e-6
+  )
+  # The cross-entropy and the statistics update still come from the clean
+  # pass in training mode.
+  train_logits, stats = state_lib.apply_model(
+    model, masked, state.batch_stats, batch["image"], train=True
+  )
+  np.testing.assert_allclose(logits, train_logits, rtol=1e-6)
+  jax.tree.map(np.testing.assert_allclose, new_stats, stats)
+  batch_settings = settings._replace(hinge_bn="batch")
+  other, _ = losses.mask_objective(
+    masks, state.params, model, state.batch_stats, batch, key, batch_settings
+  )
+  assert float(other) != pytest.approx(float(loss), rel=1e-6)
+
+
 def test_hydra_search_freezes_weights_and_finalizes_hard_masks():
   model, state, batch = _setup()
   config = _config()
