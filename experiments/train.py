@@ -7,7 +7,9 @@ stage-end checkpoint. On start it resumes from the newest readable checkpoint
 of the latest stage that has one, so a run killed at any point (SIGKILL
 included) and restarted ends with bitwise the same params on CPU: the state,
 the per-step keys (``fold_in(stage_key, step)``) and the batches
-(``train_batches(start_step=step)``) are all functions of the step.
+(``train_batches(start_step=step)``) are all functions of the step. Keys
+and batch streams are seeded by the stage's role (`stage_role`), not by the
+method, so every method's stages of one role see the same batches and keys.
 
 A NaN/Inf loss raises NonFiniteLossError naming the method, stage and step;
 non-finite states are never saved, so the last good checkpoint remains.
@@ -92,12 +94,34 @@ def stage_fns(ctx: Context, stage: methods.Stage) -> stages.StageFns:
   return ctx.cache[key]
 
 
-def stage_uid(method: str, index: int, stage: methods.Stage) -> int:
-  """Integer id of a stage run (keys and data seeds); shared pretraining
-  has the same id in every method."""
+# Keys and batch streams by the role of a stage, never by the method: two
+# methods' stages of the same role draw the same batches in the same order
+# and the same per-step keys, so paired methods differ only in what they do.
+ROLES = ("pretrain_sgd", "pretrain_sam", "from_search", "from_finetune")
+
+
+def stage_role(stage: methods.Stage) -> str:
+  """The role of a stage: its shared pretraining run, or where in the
+  post-pretraining budget it starts ("from_search": the search-budget
+  stages of gmp/hydra/csam and the continuations of the other methods;
+  "from_finetune": the fine-tuning after a search).
+
+  Example:
+    >>> [stage_role(s) for s in methods.get_stages("hydra")]
+    ['pretrain_sgd', 'from_search', 'from_finetune']
+    >>> [stage_role(s) for s in methods.get_stages("dense")]
+    ['pretrain_sgd', 'from_search']
+  """
   if stage.shared_id is not None:
-    return 1 if stage.sam else 0
-  return 1000 * (methods.METHODS.index(method) + 1) + index
+    return stage.shared_id
+  if stage.budget[:1] == ("finetune",):
+    return "from_finetune"
+  return "from_search"
+
+
+def stage_uid(stage: methods.Stage) -> int:
+  """Integer id of a stage's role (its keys and data seed)."""
+  return ROLES.index(stage_role(stage))
 
 
 def stage_directory(
@@ -408,7 +432,7 @@ def run_method(
   )
   for i in range(first, len(stage_list)):
     stage = stage_list[i]
-    uid = stage_uid(method, i, stage)
+    uid = stage_uid(stage)
     elapsed, started = 0.0, time.time()
     compile0 = logging_utils.compile_totals()
     if restored is None:

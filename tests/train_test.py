@@ -88,3 +88,45 @@ def test_one_step_of_every_method_on_mock_tfds(tmp_path):
   assert all(
     set(r) >= {"loss", "accuracy", "steps_per_second", "step"} for r in rows
   )
+
+
+def test_methods_stages_of_one_role_consume_identical_batches(
+  tmp_path, monkeypatch
+):
+  """Paired runs: hydra's and csam's search stages see the same batches,
+  and so do their fine-tuning stages (seeded by role, not by method)."""
+  import numpy as np
+
+  from experiments import experiment, input_pipeline
+  from experiments.configs import smoke
+
+  streams = []
+  real = input_pipeline.train_batches
+
+  def recording(*args, **kwargs):
+    stream = []
+    streams.append(stream)
+    for batch in real(*args, **kwargs):
+      stream.append((batch["image"].copy(), batch["label"].copy()))
+      yield batch
+
+  monkeypatch.setattr(input_pipeline, "train_batches", recording)
+  config = smoke.get_config()
+  config.methods = ("hydra", "csam")
+  for section in ("pretrain", "search", "finetune"):
+    config[section].num_steps = 3
+  experiment.run(config, str(tmp_path / "w"))
+  # pretrain (shared, once), hydra search, hydra finetune, csam search,
+  # csam finetune.
+  assert len(streams) == 5 and all(len(s) == 3 for s in streams)
+
+  def same(a, b):
+    return all(
+      np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])
+      for x, y in zip(a, b, strict=True)
+    )
+
+  _, hydra_search, hydra_finetune, csam_search, csam_finetune = streams
+  assert same(hydra_search, csam_search)
+  assert same(hydra_finetune, csam_finetune)
+  assert not same(hydra_search, hydra_finetune)  # roles differ
