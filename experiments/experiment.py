@@ -36,7 +36,6 @@ from experiments import (
   losses,
   models,
   parallel,
-  reporting,
   train,
 )
 from experiments import state as state_lib
@@ -276,6 +275,14 @@ def make_context(
   )
 
 
+def _write_results(workdir: str, config_dict: dict, runs: list) -> None:
+  # Imported on first use: the report code (matplotlib, certification and
+  # corruption tables) is not needed before training starts.
+  from experiments import reporting
+
+  reporting.write_results(workdir, config_dict, runs)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Validates the config, trains and evaluates every method, reports.
 
@@ -317,10 +324,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if jax.process_index() == 0:
       with open(path, "w") as f:
         json.dump(entry, f, indent=2)
-      reporting.write_results(workdir, config_dict, runs)
+      _write_results(workdir, config_dict, runs)
     ctx.writer.flush()
   if jax.process_index() == 0:
-    reporting.write_results(workdir, config_dict, runs)
+    _write_results(workdir, config_dict, runs)
   compiled = logging_utils.compile_totals().since(compile0)
   logging.info(
     "Done in %.1fs; compilation %.1fs (%d programs, %d from the persistent "
