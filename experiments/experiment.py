@@ -228,6 +228,13 @@ def run_one(ctx: train.Context, method: str) -> dict[str, Any]:
     time_to_first_step_s=None if first_step is None else first_step - t0,
     stages=records,
   )
+  if method == "csam" and jax.process_index() == 0:
+    # How much of the kept mask C-SAM's perturbation flips (search stage).
+    flips = logging_utils.stage_means(ctx.workdir, method, "search", "flip")
+    entry["flip_fraction"] = flips.get("flip_fraction")
+    entry["flip_fraction_per_layer"] = {
+      k.removeprefix("flip/"): v for k, v in flips.items() if "/" in k
+    }
   entry.update(_robustness(ctx, state))
   entry["compile_time_s"] = (
     logging_utils.compile_totals().since(compile0).seconds

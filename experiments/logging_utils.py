@@ -102,6 +102,38 @@ class MetricWriter:
       w.flush()
 
 
+def stage_means(
+  workdir: str, run: str, stage: str, prefix: str = ""
+) -> dict[str, float]:
+  """Step-weighted means over a stage of the metrics.jsonl rows.
+
+  Each row holds the mean over the steps since the previous row; a step
+  written twice (a resumed run recomputes from its checkpoint) counts once,
+  its last row winning. Only metrics whose name starts with ``prefix``.
+
+  Returns:
+    ``{metric: mean}``; empty when the file or the stage's rows are absent.
+  """
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return {}
+  rows = {}
+  with open(path) as f:
+    for line in f:
+      row = json.loads(line)
+      if row.get("run") == run and row.get("stage") == stage:
+        rows[row["step"]] = row
+  sums, weights, previous = {}, {}, 0
+  for step in sorted(rows):
+    width = step - previous
+    previous = step
+    for key, value in rows[step].items():
+      if key.startswith(prefix) and key not in ("run", "stage", "step", "time"):
+        sums[key] = sums.get(key, 0.0) + width * value
+        weights[key] = weights.get(key, 0) + width
+  return {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
+
+
 class Progress:
   """Steps/s and ETA of a stage, and its progress line.
 

@@ -15,6 +15,7 @@ losses are already global, so ``csam_transform`` needs no
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -246,6 +247,8 @@ def make_search_step(
   settings: losses.MaskObjective,
   mask_tx,
   weight_tx=None,
+  *,
+  log_flips: bool = False,
 ) -> StepFn:
   """A mask-search step (HYDRA or C-SAM); weights frozen unless weight_tx.
 
@@ -259,10 +262,11 @@ def make_search_step(
     settings: the objective's settings.
     mask_tx: optimizer of the masks (accepts ``grad_fn``).
     weight_tx: optimizer of the weights (joint mode) or None (frozen).
+    log_flips: also return `flip_fractions` of the mask perturbation.
 
   Returns:
     ``step(state, batch) -> (state, {"loss", "accuracy", "cross_entropy",
-    "finite"})``;
+    "finite"[, "flip_fraction", "flip/<leaf>"...]})``;
     in joint mode ``opt_state`` is ``(mask_state, weight_state)``.
   """
 
@@ -278,7 +282,10 @@ def make_search_step(
       objective, argnums=(0, 1), has_aux=True
     )(state.masks, state.params)
 
+    perturbed = []  # the ascent point C + e, when csam_transform asks
+
     def grad_fn(masks, _):
+      perturbed.append(masks)
       return jax.grad(lambda m: objective(m, state.params)[0])(masks)
 
     mask_state = state.opt_state if weight_tx is None else state.opt_state[0]
@@ -306,9 +313,48 @@ def make_search_step(
       "accuracy": losses.accuracy(logits, batch["label"]),
       "finite": all_finite((new_state.params, new_state.masks)),
     }
+    if log_flips:
+      metrics.update(
+        flip_fractions(
+          state.masks, perturbed[0] if perturbed else state.masks, settings
+        )
+      )
     return new_state, metrics
 
   return step
+
+
+def flip_fractions(masks, perturbed, settings: losses.MaskObjective):
+  """Fraction of the kept entries of TopK(C) that TopK(C + e) drops.
+
+  Under the STE forward the perturbation changes the loss only through the
+  hard mask, so where ``TopK(C + e) == TopK(C)`` the perturbed gradient is
+  the plain one: this measures whether C-SAM's perturbation does anything.
+
+  Returns:
+    ``{"flip_fraction": global, "flip/<leaf path>": per masked leaf}``
+    (0 where ``rho = 0``: no perturbation).
+  """
+  topk = functools.partial(
+    csam_jax.topk_masks,
+    sparsity=settings.sparsity,
+    scope=settings.scope,
+    structure=settings.structure,
+  )
+  kept, kept_e = topk(masks), topk(perturbed)
+  out, flipped_total, kept_total = {}, 0.0, 0.0
+  for (path, k), k_e in zip(
+    jax.tree_util.tree_leaves_with_path(kept),
+    jax.tree.leaves(kept_e),
+    strict=True,
+  ):
+    flipped = jnp.sum(k * (1.0 - k_e))
+    count = jnp.sum(k)
+    name = jax.tree_util.keystr(path, simple=True, separator="/")
+    out["flip/" + name] = flipped / jnp.maximum(count, 1.0)
+    flipped_total, kept_total = flipped_total + flipped, kept_total + count
+  out["flip_fraction"] = flipped_total / jnp.maximum(kept_total, 1.0)
+  return out
 
 
 def _search_fns(config, stage, model, num_steps, steps_per_epoch, sample_fn):
@@ -347,7 +393,9 @@ def _search_fns(config, stage, model, num_steps, steps_per_epoch, sample_fn):
     )
 
   settings = _search_settings(config, stage.algo, sample_fn)
-  step = make_search_step(model, settings, mask_tx, weight_tx)
+  step = make_search_step(
+    model, settings, mask_tx, weight_tx, log_flips=stage.algo == "csam"
+  )
   return begin, step
 
 

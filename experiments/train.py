@@ -172,7 +172,8 @@ def _flush_metrics(ctx, label, run, stage, pending, progress) -> None:
       )
   last = host[-1][0] + 1
   mean = {k: float(np.mean([m[k] for _, m in host])) for k in host[0][1]}
-  progress.log(last, mean)
+  # Per-layer metrics ("flip/<layer>") go to metrics.jsonl, not the log line.
+  progress.log(last, {k: v for k, v in mean.items() if "/" not in k})
   ctx.writer.write(
     run, stage, last, dict(mean, steps_per_second=progress.rate(last))
   )

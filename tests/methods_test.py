@@ -301,6 +301,28 @@ def test_csam_hinge_under_running_batchnorm_statistics():
   assert float(other) != pytest.approx(float(loss), rel=1e-6)
 
 
+def test_flip_fractions_hand_computed():
+  settings = losses.MaskObjective(
+    forward="ste", sparsity=0.5, scope="global", structure="unstructured"
+  )
+  masks = {
+    "a": {"kernel": jnp.array([[0.9, 0.8], [0.1, 0.2]])},
+    "b": {"kernel": jnp.array([[0.7, 0.3], [0.6, 0.05]]), "bias": None},
+  }
+  # Global top 4 of 8: a 0.9 0.8, b 0.7 0.6. The perturbation lifts a's
+  # 0.2 to 0.75 and drops b's 0.6 to 0.0: b's 0.6 leaves the kept set.
+  perturbed = {
+    "a": {"kernel": jnp.array([[0.9, 0.8], [0.1, 0.75]])},
+    "b": {"kernel": jnp.array([[0.7, 0.3], [0.0, 0.05]]), "bias": None},
+  }
+  out = stages.flip_fractions(masks, perturbed, settings)
+  assert float(out["flip_fraction"]) == pytest.approx(1 / 4)
+  assert float(out["flip/a/kernel"]) == 0.0
+  assert float(out["flip/b/kernel"]) == pytest.approx(1 / 2)
+  same = stages.flip_fractions(masks, masks, settings)
+  assert float(same["flip_fraction"]) == 0.0
+
+
 def test_hydra_search_freezes_weights_and_finalizes_hard_masks():
   model, state, batch = _setup()
   config = _config()

@@ -115,7 +115,12 @@ def test_methods_stages_of_one_role_consume_identical_batches(
   config.methods = ("hydra", "csam")
   for section in ("pretrain", "search", "finetune"):
     config[section].num_steps = 3
-  experiment.run(config, str(tmp_path / "w"))
+  runs = experiment.run(config, str(tmp_path / "w"))["runs"]
+  # C-SAM reports how much of the kept mask its perturbation flipped.
+  csam = runs[1]
+  assert 0.0 <= csam["flip_fraction"] <= 1.0
+  assert "classifier/kernel" in csam["flip_fraction_per_layer"]
+  assert "flip_fraction" not in runs[0]  # HYDRA has no perturbation
   # pretrain (shared, once), hydra search, hydra finetune, csam search,
   # csam finetune.
   assert len(streams) == 5 and all(len(s) == 3 for s in streams)
