@@ -158,7 +158,12 @@ def link_pretraining(workdir: str, cfg: ml_collections.ConfigDict) -> str:
   return shared
 
 
-def record(cell: Cell, cfg: ml_collections.ConfigDict, entry: dict) -> dict:
+def record(
+  cell: Cell,
+  cfg: ml_collections.ConfigDict,
+  entry: dict,
+  search_cross_entropy: float | None = None,
+) -> dict:
   """The committed record of a finished cell (JSON-able)."""
   stages = entry.get("stages", [])
   own = [s for s in stages if s.get("kind") != "pretrain"]
@@ -178,8 +183,27 @@ def record(cell: Cell, cfg: ml_collections.ConfigDict, entry: dict) -> dict:
     stages=stages,
     certification=entry.get("certification"),
     corruptions=entry.get("corruptions"),
+    flip_fraction=entry.get("flip_fraction"),
+    flip_fraction_per_layer=entry.get("flip_fraction_per_layer"),
+    search_cross_entropy=search_cross_entropy,
     config=json.loads(cfg.to_json()),
   )
+
+
+def final_search_loss(cell_dir: str, method: str) -> float | None:
+  """Cross-entropy of the last logged interval of the search stage (the
+  guard of `experiments.study_report` compares C-SAM's with HYDRA's)."""
+  path = os.path.join(cell_dir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return None
+  last = None
+  with open(path) as f:
+    for line in f:
+      row = json.loads(line)
+      if row.get("run") == method and row.get("stage") == "search":
+        if last is None or row["step"] >= last["step"]:
+          last = row
+  return None if last is None else last.get("cross_entropy")
 
 
 def write_json(path: str, data: Any) -> None:
@@ -224,7 +248,7 @@ def run_study(
     (entry,) = experiment.run(cfg, cell_dir)["runs"]
     write_json(
       os.path.join(results_dir, "cells", cell.id + ".json"),
-      record(cell, cfg, entry),
+      record(cell, cfg, entry, final_search_loss(cell_dir, entry["method"])),
     )
     study_report.aggregate(results_dir, config.study)
   return study_report.aggregate(results_dir, config.study)

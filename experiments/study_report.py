@@ -110,6 +110,10 @@ def summarize_groups(records: list[dict]) -> list[dict[str, Any]]:
           for r in recs
         ]
       ),
+      flip_fraction=_interval([r.get("flip_fraction") for r in recs]),
+      search_cross_entropy=_interval(
+        [r.get("search_cross_entropy") for r in recs]
+      ),
       certified={},
     )
     for dist in dists:
@@ -217,6 +221,48 @@ def headline(
   return out
 
 
+# The guard: a C-SAM search whose final training cross-entropy exceeds
+# HYDRA's on the same batches by this factor did not learn (the layerwise
+# radius at width 0.25 once ended at 1.54 vs HYDRA's 0.88).
+SEARCH_LOSS_RATIO_LIMIT = 1.25
+
+
+def search_guard(records: list[dict]) -> list[dict[str, Any]]:
+  """C-SAM variants whose search ended with a cross-entropy above
+  `SEARCH_LOSS_RATIO_LIMIT` x HYDRA's (same seed and sparsity: paired
+  batches).
+
+  Example:
+    >>> rec = lambda v, ce: dict(variant=v, method=v.split("_")[0],
+    ...   sparsity=0.9, seed=0, search_cross_entropy=ce)
+    >>> [w["variant"] for w in search_guard([rec("hydra", 0.88),
+    ...   rec("csam", 1.54), rec("csam_global", 0.9)])]
+    ['csam']
+  """
+  hydra = {
+    (r["sparsity"], r["seed"]): r.get("search_cross_entropy")
+    for r in records
+    if r["variant"] == "hydra"
+  }
+  out = []
+  for r in records:
+    ref = hydra.get((r["sparsity"], r["seed"]))
+    ce = r.get("search_cross_entropy")
+    if r.get("method") != "csam" or ref is None or ce is None:
+      continue
+    if ce > SEARCH_LOSS_RATIO_LIMIT * ref:
+      out.append(
+        dict(
+          variant=r["variant"],
+          sparsity=r["sparsity"],
+          seed=r["seed"],
+          cross_entropy=ce,
+          hydra_cross_entropy=ref,
+        )
+      )
+  return out
+
+
 def _pct(iv: dict | None) -> str:
   if iv is None:
     return "n/a"
@@ -308,6 +354,7 @@ def aggregate(results_dir: str, study: Any) -> dict[str, Any]:
     groups=groups,
     comparisons=comparisons,
     headline=headline(groups, study.main_variant, main_dist),
+    search_guard=search_guard(records),
     headline_definition=HEADLINE_DEFINITION,
   )
   os.makedirs(results_dir, exist_ok=True)
@@ -363,6 +410,33 @@ def results_markdown(
   if not summary["headline"]:
     lines.append("- not computable yet (no main variant or baseline cells).")
   parts.append("\n".join(lines))
+  if summary["search_guard"]:
+    rows = "\n".join(
+      f"- {w['variant']} (s={w['sparsity']:.2f}, seed {w['seed']}): final "
+      f"search cross-entropy {w['cross_entropy']:.3f} vs HYDRA "
+      f"{w['hydra_cross_entropy']:.3f} on the same batches"
+      for w in summary["search_guard"]
+    )
+    parts.insert(
+      1,
+      "## WARNING: C-SAM searches that did not learn\n\nFinal search "
+      f"cross-entropy above {SEARCH_LOSS_RATIO_LIMIT}x HYDRA's:\n\n" + rows,
+    )
+  flips = [
+    (g["variant"], g["sparsity"], g["flip_fraction"])
+    for g in summary["groups"]
+    if g.get("flip_fraction")
+  ]
+  if flips:
+    parts.append(
+      "### What the mask perturbation flips\n\nMean over the search "
+      "steps of the fraction of kept mask entries that TopK(C + e) drops "
+      "(under the STE forward, 0 means the perturbed gradient is the "
+      "plain one):\n\n"
+      + "\n".join(
+        f"- {v} (s={s:.2f}): {100 * iv['mean']:.2f}%" for v, s, iv in flips
+      )
+    )
   conv = next(
     ((r.get("certification") or {}).get("conventions") for r in records), None
   )

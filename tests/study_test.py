@@ -110,6 +110,8 @@ def test_study_runs_shares_pretraining_resumes_and_reports(
   assert hydra["stages"][0] == csam["stages"][0]  # the same pretraining run
   assert csam["sparsity_reached"] == pytest.approx(0.5, abs=0.01)
   assert len(csam["certification"]["semantic"]["per_image"]["correct"]) == 16
+  assert 0.0 <= csam["flip_fraction"] <= 1.0 and "flip_fraction" in hydra
+  assert csam["search_cross_entropy"] > 0 and hydra["search_cross_entropy"] > 0
   # Resume: a missing record reruns only its cell (from its work directory).
   os.remove(os.path.join(results, "cells", "csam__s0.50__seed0.json"))
   calls.clear()
@@ -126,11 +128,13 @@ def test_study_runs_shares_pretraining_resumes_and_reports(
   assert "Paired comparisons" in text and "| hydra |" in text
 
 
-def _record(variant, seed, certified, clean=0.8, sparsity=0.9):
+def _record(variant, seed, certified, clean=0.8, sparsity=0.9, ce=0.9):
   bits = "".join("1" if c else "0" for c in certified)
   return dict(
     cell=f"{variant}__s{sparsity:.2f}__seed{seed}",
     variant=variant,
+    method=variant,
+    search_cross_entropy=ce,
     sparsity=sparsity,
     seed=seed,
     clean_accuracy=clean,
@@ -152,7 +156,9 @@ def test_aggregate_hand_made_records(tmp_path):
     base = rng.random(200) < 0.3
     extra = rng.random(200) < 0.1
     records += [
-      _record("csam", seed, base | extra, clean=0.81 + 0.01 * seed),
+      _record(
+        "csam", seed, base | extra, clean=0.81 + 0.01 * seed, ce=1.0 + seed
+      ),
       _record("hydra", seed, base),
       _record("gmp", seed, base & (rng.random(200) < 0.8)),
     ]
@@ -185,6 +191,10 @@ def test_aggregate_hand_made_records(tmp_path):
   )
   text = (tmp_path / "RESULTS.md").read_text()
   assert "(A_main - A_best) / A_best" in text
+  # The guard: seeds 1 and 2 end the C-SAM search at 2.0 and 3.0 > 1.25 x
+  # HYDRA's 0.9; seed 0 (1.0) does not.
+  assert [w["seed"] for w in summary["search_guard"]] == [1, 2]
+  assert "WARNING: C-SAM searches that did not learn" in text
   assert (tmp_path / "vs_clean.png").exists()
   # A hand-written narrative stays on top; a corrupt record is named.
   (tmp_path / "narrative.md").write_text("# Our study\n\nWhat we found.")
