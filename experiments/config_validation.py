@@ -107,6 +107,17 @@ def _check_search(config: ml_collections.ConfigDict) -> None:
   _choice("search.csam.init", c.init, SEARCH_INITS)
   _choice("search.csam.forward", c.forward, FORWARD_MODES)
   _choice("search.csam.hinge_bn", c.hinge_bn, HINGE_BN)
+  augment = config.finetune.augment_variations
+  if not isinstance(augment, bool):
+    raise ValueError(
+      f"config.finetune.augment_variations must be True or False, got "
+      f"{augment!r}."
+    )
+  if augment and config.search.csam.variations.kind == "none":
+    raise ValueError(
+      "config.finetune.augment_variations=True needs input variations: set "
+      "config.search.csam.variations.kind to 'semantic' or 'corruptions'."
+    )
   _choice("search.hydra.init", config.search.hydra.init, SEARCH_INITS)
   _choice("search.hydra.forward", config.search.hydra.forward, FORWARD_MODES)
   if c.tau is not None and not 0.0 <= c.tau <= 100.0:

@@ -260,7 +260,9 @@ def make_context(
     stem=config.model.stem,
     dtype=config.model.dtype,
   )
-  uses_csam = "csam" in config.methods
+  uses_variations = (
+    "csam" in config.methods or config.finetune.augment_variations
+  )
   return train.Context(
     config=config,
     workdir=workdir,
@@ -275,7 +277,7 @@ def make_context(
     ),
     sample_fn=(
       losses.make_sample_fn(config.search.csam.variations)
-      if uses_csam
+      if uses_variations
       else None
     ),
     cache={},

@@ -455,7 +455,8 @@ def make_stage_fns(
     model: the model.
     num_steps: the stage's number of steps.
     steps_per_epoch: steps per epoch (warm-up lengths).
-    sample_fn: input-variation sampler of the C-SAM objective.
+    sample_fn: input-variation sampler of the C-SAM objective (and of
+      the fine-tuning augmentation, ``finetune.augment_variations``).
 
   Returns:
     The stage's StageFns.
@@ -480,4 +481,35 @@ def make_stage_fns(
 
     return StageFns(begin_prune, None, lambda s: s, None, 0)
 
-  return _weight_fns(config, stage, model, num_steps, steps_per_epoch)
+  fns = _weight_fns(config, stage, model, num_steps, steps_per_epoch)
+  if stage.kind == "finetune" and config.finetune.augment_variations:
+    if sample_fn is None:
+      raise ValueError(
+        "config.finetune.augment_variations needs the input-variation "
+        "sampler of config.search.csam.variations (kind 'none' has none)"
+      )
+    fns = fns._replace(step=augmented_step(fns.step, sample_fn))
+  return fns
+
+
+def augmented_step(step: StepFn, sample_fn: losses.SampleFn) -> StepFn:
+  """``step`` on a batch whose images are transformed by ``sample_fn``.
+
+  Image i of step t is ``sample_fn(split(fold_in(fold_in(state.key, t),
+  AUGMENT_PURPOSE), B)[i], image_i)``: the input variations C-SAM's hinge
+  trains on, used as data augmentation (the augmentation-fair baselines).
+  """
+
+  def augmented(state, batch):
+    key = jax.random.fold_in(
+      jax.random.fold_in(state.key, state.step), AUGMENT_PURPOSE
+    )
+    keys = jax.random.split(key, batch["image"].shape[0])
+    images = jax.vmap(sample_fn)(keys, batch["image"])
+    return step(state, dict(batch, image=images))
+
+  return augmented
+
+
+# fold_in tag of the augmentation keys (distinct from the step's own key).
+AUGMENT_PURPOSE = 1

@@ -14,6 +14,9 @@ setting of their reference code. Each variant is one `Variant` in
   csam_car            csam       the CAR description: percentile init,
                                  soft forward, consistency term on
   csam_global         csam       search.csam.radius = "global"
+  hydra_aug           hydra      finetune.augment_variations: fine-tuned
+                                 on C-SAM's input variations (augmentation)
+  dense_aug           dense      the same for the dense continuation
   hydra_layer         hydra      scope = "layer": per-layer top-k on
                                  |score|, as HYDRA's reference
   gmp_layer           gmp        scope = "layer": per-layer magnitude
@@ -63,6 +66,16 @@ VARIANTS: dict[str, Variant] = {
   ),
   "csam_global": _variant(
     "csam", "C-SAM with one global radius", search__csam__radius="global"
+  ),
+  "hydra_aug": _variant(
+    "hydra",
+    "HYDRA fine-tuned with C-SAM's input variations as augmentation",
+    finetune__augment_variations=True,
+  ),
+  "dense_aug": _variant(
+    "dense",
+    "dense, continued with C-SAM's input variations as augmentation",
+    finetune__augment_variations=True,
   ),
   "hydra_layer": _variant(
     "hydra", "HYDRA with per-layer top-k (its reference)", scope="layer"

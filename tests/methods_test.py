@@ -323,6 +323,29 @@ def test_flip_fractions_hand_computed():
   assert float(same["flip_fraction"]) == 0.0
 
 
+def test_finetune_augmented_with_the_input_variations():
+  model, state, batch = _setup()
+  state = state.replace(key=jax.random.PRNGKey(5), step=jnp.int32(3))
+  shift = lambda key, im: jnp.clip(im + jax.random.uniform(key), 0, 1)
+  seen = stages.augmented_step(lambda st, b: (st, b["image"]), shift)
+  _, images = seen(state, batch)
+  key = jax.random.fold_in(
+    jax.random.fold_in(state.key, 3), stages.AUGMENT_PURPOSE
+  )
+  expected = jax.vmap(shift)(jax.random.split(key, 8), batch["image"])
+  np.testing.assert_array_equal(images, expected)
+  assert not np.allclose(images, batch["image"])
+  # The finetune stage of an augmented config uses it; without a sampler
+  # the config is refused.
+  config = _config()
+  config.finetune.augment_variations = True
+  stage = methods.get_stages("hydra")[-1]
+  with pytest.raises(ValueError, match="augment_variations needs"):
+    stages.make_stage_fns(config, stage, model, 2, 2, sample_fn=None)
+  fns = stages.make_stage_fns(config, stage, model, 2, 2, sample_fn=shift)
+  assert fns.step.__name__ == "augmented"
+
+
 def test_hydra_search_freezes_weights_and_finalizes_hard_masks():
   model, state, batch = _setup()
   config = _config()

@@ -219,7 +219,15 @@ def get_config() -> ml_collections.ConfigDict:
     )
   )
   config.finetune = ml_collections.ConfigDict(
-    dict(epochs=20.0, num_steps=0, optimizer=optimizer_config(0.01))
+    dict(
+      epochs=20.0,
+      num_steps=0,
+      optimizer=optimizer_config(0.01),
+      # Fine-tune (and the dense continuation) on inputs transformed by
+      # search.csam.variations, as data augmentation: the baselines that
+      # see the distribution C-SAM's hinge trains on (variants *_aug).
+      augment_variations=False,
+    )
   )
 
   config.checkpoint = ml_collections.ConfigDict(

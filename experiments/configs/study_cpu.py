@@ -28,6 +28,8 @@ VARIANTS_AT_MAIN = (
   "csam_rho0",
   "csam_no_cert",
   "csam_car",
+  "hydra_aug",
+  "dense_aug",
   "hydra_layer",
 )
 
