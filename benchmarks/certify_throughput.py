@@ -14,7 +14,12 @@ number of images per forward pass:
   * cc_cert[identity]: transformed samples/s of cc_cert with an identity
     transformation (the Monte Carlo machinery only: keys, gathers, scan,
     softmax, discrepancy, bound);
-  * cc_cert[semantic]: with the CC-Cert semantic composition of METHOD.md.
+  * cc_cert[semantic]: with the CC-Cert semantic composition of METHOD.md;
+  * corruptions: images/s of csam_jax.variations.corruption_sampler() alone
+    (the 15 CIFAR-10-C corruptions x 5 severities, no model, buckets of
+    --bucket_size), applied to each chunk of ``batch_size`` draws as the
+    certifiers apply it (its sample_batch method);
+  * cc_cert[corruptions]: cc_cert with that sampler.
 The rows are timed round-robin (one call of each per round, after a warm-up
 that compiles), so that load on a shared machine hits all of them alike;
 the script prints median times and the median, min and max over rounds of
@@ -37,7 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from csam_jax import certify, variations
-from csam_jax._src.certify import chernoff_cramer
+from csam_jax._src.certify import chernoff_cramer, montecarlo
 from experiments import models
 
 
@@ -66,6 +71,11 @@ def _round_robin(rows, rounds: int) -> dict[str, list[float]]:
   return times
 
 
+def _apply_chunk(sample_fn, keys, images):
+  """One chunk of draws transformed as the certifiers transform it."""
+  return montecarlo.transform(jax.tree_util.Partial(sample_fn), keys, images)
+
+
 def _compile_seconds(x, logits_fn, sample_fn, batch_size: int) -> float:
   """Seconds to lower and compile the draw program (1 image, 1 chunk)."""
   t0 = time.perf_counter()
@@ -90,6 +100,9 @@ def main() -> None:
   parser.add_argument("--num_bounds", type=int, default=10)
   parser.add_argument("--batch_size", type=int, default=500)
   parser.add_argument("--rounds", type=int, default=7)
+  parser.add_argument(
+    "--bucket_size", type=int, default=16, help="corruption_sampler buckets"
+  )
   args = parser.parse_args()
 
   apply_fn, variables = _model_fns(args.model, args.width, args.size)
@@ -109,6 +122,10 @@ def main() -> None:
   transform = jax.jit(
     lambda k, b: jax.lax.map(lambda a: jax.vmap(semantic)(*a), (k, b))
   )
+  corruptions = variations.corruption_sampler(bucket_size=args.bucket_size)
+  corrupt_chunks = jax.jit(
+    lambda k, b: jax.lax.map(lambda a: _apply_chunk(corruptions, *a), (k, b))
+  )
 
   def run_cc(sample_fn):
     return lambda: (
@@ -127,7 +144,8 @@ def main() -> None:
     f"backend={jax.default_backend()} devices={jax.device_count()} "
     f"model={args.model} width={args.width} image={shape} "
     f"images={args.images} N={args.num_samples * args.num_bounds} "
-    f"batch_size={args.batch_size} rounds={args.rounds}"
+    f"batch_size={args.batch_size} rounds={args.rounds} "
+    f"bucket_size={args.bucket_size}"
   )
   # The closure's variables become constants of the program.
   closure = jax.tree_util.Partial(lambda images: apply_fn(variables, images))
@@ -146,21 +164,30 @@ def main() -> None:
     "transform": chunks * args.batch_size,
     "cc_cert[identity]": total,
     "cc_cert[semantic]": total,
+    "corruptions": chunks * args.batch_size,
+    "cc_cert[corruptions]": total,
   }
   rows = [
     ("forward", lambda: forward(logits_fn, batches)),
     ("transform", lambda: transform(keys, batches)),
     ("cc_cert[identity]", run_cc(identity)),
     ("cc_cert[semantic]", run_cc(semantic)),
+    ("corruptions", lambda: corrupt_chunks(keys, batches)),
+    ("cc_cert[corruptions]", run_cc(corruptions)),
   ]
   times = _round_robin(rows, args.rounds)
   for name, seconds in times.items():
     median = statistics.median(seconds)
     print(
-      f"{name:18s} median {median:8.4f} s  "
+      f"{name:20s} median {median:8.4f} s  "
       f"{counts[name] / median:12.1f} images/s"
     )
-  for name in ("cc_cert[identity]", "cc_cert[semantic]"):
+  for name in (
+    "cc_cert[identity]",
+    "cc_cert[semantic]",
+    "corruptions",
+    "cc_cert[corruptions]",
+  ):
     ratios = [
       (counts[name] / t) / (counts["forward"] / f)
       for t, f in zip(times[name], times["forward"], strict=True)

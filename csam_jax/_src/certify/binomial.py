@@ -82,7 +82,7 @@ def _count_correct(key, x, labels, logits_fn, sample_fn, num_draws, batch_size):
 
   def update(count, keys, images, image_index, draw_index):
     del draw_index
-    logits = logits_fn(jax.vmap(sample_fn)(keys, images))
+    logits = logits_fn(montecarlo.transform(sample_fn, keys, images))
     safe = jnp.minimum(image_index, x.shape[0] - 1)
     hit = (jnp.argmax(logits, axis=-1) == labels[safe]).astype(jnp.int32)
     return count.at[image_index].add(hit, mode="drop")

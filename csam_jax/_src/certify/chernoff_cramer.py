@@ -147,7 +147,8 @@ def _cc_draws(key, x, logits_fn, sample_fn, num_draws, batch_size):
 
   def update(carry, keys, images, image_index, draw_index):
     z, changed = carry
-    probs = montecarlo.probs(logits_fn, jax.vmap(sample_fn)(keys, images))
+    images = montecarlo.transform(sample_fn, keys, images)
+    probs = montecarlo.probs(logits_fn, images)
     safe = jnp.minimum(image_index, x.shape[0] - 1)
     dist = jnp.max(jnp.abs(probs - probs0[safe]), axis=-1)
     flip = (jnp.argmax(probs, axis=-1) != pred[safe]).astype(jnp.int32)

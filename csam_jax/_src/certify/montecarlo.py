@@ -9,6 +9,14 @@ are enumerated image-major and processed ``batch_size`` at a time by a
 are ``jax.vmap``-ed / batched. So peak memory is set by ``batch_size`` (plus
 what the caller accumulates per draw or per image), and results are
 deterministic for a key and do not depend on ``batch_size``.
+
+A chunk's draws are transformed by `transform`: ``jax.vmap(sample_fn)``, or,
+for a batched sampler (one whose function has a ``sample_batch(keys,
+images)`` method, e.g. `csam_jax.variations.corruption_sampler`), that
+method on the whole chunk, so the sampler can share work across draws
+(group them by transformation). A batched sampler must return for each
+draw exactly ``sample_fn(keys[i], images[i])``, whatever the other draws,
+so results stay independent of ``batch_size``.
 """
 
 from __future__ import annotations
@@ -66,6 +74,43 @@ def scan_draws(
 
   carry, _ = jax.lax.scan(body, carry, jnp.arange(-(-total // size)))
   return carry
+
+
+def transform(sample_fn: Callable, keys: Array, images: Array) -> Array:
+  """The transformed images of one chunk of draws.
+
+  Args:
+    sample_fn: ``sample_fn(key, image) -> image``, a callable or a
+      `jax.tree_util.Partial`. If its function (``sample_fn.func`` for a
+      Partial) has a ``sample_batch`` method, the chunk is transformed by
+      ``sample_batch(*partial_args, keys, images)``, else by
+      ``jax.vmap(sample_fn)(keys, images)``.
+    keys: (S,) PRNG keys, one per draw.
+    images: (S, H, W, C) the images to transform.
+
+  Returns:
+    (S, H, W, C) transformed images.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> class Flip:
+    ...   def __call__(self, key, image):
+    ...     return image[::-1]
+    ...   def sample_batch(self, keys, images):
+    ...     return images[:, ::-1]
+    >>> keys = jax.random.split(jax.random.key(0), 2)
+    >>> transform(jax.tree_util.Partial(Flip()), keys,
+    ...           jnp.arange(4.0).reshape(2, 2, 1, 1))[:, :, 0, 0].tolist()
+    [[1.0, 0.0], [3.0, 2.0]]
+  """
+  partial = isinstance(sample_fn, jax.tree_util.Partial)
+  func = sample_fn.func if partial else sample_fn
+  batched = getattr(func, "sample_batch", None)
+  if batched is None:
+    return jax.vmap(sample_fn)(keys, images)
+  if partial:
+    return batched(*sample_fn.args, keys, images, **sample_fn.keywords)
+  return batched(keys, images)
 
 
 def probs(logits_fn: Callable, images: Array) -> Array:

@@ -5,6 +5,7 @@ Severity parameters are those of the CIFAR-10-C script
 ImageNet-C ones (which are far too strong at 32 px).
 """
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -221,10 +222,6 @@ def _check_images(images, ndims: tuple[int, ...]) -> tuple[int, ...]:
   return tuple(shape)
 
 
-def _branch(name: str) -> Callable[..., jax.Array]:
-  return lambda key, image, index: apply_at(key, image, name, index)
-
-
 @functools.lru_cache(maxsize=256)
 def _stacked_params(name: str, height: int, width: int) -> dict:
   corruption = _TABLE[name]
@@ -290,32 +287,147 @@ def corrupt(
   return jax.vmap(fn)(keys, jnp.asarray(images))
 
 
+def _applier(name: str) -> Callable[..., jax.Array]:
+  """``fn(keys, images, severity_indices)``: ``apply_at`` vmapped."""
+  return jax.vmap(lambda k, im, s: apply_at(k, im, name, s))
+
+
+@dataclasses.dataclass(frozen=True)
+class CorruptionSampler:
+  """The distribution of `corruption_sampler`: a random corruption per draw.
+
+  Equal samplers (same names and severities) are equal and hash alike, so
+  the certifiers' compiled programs are reused across instances.
+
+  Attributes:
+    names: the corruption names, drawn uniformly.
+    severities: the severities (1..5), drawn uniformly.
+    bucket_size: draws per corruption program in `sample_batch`.
+  """
+
+  names: tuple[str, ...]
+  severities: tuple[int, ...]
+  bucket_size: int = 16
+
+  def draw(self, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(name index, 0-based severity index, corruption key)`` of a draw."""
+    name_key, severity_key, corrupt_key = jax.random.split(key, 3)
+    which = jax.random.randint(name_key, (), 0, len(self.names))
+    indices = jnp.asarray(np.asarray(self.severities, np.int32) - 1)
+    return which, jax.random.choice(severity_key, indices), corrupt_key
+
+  def __call__(self, key: jax.Array, image: jax.Array) -> jax.Array:
+    """One draw: a random corruption of one HWC image."""
+    _check_images(image, ndims=(3,))
+    which, severity_index, corrupt_key = self.draw(key)
+    branches = [
+      functools.partial(_apply_index, name=name) for name in self.names
+    ]
+    return jax.lax.switch(which, branches, corrupt_key, image, severity_index)
+
+  def sample_batch(self, keys: jax.Array, images: jax.Array) -> jax.Array:
+    """``jax.vmap(self)(keys, images)``, each corruption run on its draws only.
+
+    The labels of all draws come first (`draw`); the draws are sorted by
+    corruption (stable, so in draw order within a corruption) and each
+    corruption runs, ``jax.vmap``-ed, on its draws in buckets of
+    ``bucket_size`` (a ``lax.while_loop`` over its ``ceil(n_c /
+    bucket_size)`` buckets; the padding slots of the last one compute on a
+    real draw and are dropped); the results are scattered back in draw
+    order. A chunk of S draws over K names costs about ``S + K *
+    bucket_size / 2`` corruption evaluations (``S * K`` under ``vmap`` of
+    the switch). Every corruption program has the fixed shape
+    ``(bucket_size, H, W, 3)``, so a draw's output depends only on its key
+    and image, bit for bit, whatever the size and the other draws of the
+    chunk.
+    """
+    shape = _check_images(images, ndims=(4,))
+    if keys.shape != shape[:1]:
+      raise ValueError(
+        f"`keys` must hold one key per image, shape {shape[:1]}, got "
+        f"{keys.shape}."
+      )
+    size, bucket = shape[0], self.bucket_size
+    which, severity_index, corrupt_keys = jax.vmap(self.draw)(keys)
+    order = jnp.argsort(which, stable=True)
+    order = jnp.concatenate([order, jnp.full((bucket,), size, order.dtype)])
+    counts = jnp.bincount(which, length=len(self.names))
+    starts = jnp.cumsum(counts) - counts
+    out = jnp.zeros(shape, jnp.float32)
+    for c, name in enumerate(self.names):
+      corrupt_fn = _applier(name)
+      end = starts[c] + counts[c]
+
+      def body(i, out, c=c, end=end, corrupt_fn=corrupt_fn):
+        slots = starts[c] + i * bucket + jnp.arange(bucket)
+        idx = jnp.where(slots < end, order[slots], size)
+        safe = jnp.minimum(idx, size - 1)
+        # The barrier keeps XLA from specialising the corruption to its
+        # inputs (e.g. to one image broadcast when the chunk has one draw),
+        # so its program, and rounding, is the same for every chunk.
+        args = (corrupt_keys[safe], images[safe], severity_index[safe])
+        done = corrupt_fn(*jax.lax.optimization_barrier(args))
+        return out.at[idx].set(done, mode="drop")
+
+      num_buckets = (counts[c] + bucket - 1) // bucket
+      out = jax.lax.fori_loop(0, num_buckets, body, out)
+    return out
+
+
+def _apply_index(key, image, severity_index, *, name):
+  return apply_at(key, image, name, severity_index)
+
+
 def corruption_sampler(
   names: Sequence[str] = CORRUPTIONS,
   severities: Sequence[int] = SEVERITIES,
-) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  *,
+  bucket_size: int = 16,
+) -> CorruptionSampler:
   """A ``sample_fn(key, image)`` drawing a random corruption and severity.
 
   The name and the severity are drawn independently and uniformly (so the
-  pair is uniform over ``names x severities``); the corruption is applied
-  with ``jax.lax.switch`` over the static list of names, each branch
-  taking the severity as a traced index into its stacked parameters, so
-  ``sample_fn`` jits and vmaps (e.g. as the transformation distribution of
-  ``csam_jax.certify.cc_cert``). Under ``vmap`` the switch evaluates every
-  branch and selects, so a sample costs one pass of every listed name (not
-  of every pair).
+  pair is uniform over ``names x severities``) from the draw's key
+  (`CorruptionSampler.draw`, which also gives the corruption's key), so a
+  draw is a function of its key and image only. Two ways to apply it:
+
+  * ``sample_fn(key, image)``: one image; ``jax.lax.switch`` over the names,
+    each branch taking the severity as a traced index into its stacked
+    parameters. It jits and vmaps, but under ``vmap`` the switch runs every
+    branch and selects, so a draw costs one pass of every listed name.
+  * ``sample_fn.sample_batch(keys, images)``: a batch of draws, one key per
+    image; the draws are grouped by corruption and each corruption runs on
+    its own draws only, in fixed-size buckets of ``bucket_size``, so a draw
+    costs about one corruption. The certifiers (`csam_jax.certify.cc_cert`,
+    `binomial_certificate`) use it on each chunk of ``batch_size`` draws
+    (`csam_jax._src.certify.montecarlo.transform`).
+
+  Both draw the same corruption, severity and corruption key for a key; the
+  images agree to float32 rounding (a few ulp: XLA compiles the vmapped
+  switch and the buckets into different programs). ``sample_batch`` is
+  bitwise independent of the batch size and chunking for a given
+  ``bucket_size``.
 
   Args:
     names: corruption names (default: the 15 CIFAR-10-C corruptions).
     severities: severities in 1..5 (default: all five).
+    bucket_size: draws per corruption program in ``sample_batch``, >= 1.
+      A chunk of S draws over K names costs about ``S + K * bucket_size / 2``
+      corruption evaluations in ``ceil(S / bucket_size) + K`` sequential
+      buckets: small on CPU; larger (e.g. 128) on accelerators, which favour
+      fewer, wider programs.
 
   Returns:
-    ``sample_fn(key, image)`` mapping one HWC image in [0, 1] to a
-    corrupted float32 image of the same shape.
+    A `CorruptionSampler` (hashable, equal for equal arguments):
+    ``sample_fn(key, image)`` maps one HWC image in [0, 1] to a corrupted
+    float32 image of the same shape.
 
   Raises:
-    ValueError: empty or unknown ``names`` / ``severities``; ``sample_fn``
-      raises ValueError for an image that is not (H, W, 3).
+    ValueError: empty or unknown ``names`` / ``severities``, ``bucket_size``
+      < 1; ``sample_fn`` raises ValueError for an image that is not
+      (H, W, 3), ``sample_batch`` for images that are not (N, H, W, 3) or
+      keys that are not (N,).
+    TypeError: ``bucket_size`` or a severity not an int.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -323,6 +435,11 @@ def corruption_sampler(
     >>> sample_fn = corruption_sampler(("contrast", "brightness"), (1, 5))
     >>> sample_fn(jax.random.key(0), jnp.full((8, 8, 3), 0.5)).shape
     (8, 8, 3)
+    >>> keys = jax.random.split(jax.random.key(0), 4)
+    >>> images = jnp.full((4, 8, 8, 3), 0.5)
+    >>> bool(jnp.allclose(sample_fn.sample_batch(keys, images),
+    ...                   jax.vmap(sample_fn)(keys, images), atol=1e-6))
+    True
   """
   names, severities = tuple(names), tuple(severities)
   if not names or not severities:
@@ -330,17 +447,13 @@ def corruption_sampler(
   for name in names:
     _check_name(name)
   severities = tuple(_check_severity(s) for s in severities)
-  indices = np.asarray(severities, np.int32) - 1
-  branches = [_branch(name) for name in names]
-
-  def sample_fn(key: jax.Array, image: jax.Array) -> jax.Array:
-    _check_images(image, ndims=(3,))
-    name_key, severity_key, corrupt_key = jax.random.split(key, 3)
-    which = jax.random.randint(name_key, (), 0, len(names))
-    severity_index = jax.random.choice(severity_key, jnp.asarray(indices))
-    return jax.lax.switch(which, branches, corrupt_key, image, severity_index)
-
-  return sample_fn
+  if isinstance(bucket_size, bool) or not isinstance(
+    bucket_size, int | np.integer
+  ):
+    raise TypeError(f"`bucket_size` must be an int >= 1, got {bucket_size!r}.")
+  if bucket_size < 1:
+    raise ValueError(f"`bucket_size` must be >= 1, got {bucket_size}.")
+  return CorruptionSampler(names, severities, int(bucket_size))
 
 
 def severity_parameters(name: str, severity: int) -> tuple:
