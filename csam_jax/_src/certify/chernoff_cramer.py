@@ -199,7 +199,10 @@ def cc_cert(
       images (float, [0, 1] for the variations) or (B, D) feature vectors.
     sample_fn: ``sample_fn(key, input) -> input``, one random
       transformation of one input (e.g. `csam_jax.variations.compose` on
-      an HWC image); a plain callable or a Partial, as ``logits_fn``.
+      an HWC image); a plain callable or a Partial, as ``logits_fn``. A
+      batched sampler (a ``sample_batch(keys, inputs)`` method, e.g.
+      `csam_jax.variations.corruption_sampler`) transforms each chunk of
+      draws at once (`csam_jax._src.certify.montecarlo.transform`).
     num_samples: samples per group (CC-Cert ``nsamples``).
     num_bounds: number of groups (CC-Cert ``nbounds``).
     delta: Paley-Zygmund factor in (0, 1].
