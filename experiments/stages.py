@@ -16,7 +16,7 @@ losses are already global, so ``csam_transform`` needs no
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -376,6 +376,18 @@ def _search_fns(config, stage, model, num_steps, steps_per_epoch, sample_fn):
     weight_tx = optimizers.make_optimizer(
       config.search.weight_optimizer, num_steps, steps_per_epoch
     )
+  elif config.search.train_batchnorm:
+    # HYDRA's reference freezes weights and biases but not BatchNorm's
+    # scale and bias, trained by the scores' optimizer.
+    weight_tx = optax.multi_transform(
+      {
+        "batchnorm": optimizers.make_optimizer(
+          config.search.optimizer, num_steps, steps_per_epoch
+        ),
+        "frozen": optax.set_to_zero(),
+      },
+      batchnorm_labels,
+    )
 
   def begin(state, key):
     masks = csam_jax.init_masks(
@@ -490,6 +502,26 @@ def make_stage_fns(
       )
     fns = fns._replace(step=augmented_step(fns.step, sample_fn))
   return fns
+
+
+def batchnorm_labels(params: PyTree) -> PyTree:
+  """ "batchnorm" for the scale and bias of BatchNorm layers (a module whose
+  parameters are exactly ``scale`` and ``bias``), "frozen" elsewhere.
+
+  Example:
+    >>> batchnorm_labels({"conv": {"kernel": 0}, "Dense": {"kernel": 0,
+    ...   "bias": 0}, "bn": {"scale": 0, "bias": 0}})
+    {'conv': {'kernel': 'frozen'}, 'Dense': {'kernel': 'frozen', 'bias': 'frozen'}, 'bn': {'scale': 'batchnorm', 'bias': 'batchnorm'}}
+  """  # noqa: E501 - a doctest output line.
+
+  def label(node):
+    if isinstance(node, Mapping) and set(node) == {"scale", "bias"}:
+      return {k: "batchnorm" for k in node}
+    if isinstance(node, Mapping):
+      return {k: label(v) for k, v in node.items()}
+    return "frozen"
+
+  return label(params)
 
 
 def augmented_step(step: StepFn, sample_fn: losses.SampleFn) -> StepFn:

@@ -47,6 +47,8 @@ BASELINES = (
   "hydra",
   "gmp_layer",
   "hydra_layer",
+  "hydra_ref",
+  "hydra_aug",
 )
 LEVELS = ("1e-02", "1e-03")
 

@@ -19,6 +19,9 @@ setting of their reference code. Each variant is one `Variant` in
   dense_aug           dense      the same for the dense continuation
   hydra_layer         hydra      scope = "layer": per-layer top-k on
                                  |score|, as HYDRA's reference
+  hydra_ref           hydra      HYDRA's reference settings: per-layer
+                                 top-k, BatchNorm trainable in the search,
+                                 score weight decay 1e-4
   gmp_layer           gmp        scope = "layer": per-layer magnitude
                                  pruning (Zhu & Gupta)
   ==================  =========  =========================================
@@ -79,6 +82,14 @@ VARIANTS: dict[str, Variant] = {
   ),
   "hydra_layer": _variant(
     "hydra", "HYDRA with per-layer top-k (its reference)", scope="layer"
+  ),
+  "hydra_ref": _variant(
+    "hydra",
+    "HYDRA as its reference code: per-layer top-k, BatchNorm trained, "
+    "score weight decay 1e-4",
+    scope="layer",
+    search__train_batchnorm=True,
+    search__optimizer__weight_decay=1e-4,
   ),
   "gmp_layer": _variant(
     "gmp", "GMP with per-layer magnitude pruning (Zhu & Gupta)", scope="layer"

@@ -346,6 +346,25 @@ def test_finetune_augmented_with_the_input_variations():
   assert fns.step.__name__ == "augmented"
 
 
+def test_hydra_search_with_trainable_batchnorm_as_its_reference():
+  model, state, batch = _setup()
+  config = _config()
+  config.search.train_batchnorm = True
+  stage = methods.get_stages("hydra")[1]
+  fns = stages.make_stage_fns(config, stage, model, 2, 2)
+  begun = fns.begin(state, jax.random.PRNGKey(0))
+  after, _ = fns.step(begun, batch)
+  labels = stages.batchnorm_labels(state.params)
+  changed = jax.tree.map(
+    lambda a, b: bool(jnp.any(a != b)), begun.params, after.params
+  )
+  flat_labels = jax.tree.leaves(labels)
+  flat_changed = jax.tree.leaves(changed)
+  assert "batchnorm" in flat_labels and "frozen" in flat_labels
+  for label, moved in zip(flat_labels, flat_changed, strict=True):
+    assert moved == (label == "batchnorm"), label
+
+
 def test_hydra_search_freezes_weights_and_finalizes_hard_masks():
   model, state, batch = _setup()
   config = _config()

@@ -93,6 +93,9 @@ def search_config() -> ml_collections.ConfigDict:
       optimizer=optimizer_config(0.1, weight_decay=0.0),
       # Joint mode: also update the weights with their plain gradient.
       update_weights=False,
+      # Frozen weights but trainable BatchNorm scale/bias (with the scores'
+      # optimizer), as HYDRA's reference code; ignored in joint mode.
+      train_batchnorm=False,
       weight_optimizer=optimizer_config(0.01),
       hydra=ml_collections.ConfigDict(dict(init="hydra", forward="ste")),
       csam=ml_collections.ConfigDict(

@@ -30,7 +30,7 @@ VARIANTS_AT_MAIN = (
   "csam_car",
   "hydra_aug",
   "dense_aug",
-  "hydra_layer",
+  "hydra_ref",
 )
 
 
