@@ -107,6 +107,12 @@ def _check_search(config: ml_collections.ConfigDict) -> None:
   _choice("search.csam.init", c.init, SEARCH_INITS)
   _choice("search.csam.forward", c.forward, FORWARD_MODES)
   _choice("search.csam.hinge_bn", c.hinge_bn, HINGE_BN)
+  for field in ("update_weights", "train_batchnorm"):
+    if not isinstance(config.search[field], bool):
+      raise ValueError(
+        f"config.search.{field} must be True or False, got "
+        f"{config.search[field]!r}."
+      )
   augment = config.finetune.augment_variations
   if not isinstance(augment, bool):
     raise ValueError(
