@@ -48,8 +48,9 @@ _AGGREGATE = flags.DEFINE_bool(
   "aggregate", False, "Only aggregate the existing records; run nothing."
 )
 
-# Config sections that only act after pretraining: they do not change the
-# pretraining checkpoints, so cells that differ only there share them.
+# Config fields that only act after pretraining (or not on results): they do
+# not change the pretraining checkpoints, so cells differing only there
+# share them.
 POST_PRETRAINING = (
   "name",
   "overwrite",
@@ -65,6 +66,7 @@ POST_PRETRAINING = (
   "evaluation",
   "certify",
   "corruptions",
+  "compilation_cache_dir",  # how fast programs compile, not what they do
 )
 
 
