@@ -14,18 +14,9 @@ from __future__ import annotations
 import ml_collections
 
 from csam_jax.variations import CC_CERT_RANGES
+from experiments import certification
 
 EPS = tuple(10.0**-k for k in range(10, 1, -1))  # 1e-10, ..., 1e-2
-# The six CC-Cert families alone, then all of them composed in one draw.
-FAMILIES = (
-  "gamma",
-  "contrast",
-  "brightness",
-  "rotation",
-  "translation",
-  "gaussian_blur",
-)
-DISTRIBUTIONS = ("semantic", *FAMILIES, "corruptions")
 
 
 def get_certify_config() -> ml_collections.ConfigDict:
@@ -33,13 +24,14 @@ def get_certify_config() -> ml_collections.ConfigDict:
 
   Fields:
     enabled: run the certification stage.
-    num_images: first test images certified.
+    num_images: test images certified: a seeded random subset of the
+      evaluation split, the same for every method.
     batch_size: transformed images per forward pass (bounds memory).
     num_samples, num_bounds, delta: CC-Cert (N = num_samples * num_bounds).
     eps: certification levels reported.
-    distributions: which of DISTRIBUTIONS to certify under: "semantic"
-      (every family of ``semantic.ranges`` composed in each draw), a
-      family name (that family alone at its ``semantic.ranges`` range,
+    distributions: which of `experiments.certification.DISTRIBUTIONS` to
+      certify under: "semantic" (every family of ``semantic.ranges``
+      composed in each draw), a family name (that family alone at its ``semantic.ranges`` range,
       the CC-Cert range when absent there) or "corruptions" (CIFAR-10-C).
       Default: "semantic" and the six families alone.
     semantic: ``ranges`` (csam_jax.variations.compose specification, the
@@ -72,7 +64,7 @@ def get_certify_config() -> ml_collections.ConfigDict:
       num_bounds=10,
       delta=0.9,
       eps=EPS,
-      distributions=("semantic", *FAMILIES),
+      distributions=("semantic", *certification.FAMILIES),
       semantic=dict(
         ranges=dict(CC_CERT_RANGES),
         border_mode="constant",
@@ -95,7 +87,7 @@ def get_certify_config() -> ml_collections.ConfigDict:
         semantic=0,
         corruptions=1,
         smoothing=2,
-        **{family: 3 + i for i, family in enumerate(FAMILIES)},
+        **{f: 3 + i for i, f in enumerate(certification.FAMILIES)},
       ),
     )
   )

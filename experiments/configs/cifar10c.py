@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments.configs import certify_config, default
+from experiments import certification
+from experiments.configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -49,7 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
   # drawn uniformly, csam_jax.variations.corruption_sampler).
   config.certify.distributions = (
     "semantic",
-    *certify_config.FAMILIES,
+    *certification.FAMILIES,
     "corruptions",
   )
   return config

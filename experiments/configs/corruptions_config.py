@@ -1,7 +1,9 @@
 """The ``config.corruptions`` section: CIFAR-10-C corrupted-data evaluation.
 
-Every method's final model is evaluated on the first ``num_images`` test
-images under each corruption x severity (experiments/corruption_eval.py).
+Every method's final model is evaluated on ``num_images`` test images (a
+seeded random subset of the evaluation split, the same for every method and
+for both sources) under each corruption x severity
+(experiments/corruption_eval.py).
 """
 
 import ml_collections
