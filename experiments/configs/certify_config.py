@@ -31,8 +31,9 @@ def get_certify_config() -> ml_collections.ConfigDict:
     eps: certification levels reported.
     distributions: which of `experiments.certification.DISTRIBUTIONS` to
       certify under: "semantic" (every family of ``semantic.ranges``
-      composed in each draw), a family name (that family alone at its ``semantic.ranges`` range,
-      the CC-Cert range when absent there) or "corruptions" (CIFAR-10-C).
+      composed in each draw), a family name (that family alone at its
+      ``semantic.ranges`` range, the CC-Cert range when absent there) or
+      "corruptions" (CIFAR-10-C).
       Default: "semantic" and the six families alone.
     semantic: ``ranges`` (csam_jax.variations.compose specification, the
       CC-Cert suggested ranges by default), ``border_mode``, ``cval``,
