@@ -17,8 +17,12 @@ of per-round ratios).
 Two forward-backward passes make ~2.0x SGD the floor.
 
   python -m benchmarks.step_overhead --width=0.25 --batch=64
+
+--dtype=bfloat16 computes in bfloat16 (parameters float32); --json_out
+writes the medians and ratios as JSON (benchmarks/gpu.sh reads them).
 """
 
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -39,6 +43,12 @@ _FORWARD = flags.DEFINE_enum(
 )
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed runs after compiling.")
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed runs per step.")
+_DTYPE = flags.DEFINE_enum(
+  "dtype", "float32", ["float32", "bfloat16"], "Computation dtype."
+)
+_JSON_OUT = flags.DEFINE_string(
+  "json_out", None, "Write medians (s) and ratios to this JSON file."
+)
 
 
 def _interleaved_medians(steps: dict[str, tuple[Callable, tuple]]) -> dict:
@@ -65,7 +75,12 @@ def _interleaved_medians(steps: dict[str, tuple[Callable, tuple]]) -> dict:
 def main(argv):
   del argv
   sparsity = _SPARSITY.value
-  model = models.get_model("resnet18", num_classes=10, width=_WIDTH.value)
+  model = models.get_model(
+    "resnet18",
+    num_classes=10,
+    width=_WIDTH.value,
+    dtype=jnp.dtype(_DTYPE.value),
+  )
   key = jax.random.key(0)
   k_init, k_x, k_y = jax.random.split(key, 3)
   x = jax.random.uniform(k_x, (_BATCH.value, 32, 32, 3))
@@ -140,7 +155,7 @@ def main(argv):
   print(
     f"device={jax.devices()[0].platform} resnet18 width={_WIDTH.value} "
     f"params={n_params:,} batch={_BATCH.value} forward={_FORWARD.value} "
-    f"repeats={_REPEATS.value}"
+    f"dtype={_DTYPE.value} repeats={_REPEATS.value}"
   )
   for name, seconds in results.items():
     print(f"{name:>10s}: median {seconds * 1e3:9.2f} ms/step")
@@ -154,6 +169,18 @@ def main(argv):
       f"{a}/{b}: ratio of medians {results[a] / results[b]:.3f}, "
       f"median of per-round ratios {paired_ratio(a, b):.3f}{goal}"
     )
+  if _JSON_OUT.value:
+    record = dict(
+      width=_WIDTH.value,
+      batch=_BATCH.value,
+      dtype=_DTYPE.value,
+      forward=_FORWARD.value,
+      platform=jax.devices()[0].platform,
+      median_s=results,
+      ratio_to_sgd={name: paired_ratio(name, "sgd") for name in results},
+    )
+    with open(_JSON_OUT.value, "w") as f:
+      json.dump(record, f, indent=2)
 
 
 if __name__ == "__main__":

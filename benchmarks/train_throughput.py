@@ -8,14 +8,25 @@ costs no steps. Ratios are relative to ``dense``, all measured side by side
 in this one run.
 
   python benchmarks/train_throughput.py --width=0.25 --batch=64
+
+It also prints each method's projected time of one full CIFAR-10 epoch
+(50,000 images at the method's measured images/s, averaged over its
+stages) and of the whole cifar10c budget (pretrain + search + finetune
+epochs), and, given
+--overhead_json (the JSON of benchmarks/step_overhead.py), the same from
+the dense step time of this run times the passes/step ratios measured there:
+optax_sam/sgd for SAM stages, csam/sgd for C-SAM search, 1 otherwise.
+--dtype=bfloat16 computes in bfloat16; --json_out writes the results.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
@@ -28,6 +39,36 @@ _BATCH = flags.DEFINE_integer("batch", 32, "Global batch size.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per repeat.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Repeats (median reported).")
 _IMAGE = flags.DEFINE_integer("image_size", 32, "Image side in pixels.")
+_DTYPE = flags.DEFINE_enum(
+  "dtype", "float32", ["float32", "bfloat16"], "Computation dtype."
+)
+_OVERHEAD_JSON = flags.DEFINE_string(
+  "overhead_json", None, "step_overhead.py --json_out file, for projections."
+)
+_JSON_OUT = flags.DEFINE_string("json_out", None, "Write results as JSON.")
+EPOCH_IMAGES = 50_000  # CIFAR-10 training set
+
+
+def _pass_ratio(stage, ratios: dict[str, float]) -> float:
+  """Step cost of ``stage`` relative to an SGD step (step_overhead ratios)."""
+  if stage.kind == "search" and stage.algo == "csam":
+    return ratios["csam"]
+  if stage.sam and stage.kind in ("pretrain", "finetune"):
+    return ratios["optax_sam"]
+  return 1.0
+
+
+def _projected_epochs(config, dense_step_s: float, ratios, steps_per_epoch):
+  """Seconds per CIFAR-10 epoch of each method from step_overhead ratios."""
+  out = {}
+  for method in methods.METHODS:
+    steps, cost = 0, 0.0
+    for stage in methods.get_stages(method):
+      n = methods.stage_steps(config, stage, steps_per_epoch)
+      steps, cost = steps + n, cost + n * _pass_ratio(stage, ratios)
+    per_image = dense_step_s * (cost / steps) / config.batch_size
+    out[method] = EPOCH_IMAGES * per_image
+  return out
 
 
 def _time_stage(ctx, config, stage, state, batch):
@@ -58,7 +99,12 @@ def main(argv):
   config.batch_size = _BATCH.value
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size)
-  module = models.get_model("resnet18", num_classes=10, width=_WIDTH.value)
+  module = models.get_model(
+    "resnet18",
+    num_classes=10,
+    width=_WIDTH.value,
+    dtype=jnp.dtype(_DTYPE.value),
+  )
   model = state_lib.ModelFns(module, (0.5,) * 3, (0.25,) * 3)
   shape = (_IMAGE.value, _IMAGE.value, 3)
   ctx = dict(
@@ -81,7 +127,8 @@ def main(argv):
   per_step, steps_per_epoch = {}, 100
   print(
     f"ResNet-18 width={_WIDTH.value} {shape} batch={_BATCH.value} "
-    f"devices={jax.device_count()} ({jax.devices()[0].platform})"
+    f"dtype={_DTYPE.value} devices={jax.device_count()} "
+    f"({jax.devices()[0].platform})"
   )
   print(f"{'method/stage':28s} {'ms/step':>9s} {'images/s':>10s}")
   results = {}
@@ -105,9 +152,48 @@ def main(argv):
       total_time += n * per_step[key]
       total_images += n * _BATCH.value
     results[method] = total_images / total_time
-  print(f"\n{'method':12s} {'images/s':>10s} {'ratio to dense':>15s}")
+  projected = {}
+  if _OVERHEAD_JSON.value:
+    with open(_OVERHEAD_JSON.value) as f:
+      overhead = json.load(f)
+    dense_step = per_step[(methods.get_stages("dense")[0], True)]
+    projected = _projected_epochs(
+      config, dense_step, overhead["ratio_to_sgd"], steps_per_epoch
+    )
+    ratios = ", ".join(
+      f"{k}/sgd {v:.3f}" for k, v in overhead["ratio_to_sgd"].items()
+    )
+    print(
+      f"\nstep_overhead ratios ({overhead['platform']}, width "
+      f"{overhead['width']}, batch {overhead['batch']}, "
+      f"{overhead['dtype']}): {ratios}"
+    )
+  epochs = sum(config[s].epochs for s in ("pretrain", "search", "finetune"))
+  header = "epoch from ratios (s)" if projected else ""
+  print(
+    f"\n{'method':12s} {'images/s':>10s} {'ratio to dense':>15s} "
+    f"{'CIFAR-10 epoch (s)':>19s} {f'{epochs:g} epochs (h)':>16s} "
+    f"{header:>22s}"
+  )
   for method, ips in results.items():
-    print(f"{method:12s} {ips:10.1f} {ips / results['dense']:15.3f}")
+    extra = f"{projected[method]:22.1f}" if projected else ""
+    print(
+      f"{method:12s} {ips:10.1f} {ips / results['dense']:15.3f} "
+      f"{EPOCH_IMAGES / ips:19.1f} {epochs * EPOCH_IMAGES / ips / 3600:16.2f} "
+      f"{extra}"
+    )
+  if _JSON_OUT.value:
+    record = dict(
+      width=_WIDTH.value,
+      batch=_BATCH.value,
+      dtype=_DTYPE.value,
+      platform=jax.devices()[0].platform,
+      images_per_s=results,
+      epoch_s={m: EPOCH_IMAGES / ips for m, ips in results.items()},
+      epoch_s_from_ratios=projected,
+    )
+    with open(_JSON_OUT.value, "w") as f:
+      json.dump(record, f, indent=2)
 
 
 if __name__ == "__main__":
