@@ -211,13 +211,24 @@ class ProgressLogits:
       self.progress.log(self.done, {})
 
   def wrap(self, fn: Callable) -> Callable:
-    """``fn`` with the progress callback."""
+    """``fn`` with the progress callback; a ``Partial`` stays a Partial
+    over the same arguments (the weights stay arguments of the compiled
+    programs rather than constants, as in the harness)."""
+    tick = self._tick
 
-    def wrapped(images):
-      jax.debug.callback(functools.partial(self._tick, int(images.shape[0])))
-      return fn(images)
+    def with_tick(inner):
+      def wrapped(*args):
+        images = args[-1]
+        jax.debug.callback(functools.partial(tick, int(images.shape[0])))
+        return inner(*args)
 
-    return wrapped
+      return wrapped
+
+    if isinstance(fn, jax.tree_util.Partial):
+      return jax.tree_util.Partial(
+        with_tick(functools.partial(fn.func, **fn.keywords)), *fn.args
+      )
+    return with_tick(fn)
 
 
 def expected_images(config: ml_collections.ConfigDict) -> int:

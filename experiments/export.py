@@ -49,11 +49,13 @@ from experiments import (
   evaluation,
   experiment,
   logging_utils,
+  methods,
   models,
   sparse_format,
   train,
 )
 from experiments import state as state_lib
+from experiments.configs import default as default_config
 
 PyTree = Any
 FORMS = ("sparse", "narrow", "jax_export", "tflite")
@@ -154,7 +156,51 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
       "python -m experiments.main."
     )
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(json.load(f))
+  return _fill_missing_fields(config, path)
+
+
+def _paths(tree: dict, prefix: tuple = ()) -> list[tuple[str, ...]]:
+  out = []
+  for key, value in tree.items():
+    out.append((*prefix, key))
+    if isinstance(value, dict):
+      out += _paths(value, (*prefix, key))
+  return out
+
+
+def _fill_missing_fields(config, path: str) -> ml_collections.ConfigDict:
+  """Adds the default of every field that the config of an older run lacks
+  and validation asks for (a KeyError naming it); other values, and
+  free-form mappings such as the variation ranges, stay as stored."""
+  defaults = default_config.get_config().to_dict()
+  for _ in range(50):
+    try:
+      config_validation.validate_config(config)
+      return config
+    except KeyError as e:
+      name = str(e).split("'")[1] if "'" in str(e) else str(e)
+      filled = False
+      for field in _paths(defaults):
+        if field[-1] != name:
+          continue
+        node, value = config, defaults
+        for part in field[:-1]:
+          node, value = node[part] if part in node else None, value[part]
+          if node is None:
+            break
+        if node is not None and name not in node:
+          node[name] = value[name]
+          filled = True
+          logging.warning(
+            "%s predates config field %s: using its default %r.",
+            path,
+            ".".join(field),
+            value[name],
+          )
+      if not filled:
+        raise
+  return config
 
 
 def load_method(
@@ -182,9 +228,18 @@ def load_method(
       f"method {method!r} has not finished in {workdir!r} (no "
       f"runs/{method}.json); run python -m experiments.main first."
     )
+  stage_list = methods.get_stages(method)
+  last = train.stage_directory(
+    workdir, method, len(stage_list) - 1, stage_list[-1]
+  )
+  if not config.checkpoint.enabled or not os.path.isdir(last):
+    raise ValueError(
+      f"no final checkpoint of {method!r} in {workdir!r} ({last} is "
+      "missing; runs with checkpoint.enabled=False cannot be exported)."
+    )
   info = config_validation.validate_config(config)
   ctx = experiment.make_context(config, workdir, info)
-  # Every stage has a stage-end checkpoint: this only restores the last.
+  # The last stage has a stage-end checkpoint: this only restores it.
   state, _ = train.run_method(ctx, method)
   return config, ctx.model, state
 

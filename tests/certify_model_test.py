@@ -40,7 +40,11 @@ def _harness_entry(workdir):
 def test_exported_model_reproduces_the_harness_certificates(run, tmp_path):
   workdir, out = run
   harness = _harness_entry(workdir)
-  assert harness["certification"]["semantic"]["cc_cert"]["1e-02"] > 0
+  certified = [
+    harness["certification"][d]["cc_cert"]["1e-02"]
+    for d in ("semantic", "brightness")
+  ]
+  assert max(certified) > 0  # a meaningful comparison
   loaded = certify_model.load_model(
     dict(model=os.path.join(out, "model.jax_export"), config=None, threads=1)
   )

@@ -29,7 +29,7 @@ def channel_config():
   config.evaluation.every_stage = False
   cert = config.certify
   cert.num_images = 16
-  cert.distributions = ("semantic",)
+  cert.distributions = ("semantic", "brightness")
   cert.smoothing.enabled = False
   config.corruptions.enabled = False
   return config
