@@ -15,7 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from experiments import certify_model, export, models, sparse_format
+from experiments import certify_model, export, models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,21 +69,15 @@ def test_exported_model_reproduces_the_harness_certificates(run, tmp_path):
   assert (tmp_path / "cert" / "certified_vs_eps.png").exists()
 
 
-def test_cli_certifies_a_tflite_model_with_overrides(run, tmp_path):
+def test_cli_certifies_an_export_directory_with_overrides(run, tmp_path):
   _, out = run
-  variables, spec = sparse_format.load(os.path.join(out, "sparse.npz"))
-  export.export_tflite(
-    export.Deployed(spec, variables),
-    str(tmp_path / "saved_model"),
-    str(tmp_path / "model.tflite"),
-  )
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   proc = subprocess.run(
     [
       sys.executable,
       "-m",
       "experiments.certify_model",
-      f"--model={tmp_path / 'model.tflite'}",
+      f"--model={out}",  # the directory: its sparse.npz
       f"--config={REPO}/experiments/configs/quickstart.py",
       "--set=certify.num_images=4",
       "--set=certify.distributions=('brightness',)",
