@@ -15,6 +15,84 @@ from jax.scipy import special
 # scipy.stats.poisson.ppf on a grid), so the bound is never reached; it
 # only keeps the loop finite.
 _MAX_STEPS = 64
+# Temme's expansion serves k + 1 >= _TEMME_MIN; below, F(k) is a pmf sum.
+_TEMME_MIN = 10
+# Taylor coefficients in eta of Temme's c0, c1, c2 (DLMF 8.12; DiDonato and
+# Morris 1986), used for |eta| < 0.3 where the closed forms cancel.
+_C0 = (
+  -1 / 3,
+  1 / 12,
+  -2 / 135,
+  1 / 864,
+  1 / 2835,
+  -139 / 777600,
+  1 / 25515,
+  -571 / 261273600,
+)
+_C1 = (
+  -1.8518518518518519e-03,
+  -3.4722222222222222e-03,
+  2.6455026455026455e-03,
+  -9.9022633744855967e-04,
+  2.0576131687242798e-04,
+)
+_C2 = (4.1335978835978836e-03, -2.6813271604938272e-03, 7.7160493827160494e-04)
+
+
+def _polyval(coeffs, x):
+  """``sum_i coeffs[i] x^i`` (Horner)."""
+  out = jnp.zeros_like(x)
+  for c in reversed(coeffs):
+    out = out * x + c
+  return out
+
+
+def _temme(a: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(Q(a, x), x^(a-1) e^-x / Gamma(a))`` for a >= 10, float32-accurate.
+
+  Temme's uniform expansion (DLMF 8.12.3-8.12.10): with ``lam = x / a`` and
+  ``eta = sign(lam - 1) sqrt(2 (lam - 1 - log lam))``, ``Q(a, x) =
+  erfc(eta sqrt(a / 2)) / 2 + exp(-a eta^2 / 2) / sqrt(2 pi a) (c0 + c1 / a
+  + c2 / a^2)``; truncation error below 1e-7 for a >= 10. The second value
+  is the Poisson pmf ``P(X = a - 1)`` for rate x, from the same
+  ``exp(-a eta^2 / 2)`` and Stirling's series, without the cancellation of
+  ``exp((a - 1) log x - x - lgamma(a))`` in float32.
+  """
+  d = x / a - 1.0
+  series = d * d * _polyval((0.5, -1 / 3, 0.25, -0.2, 1 / 6, -1 / 7, 0.125), d)
+  half_eta2 = jnp.where(jnp.abs(d) < 0.1, series, d - jnp.log1p(d))
+  eta = jnp.sign(d) * jnp.sqrt(2.0 * half_eta2)
+  near = jnp.abs(eta) < 0.3
+  sd, se = jnp.where(near, 1.0, d), jnp.where(near, 1.0, eta)
+  c0 = jnp.where(near, _polyval(_C0, eta), 1.0 / sd - 1.0 / se)
+  c1 = jnp.where(
+    near,
+    _polyval(_C1, eta),
+    1.0 / se**3 - 1.0 / sd**3 - 1.0 / sd**2 - 1.0 / (12.0 * sd),
+  )
+  c2 = _polyval(_C2, eta)
+  gauss = jnp.exp(-a * half_eta2)
+  q = 0.5 * special.erfc(eta * jnp.sqrt(a / 2.0)) + gauss / jnp.sqrt(
+    2.0 * jnp.pi * a
+  ) * (c0 + c1 / a + c2 / (a * a))
+  # Gamma(a) = sqrt(2 pi / a) (a / e)^a gamma_star(a), Stirling's series.
+  gamma_star = _polyval(
+    (1.0, 1 / 12, 1 / 288, -139 / 51840, -571 / 2488320), 1 / a
+  )
+  pmf = gauss * jnp.sqrt(a / (2.0 * jnp.pi)) / (gamma_star * x)
+  return q, pmf
+
+
+def _small_cdf(k: jax.Array, lam: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(P(X <= k), P(X = k))`` by summing the pmf, for k < _TEMME_MIN - 1."""
+  pmf_j = jnp.exp(-lam)
+  cdf, pmf = jnp.zeros_like(lam), jnp.zeros_like(lam)
+  for j in range(_TEMME_MIN - 1):
+    if j:
+      pmf_j = pmf_j * lam / j
+    cdf = cdf + jnp.where(j <= k, pmf_j, 0.0)
+    pmf = jnp.where(j == k, pmf_j, pmf)
+  return cdf, pmf
 
 
 def gaussian_noise(key: jax.Array, image: jax.Array, p) -> jax.Array:
@@ -44,25 +122,25 @@ def poisson_inverse(lam: jax.Array, u: jax.Array) -> jax.Array:
 
   Inversion of the Poisson CDF ``F(k) = P(X <= k) = Q(k + 1, lam)`` (the
   regularised upper incomplete gamma function), so with ``U ~ Uniform(0,
-  1)`` the count is Poisson(lam) distributed, up to the float32 evaluation
-  of F. The search starts at a Cornish-Fisher guess (`_poisson_start`),
-  evaluates F there once (``jax.scipy.special.gammaincc``) and steps by one,
-  updating F with the pmf, until ``F(k - 1) < u <= F(k)`` for every element
-  (at most 5 steps, 2 for lam >= 4). One uniform per value, no rejection
-  loop; ``jax.random.poisson`` evaluates, under ``vmap``, both Knuth's
-  product of uniforms (lam < 10) and transformed rejection, and draws
-  dozens of uniforms per value.
+  1)`` the count is Poisson(lam) distributed for every ``lam >= 0``,
+  including lam near 0, up to float32 rounding. The search starts at a
+  Cornish-Fisher guess (`_poisson_start`), evaluates F and the pmf there
+  once, by Temme's uniform asymptotic expansion for ``k >= 9`` (`_temme`:
+  truncation error < 1e-7) and by summing the pmf from 0 below, then steps
+  by one, updating F with the pmf recurrence, until ``F(k - 1) < u <=
+  F(k)`` for every element (at most 5 steps, 2 for lam >= 4). One uniform
+  per value, no rejection loop: ``jax.random.poisson`` evaluates, under
+  ``vmap``, both Knuth's product of uniforms (lam < 10) and transformed
+  rejection, drawing dozens of uniforms per value, and
+  ``jax.scipy.special.gammaincc`` is slow (iterative) and loses ~4e-7 * lam
+  to float32 cancellation.
 
-  Accuracy (measured against ``scipy.special.gammaincc`` for lam in
-  [1e-4, 500], all k up to lam + 8 sqrt(lam)): the float32 F is within
-  ``4.2e-7 * max(lam, 1)`` of the exact CDF, so the sampled CDF is within
-  that of Poisson(lam)'s: exact to float32 rounding (1.5e-6) for small lam,
-  within 2.1e-4 at lam = 500, where counts differ from exact inversion by
-  at most one for u within that distance of a CDF value (0.3% of the draws
-  at lam = 500). One count is at most 0.51 uint8 levels for CIFAR-10-C's
-  shot-noise scales c >= 50 (x * 255 / c), so within the uint8 quantisation.
-  With float32 uniforms (``jax.random.uniform``: multiples of 2^-23) the
-  upper tail beyond ``1 - 2^-23`` is not drawn.
+  Accuracy, measured against ``scipy.stats.poisson.ppf`` for 60 rates in
+  [1e-3, 600] and 1e5 float32 uniforms each: the counts are the exact
+  quantiles except where u lies within 3.5e-7 of a CDF value (at most 4e-5
+  of the draws, then off by one). With float32 uniforms
+  (``jax.random.uniform``: multiples of 2^-23) the upper tail beyond
+  ``1 - 2^-23`` is not drawn.
 
   Args:
     lam: float32 rates >= 0.
@@ -80,8 +158,13 @@ def poisson_inverse(lam: jax.Array, u: jax.Array) -> jax.Array:
   lam = jnp.asarray(lam, jnp.float32)
   u = jnp.asarray(u, jnp.float32)
   k = _poisson_start(lam, u)
-  pmf = jnp.exp(special.xlogy(k, lam) - lam - special.gammaln(k + 1.0))
-  cdf = special.gammaincc(k + 1.0, lam)
+  large = k + 1.0 >= _TEMME_MIN
+  q, pmf_large = _temme(
+    jnp.where(large, k + 1.0, 20.0), jnp.where(large, lam, 20.0)
+  )
+  cdf_small, pmf_small = _small_cdf(k, lam)
+  cdf = jnp.where(large, q, cdf_small)
+  pmf = jnp.where(large, pmf_large, pmf_small)
 
   def moves(state):
     k, pmf, cdf = state
@@ -112,10 +195,10 @@ def shot_noise(key: jax.Array, image: jax.Array, p) -> jax.Array:
   """``clip(Poisson(x * scale) / scale)`` per pixel and channel.
 
   As CIFAR-10-C's ``np.random.poisson(x * c) / c``; the counts are drawn by
-  inversion of the Poisson CDF (`poisson_inverse`: one uniform per value;
-  CDF within ``4.2e-7 * max(lam, 1)`` of Poisson's), not with
-  ``jax.random.poisson``, which is several times slower under ``vmap`` on
-  CPU. So draws for a given key differ from those of jax.random.poisson.
+  inversion of the Poisson CDF (`poisson_inverse`: one uniform per value,
+  exact to float32 rounding), not with ``jax.random.poisson``, which is
+  about 10x slower on CPU (benchmarks/corruptions.py). So draws for a given
+  key differ from those of jax.random.poisson.
   """
   u = jax.random.uniform(key, image.shape, jnp.float32)
   counts = poisson_inverse(image.astype(jnp.float32) * p["scale"], u)
