@@ -223,8 +223,8 @@ def run_one(ctx: train.Context, method: str) -> dict[str, Any]:
     ),
     wall_time_s=sum(r["wall_time_s"] for r in records),
     # This session: from the method's start (model initialisation
-    # included) to the end of its first training step (None when every
-    # stage was already done), and the compilation time of the method.
+    # included) to the start of its first training step (compiled and
+    # dispatched; None when every stage was already done).
     time_to_first_step_s=None if first_step is None else first_step - t0,
     stages=records,
   )

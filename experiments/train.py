@@ -208,20 +208,21 @@ class StageRun(NamedTuple):
   compile0: logging_utils.CompileTotals
 
 
-def _first_step_done(ctx: Context, sr: StageRun, metrics) -> float:
-  """Waits for the first step of the stage; logs and returns its time.
+def _first_step_started(ctx: Context, sr: StageRun) -> float:
+  """Logs and returns the time to the start of the stage's first step.
 
-  The time runs from the stage's start in this session (before ``begin``)
-  to the end of its first training step: compilations included. The first
-  of the method's stages to get here also sets the method's first-step
-  time (``ctx.cache[("first_step_time", method)]``, a wall-clock time).
+  Called when the first training step has been dispatched: its program is
+  compiled (or read from the persistent cache) and queued; its own compute
+  runs asynchronously and is not included. The time runs from the stage's
+  start in this session (before ``begin``). The first of the method's
+  stages to get here also sets the method's first-step time
+  (``ctx.cache[("first_step_time", method)]``, a wall-clock time).
   """
-  jax.block_until_ready(metrics["loss"])
   now = time.time()
   ctx.cache.setdefault(("first_step_time", sr.label[0]), now)
   compiled = logging_utils.compile_totals().since(sr.compile0)
   logging.info(
-    "[%s] first training step done %.1fs after the stage start "
+    "[%s] first training step started %.1fs after the stage start "
     "(compilation %.1fs: %d programs, %d from the persistent cache)",
     "/".join(sr.label),
     now - sr.started,
@@ -238,8 +239,8 @@ def _step_loop(
   """Steps from ``state.step`` to the end of the stage (periodic saves).
 
   Returns:
-    ``(state, seconds from the stage start to the end of its first step in
-    this session, or None when no step was run)``.
+    ``(state, seconds from the stage start to the start of its first step
+    in this session, or None when no step was run)``.
   """
   fns = stage_fns(ctx, sr.stage)
   config, n = ctx.config, fns.num_steps
@@ -273,7 +274,7 @@ def _step_loop(
     batch = parallel.global_batch(next(batches), ctx.mesh)
     state, metrics = step_fn(state, batch)
     if t == start:
-      first_step_s = _first_step_done(ctx, sr, metrics)
+      first_step_s = _first_step_started(ctx, sr)
     pending.append((t, metrics))
     saving = sr.ckpt.should_save(t + 1, n)
     if saving or (t + 1) % log_every == 0 or t + 1 == n:

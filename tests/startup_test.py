@@ -125,7 +125,7 @@ def test_cached_rerun_is_bitwise_identical_and_reports_timing(tmp_path):
         assert record["time_to_first_step_s"] > 0
       else:
         assert record["time_to_first_step_s"] is None
-  assert "[gmp/gmp] first training step done" in err1
+  assert "[gmp/gmp] first training step started" in err1
   # Another cache directory resumes the same work directory (the field is
   # not part of the config comparison); no cache at all too.
   err3, res3, _ = _run(tmp_path / "warm", "")
