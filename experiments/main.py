@@ -120,7 +120,12 @@ def main(argv: list[str]) -> None:
     )
   logging_utils.quiet_library_logs()
   logging_utils.compile_totals()  # Counts every compilation from here.
-  cache = setup_compilation_cache(_CONFIG.value.get("compilation_cache_dir"))
+  cache_dir = _CONFIG.value.get("compilation_cache_dir")
+  if _CPU_COLLECTIVES.value is not None:
+    # Multi-process CPU runs (gloo/mpi collectives) timed out in
+    # tests/parallel_test.py with the cache on: they always compile.
+    cache_dir = ""
+  cache = setup_compilation_cache(cache_dir)
   logging.info("Persistent compilation cache: %s", cache or "off")
   parallel.initialize_distributed(
     coordinator_address=_COORDINATOR.value,
