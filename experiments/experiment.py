@@ -145,7 +145,13 @@ def robustness_key(config: ml_collections.ConfigDict, purpose: str):
 
 def _robustness(ctx, state) -> dict[str, Any]:
   """Certification and corruption results of a trained state."""
-  return evaluate_robustness(ctx.config, _local_logits_fn(ctx, state))
+  config = ctx.config
+  if not (
+    config.certify.get("enabled", False)
+    or config.corruptions.get("enabled", False)
+  ):
+    return {}  # nothing to evaluate: no local copy of the state needed
+  return evaluate_robustness(config, _local_logits_fn(ctx, state))
 
 
 def evaluate_robustness(

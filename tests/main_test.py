@@ -106,7 +106,17 @@ def test_short_quickstart_all_methods(tmp_path):
     table = f.read().splitlines()
   assert table[2].startswith("| method | model | sparsity | sparsity reached |")
   assert "cc-cert" in table[2] and "corruption" in table[2]
-  assert len(table) == 4 + 7 and table[4].startswith("| dense | tiny_cnn |")
+  assert table[4].startswith("| dense | tiny_cnn |")
+  assert table[10].startswith("| csam | tiny_cnn |") and table[11] == ""
+  # Then the certification protocol and the accuracy per corruption.
+  assert table[12].startswith("Certification: 8 test images")
+  assert table[14] == "## Accuracy per corruption (mean over severities)"
+  assert table[16].startswith("| corruption | dense | dense_sam |")
+  assert [r.split(" |")[0] for r in table[18:]] == [
+    "| gaussian_noise",
+    "| contrast",
+    "| mean",
+  ]
   tags = _scalar_tags(os.path.join(workdir, "tensorboard", "csam"))
   assert {"search/loss", "search/accuracy", "finetune/loss"} <= tags
 
