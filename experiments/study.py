@@ -31,16 +31,14 @@ from typing import Any, NamedTuple
 
 import ml_collections
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from experiments import experiment, logging_utils, study_report, variants
+from experiments import main as main_lib
 
-_CONFIG = config_flags.DEFINE_config_file(
-  "config", None, "A study config (experiments/configs/study_*.py)."
-)
-_WORKDIR = flags.DEFINE_string(
-  "workdir", None, "Work directory of the runs; default ./workdir/<name>."
-)
+# --config and --workdir are experiments.main's flags (one definition: both
+# modules may be imported in one process).
+_CONFIG = main_lib._CONFIG
+_WORKDIR = main_lib._WORKDIR
 _RESULTS_DIR = flags.DEFINE_string(
   "results_dir", None, "Where records and reports go; default results/<name>."
 )
