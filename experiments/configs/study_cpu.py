@@ -18,13 +18,7 @@ import ml_collections
 from experiments.configs import default
 
 VARIANTS_AT_MAIN = (
-  "dense",
-  "dense_sam",
-  "sam_prune",
-  "prune_sam",
-  "gmp",
-  "hydra",
-  "csam",
+  *default.METHODS,  # the seven methods as configured
   "csam_rho0",
   "csam_no_cert",
   "csam_car",
