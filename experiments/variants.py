@@ -24,6 +24,12 @@ setting of their reference code. Each variant is one `Variant` in
                                  score weight decay 1e-4
   gmp_layer           gmp        scope = "layer": per-layer magnitude
                                  pruning (Zhu & Gupta)
+  sweep_*             csam       the one-seed sweep that sets C-SAM's
+                                 defaults (experiments/configs/
+                                 study_sweep.py): `SWEEP_BASE` with one
+                                 field changed, every swept field written
+                                 out so a record means the same whatever
+                                 the defaults become
   ==================  =========  =========================================
 """
 
@@ -49,6 +55,59 @@ def _variant(method: str, description: str, **overrides: Any) -> Variant:
   flat = {k.replace("__", "."): v for k, v in overrides.items()}
   return Variant(method, types.MappingProxyType(flat), description)
 
+
+# The sweep's centre: global radius (the layerwise default was reported not
+# to search at the study's scale), the other fields at their defaults.
+SWEEP_BASE = dict(
+  search__csam__radius="global",
+  search__csam__rho=0.05,
+  search__csam__init="hydra",
+  search__csam__forward="ste",
+  search__csam__lam_cert=1.0,
+  search__csam__lam_cons=0.0,
+  search__csam__hinge_bn="batch",
+  search__optimizer__learning_rate=0.1,
+)
+
+
+def _sweep(description: str, **change: Any) -> Variant:
+  unknown = set(change) - set(SWEEP_BASE)
+  if unknown:
+    raise ValueError(f"sweep fields not in SWEEP_BASE: {sorted(unknown)}")
+  return _variant("csam", description, **{**SWEEP_BASE, **change})
+
+
+SWEEP: dict[str, Variant] = {
+  "sweep_base": _sweep("sweep centre: global radius, rho 0.05"),
+  "sweep_layerwise": _sweep(
+    "layerwise radius", search__csam__radius="layerwise"
+  ),
+  "sweep_rho0.01": _sweep("rho 0.01", search__csam__rho=0.01),
+  "sweep_rho0.2": _sweep("rho 0.2", search__csam__rho=0.2),
+  "sweep_init_percentile": _sweep(
+    "percentile init", search__csam__init="percentile"
+  ),
+  "sweep_init_magnitude": _sweep(
+    "magnitude init", search__csam__init="magnitude"
+  ),
+  "sweep_soft": _sweep(
+    "soft forward, consistency term on",
+    search__csam__forward="soft",
+    search__csam__lam_cons=1.0,
+  ),
+  "sweep_cert0.3": _sweep("lam_cert 0.3", search__csam__lam_cert=0.3),
+  "sweep_cert3": _sweep("lam_cert 3", search__csam__lam_cert=3.0),
+  "sweep_lr0.03": _sweep(
+    "mask learning rate 0.03", search__optimizer__learning_rate=0.03
+  ),
+  "sweep_lr0.3": _sweep(
+    "mask learning rate 0.3", search__optimizer__learning_rate=0.3
+  ),
+  "sweep_hinge_running": _sweep(
+    "hinge under running BatchNorm statistics",
+    search__csam__hinge_bn="running",
+  ),
+}
 
 VARIANTS: dict[str, Variant] = {
   **{m: _variant(m, f"{m} as configured") for m in methods.METHODS},
@@ -94,6 +153,7 @@ VARIANTS: dict[str, Variant] = {
   "gmp_layer": _variant(
     "gmp", "GMP with per-layer magnitude pruning (Zhu & Gupta)", scope="layer"
   ),
+  **SWEEP,
 }
 
 
