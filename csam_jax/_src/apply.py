@@ -5,8 +5,8 @@ import numpy as np
 
 from csam_jax._src import masks as masks_lib
 from csam_jax._src import topk as topk_lib
-from csam_jax._src import tree_utils
-from csam_jax._src.tree_utils import PyTree, Where
+from csam_jax._src import tree_utils, validation
+from csam_jax._src.tree_utils import PyTree, Where, drop, map_chosen
 
 
 def _check_structure(params: PyTree, masks: PyTree) -> None:
@@ -59,7 +59,7 @@ def apply_masks(
     >>> csam_jax.apply_masks(p, m, mode="hard", sparsity=0.5)["w"].tolist()
     [[0.0, 2.0], [0.0, 4.0]]
   """
-  masks_lib._check_choice(mode, masks_lib.MODES, "mode")
+  validation.check_choice("mode", mode, masks_lib.MODES)
   _check_structure(params, masks)
   if mode == "soft":
     return _combine(params, masks, lambda w, m: w * m.astype(w.dtype))
@@ -82,13 +82,10 @@ def apply_masks(
 
 def _combine(params: PyTree, masks: PyTree, fn, *others: PyTree) -> PyTree:
   """Maps ``fn(w, m, *others)`` over masked leaves; others pass through."""
-  return jax.tree.map(
-    lambda m, w, *o: w if m is None else fn(w, m, *o),
-    masks,
-    params,
-    *others,
-    is_leaf=tree_utils.is_none,
+  masked = jax.tree.map(
+    lambda m: m is not None, masks, is_leaf=tree_utils.is_none
   )
+  return map_chosen(fn, masked, params, masks, *others)
 
 
 def sparsity(tree: PyTree, *, where: Where = None) -> dict:
@@ -110,14 +107,12 @@ def sparsity(tree: PyTree, *, where: Where = None) -> dict:
   chosen = tree_utils.resolve_where(
     masks_lib.prunable if where is None else where, tree
   )
-  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  flat_chosen = jax.tree.leaves(chosen)
+  counted = map_chosen(lambda x: x, chosen, tree, otherwise=drop)
   zeros, total, per_leaf = 0, 0, {}
-  for (path, leaf), keep in zip(flat, flat_chosen, strict=True):
-    if not keep:
-      continue
+  for path, leaf in jax.tree_util.tree_leaves_with_path(counted):
     leaf_zeros = int(np.sum(np.asarray(leaf) == 0))
-    per_leaf[tree_utils.path_str(path)] = leaf_zeros / max(leaf.size, 1)
+    key = jax.tree_util.keystr(path, simple=True, separator="/")
+    per_leaf[key] = leaf_zeros / max(leaf.size, 1)
     zeros += leaf_zeros
     total += leaf.size
   return {"global": zeros / total if total else 0.0, "per_leaf": per_leaf}

@@ -1,21 +1,20 @@
-"""Pruning masks as pytrees: creation, hard top-k selection and application.
+"""Pruning masks as pytrees: the prunable leaves and the initial soft masks.
 
 A masks pytree has the structure of params: a float leaf (a soft mask with
 values in [0, 1]) for every prunable leaf and ``None`` for every leaf that is
-not pruned (biases, norms). Following DESIGN.md, every function takes its
-options as static Python values, so they pick code at trace time.
+not pruned (biases, norms). Every function takes its options as static Python
+values, so they pick code at trace time.
 """
 
 import math
-from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from csam_jax._src import tree_utils
-from csam_jax._src.tree_utils import PyTree, Where
+from csam_jax._src import tree_utils, validation
+from csam_jax._src.tree_utils import PyTree, Where, drop, map_chosen
 
 INIT_METHODS = ("percentile", "hydra", "magnitude", "ones", "uniform")
 SCOPES = ("global", "layer")
@@ -33,33 +32,18 @@ def prunable(params: PyTree) -> PyTree:
   return jax.tree.map(lambda x: jnp.ndim(x) >= 2, params)
 
 
-def _check_sparsity(sparsity: float, arg: str = "sparsity") -> float:
-  if isinstance(sparsity, bool) or not isinstance(
-    sparsity, int | float | np.floating | np.integer
-  ):
-    raise TypeError(
-      f"`{arg}` must be a Python float in [0, 1), got {sparsity!r}."
-    )
-  if not 0.0 <= float(sparsity) < 1.0 or math.isnan(sparsity):
-    raise ValueError(f"`{arg}` must be in [0, 1), got {sparsity!r}.")
-  return float(sparsity)
-
-
-def _check_choice(value: Any, valid: tuple[str, ...], arg: str) -> str:
-  if value not in valid:
-    raise ValueError(f"Unknown {arg} {value!r}; valid values: {valid}.")
-  return value
-
-
 def num_pruned(n: int, sparsity: float) -> int:
   """Number of entries pruned out of ``n``: ``round(sparsity * n)``."""
   return min(int(round(sparsity * n)), n)
 
 
-def _chosen_leaves(params: PyTree, where: Where) -> PyTree:
-  if where is None:
-    where = prunable
-  return tree_utils.resolve_where(where, params)
+def _chosen_weights(params: PyTree, where: Where) -> PyTree:
+  """The leaves of ``params`` chosen by ``where`` (default ``prunable``), and
+  ``None`` elsewhere: mapping over it with ``jax.tree.map`` makes masks."""
+  chosen = tree_utils.resolve_where(
+    prunable if where is None else where, params
+  )
+  return map_chosen(lambda w: w, chosen, params, otherwise=drop)
 
 
 def _order_statistic(values: jax.Array, rank: int) -> jax.Array:
@@ -67,9 +51,7 @@ def _order_statistic(values: jax.Array, rank: int) -> jax.Array:
   return jnp.sort(values)[rank]
 
 
-def _percentile_masks(
-  params: PyTree, chosen: PyTree, scope: str, tau: float
-) -> PyTree:
+def _percentile_masks(weights: PyTree, scope: str, tau: float) -> PyTree:
   """clip(|w| / P_tau(|w|), 0, 1) with P_tau an order statistic per scope.
 
   P_tau is the entry of rank round(tau/100 * n) among the n magnitudes of the
@@ -88,33 +70,13 @@ def _percentile_masks(
     safe_p = jnp.where(p > 0, p, 1.0)
     return jnp.where(a >= p, 1.0, jnp.clip(a / safe_p, 0.0, 1.0))
 
-  leaves = [w for w, c in _zip_leaves(params, chosen) if c]
+  leaves = jax.tree.leaves(weights)
   if scope == "global" and leaves:
     flat = jnp.concatenate([jnp.abs(w).ravel() for w in leaves])
     p_global = threshold(flat.astype(jnp.float32))
-    return _map_chosen(lambda w: scaled(w, p_global), params, chosen)
-  return _map_chosen(
-    lambda w: scaled(w, threshold(jnp.abs(w).astype(jnp.float32))),
-    params,
-    chosen,
-  )
-
-
-def _zip_leaves(params: PyTree, chosen: PyTree) -> list[tuple[Any, Any]]:
-  pairs = jax.tree.map(
-    lambda w, c: (w, c), params, chosen, is_leaf=tree_utils.is_none
-  )
-  return jax.tree.leaves(pairs, is_leaf=lambda x: isinstance(x, tuple))
-
-
-def _map_chosen(
-  fn: Callable[..., Any], params: PyTree, chosen: PyTree
-) -> PyTree:
+    return jax.tree.map(lambda w: scaled(w, p_global), weights)
   return jax.tree.map(
-    lambda w, c: fn(w) if c else None,
-    params,
-    chosen,
-    is_leaf=tree_utils.is_none,
+    lambda w: scaled(w, threshold(jnp.abs(w).astype(jnp.float32))), weights
   )
 
 
@@ -140,7 +102,8 @@ def init_masks(
 ) -> PyTree:
   """Initial soft masks (float32) for the prunable leaves of ``params``.
 
-  Methods (C-SAM, METHOD.md; HYDRA, Sehwag et al. 2020):
+  Methods (C-SAM, He & Chen 2026, docs/method.md; HYDRA, Sehwag et al.
+  2020):
     * ``"percentile"``: ``clip(|w| / P_tau(|w|), 0, 1)``, the percentile taken
       over the scope (all chosen leaves for ``"global"``, each leaf for
       ``"layer"``); ``tau`` in [0, 100] defaults to ``100 * sparsity``. P_tau
@@ -178,31 +141,23 @@ def init_masks(
     >>> m["bias"] is None, (m["kernel"] * 3).round(4).tolist()
     (True, [[1.0, 2.0], [3.0, 3.0]])
   """
-  sparsity = _check_sparsity(sparsity)
-  _check_choice(method, INIT_METHODS, "init method")
-  _check_choice(scope, SCOPES, "scope")
-  chosen = _chosen_leaves(params, where)
+  sparsity = validation.check_fraction("sparsity", sparsity)
+  validation.check_choice("init method", method, INIT_METHODS)
+  validation.check_choice("scope", scope, SCOPES)
+  weights = _chosen_weights(params, where)
   if method == "percentile":
-    tau = 100.0 * sparsity if tau is None else float(tau)
-    if not 0.0 <= tau <= 100.0:
-      raise ValueError(f"`tau` must be in [0, 100], got {tau!r}.")
-    return _percentile_masks(params, chosen, scope, tau)
+    tau = 100.0 * sparsity if tau is None else tau
+    tau = validation.check_in_range("tau", tau, 0, 100)
+    return _percentile_masks(weights, scope, tau)
   if method == "hydra":
-    return _map_chosen(
-      lambda w: _per_leaf_max_scaled(w, math.sqrt(6.0 / _fan_in(w))),
-      params,
-      chosen,
+    return jax.tree.map(
+      lambda w: _per_leaf_max_scaled(w, math.sqrt(6.0 / _fan_in(w))), weights
     )
   if method == "magnitude":
-    return _map_chosen(lambda w: _per_leaf_max_scaled(w, 1.0), params, chosen)
+    return jax.tree.map(lambda w: _per_leaf_max_scaled(w, 1.0), weights)
   if method == "ones":
-    return _map_chosen(lambda w: jnp.ones(w.shape, jnp.float32), params, chosen)
+    return jax.tree.map(lambda w: jnp.ones(w.shape, jnp.float32), weights)
   if key is None:
     raise ValueError('init_masks(method="uniform") needs a PRNG `key`.')
-  n_chosen = len(jax.tree.leaves(_map_chosen(lambda w: 0, params, chosen)))
-  keys = iter(jax.random.split(key, max(n_chosen, 1)))
-  return _map_chosen(
-    lambda w: jax.random.uniform(next(keys), w.shape, jnp.float32),
-    params,
-    chosen,
-  )
+  # One key per chosen leaf, split from `key` in tree order.
+  return optax.tree.random_like(key, weights, jax.random.uniform, jnp.float32)

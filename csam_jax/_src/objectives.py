@@ -8,6 +8,7 @@ input x and a transformed copy x_T, ``Z(x; T) = ||p(x) - p(x_T)||_inf`` and
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from csam_jax._src import topk as topk_lib
 from csam_jax._src.tree_utils import PyTree
@@ -85,11 +86,8 @@ def mask_consistency(
   hard = jax.lax.stop_gradient(
     topk_lib.topk_masks(masks, sparsity, scope=scope, structure=structure)
   )
-  sq = jax.tree.map(
-    lambda c, h: jnp.sum(jnp.square(c.astype(jnp.float32) - h)), masks, hard
-  )
-  total = sum(jax.tree.leaves(sq), jnp.zeros((), jnp.float32))
-  count = sum(x.size for x in jax.tree.leaves(masks))
+  gap = jax.tree.map(lambda c, h: c.astype(jnp.float32) - h, masks, hard)
+  count = optax.tree.size(masks)
   if count == 0:
     raise ValueError("mask_consistency needs at least one mask leaf.")
-  return total / count
+  return optax.tree.norm(gap, squared=True) / count

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from csam_jax._src import tree_utils
-from csam_jax._src.tree_utils import PyTree, Where
+from csam_jax._src import tree_utils, validation
+from csam_jax._src.tree_utils import PyTree, Where, drop, map_chosen
 
 RADII = ("global", "layerwise")
 GradFn = Callable[[PyTree, int], PyTree]
@@ -35,22 +35,6 @@ class CSAMState(NamedTuple):
   grad_norm: jax.Array
 
 
-def _check_rho(rho: float) -> float:
-  if isinstance(rho, bool) or not isinstance(rho, int | float):
-    raise TypeError(f"`rho` must be a non-negative float, got {rho!r}.")
-  if not rho >= 0.0 or math.isinf(rho):
-    raise ValueError(f"`rho` must be a finite float >= 0, got {rho!r}.")
-  return float(rho)
-
-
-def _sq_norm(x: jax.Array) -> jax.Array:
-  return jnp.sum(jnp.square(x.astype(jnp.float32)))
-
-
-def _chosen(where: Where, params: PyTree) -> PyTree:
-  return tree_utils.resolve_where(where, params)
-
-
 def ascent_perturbation(
   grads: PyTree,
   params: PyTree,
@@ -66,25 +50,27 @@ def ascent_perturbation(
   all chosen leaves. ``radius="layerwise"``: ``e_l = rho * ||p_l|| * g_l /
   max(||g_l||, eps)`` per chosen leaf.
   """
-  sq = jax.tree.map(
-    lambda g, c: _sq_norm(g) if c else jnp.zeros((), jnp.float32),
-    grads,
-    chosen,
+  chosen_grads = map_chosen(
+    lambda g: g.astype(jnp.float32), chosen, grads, otherwise=drop
   )
-  grad_norm = jnp.sqrt(sum(jax.tree.leaves(sq), jnp.zeros((), jnp.float32)))
+  grad_norm = optax.tree.norm(chosen_grads).astype(jnp.float32)
 
-  def leaf(g, p, c):
-    if not c:
-      return jnp.zeros_like(p)
-    g32 = g.astype(jnp.float32)
+  def leaf(g, p):
     if radius == "global":
       scale = rho / jnp.maximum(grad_norm, eps)
     else:
-      p_norm = jnp.sqrt(_sq_norm(p))
-      scale = rho * p_norm / jnp.maximum(jnp.sqrt(_sq_norm(g)), eps)
-    return (scale * g32).astype(p.dtype)
+      p_norm = optax.tree.norm(p.astype(jnp.float32))
+      scale = rho * p_norm / jnp.maximum(optax.tree.norm(g), eps)
+    return (scale * g).astype(p.dtype)
 
-  return jax.tree.map(leaf, grads, params, chosen), grad_norm
+  e = map_chosen(
+    leaf,
+    chosen,
+    chosen_grads,
+    params,
+    otherwise=lambda _, p: jnp.zeros_like(p),
+  )
+  return e, grad_norm
 
 
 def csam_transform(
@@ -144,13 +130,10 @@ def csam_transform(
     >>> [round(float(x), 4) for x in new]
     [0.7911, 1.5821]
   """
-  rho = _check_rho(rho)
-  if radius not in RADII:
-    raise ValueError(f"Unknown radius {radius!r}; valid values: {RADII}.")
-  if not eps > 0:
-    raise ValueError(f"`eps` must be > 0, got {eps!r}.")
-  if where is not None and not callable(where):
-    jax.tree.structure(where)  # Fails early on non-pytrees.
+  rho = validation.check_float("rho", rho)
+  rho = validation.check_in_range("rho", rho, 0, math.inf, high_open=True)
+  validation.check_choice("radius", radius, RADII)
+  validation.check_positive("eps", eps)
 
   def init_fn(params: PyTree) -> CSAMState:
     del params
@@ -177,11 +160,11 @@ def csam_transform(
     count = optax.safe_increment(state.count)
     if rho == 0.0:
       return updates, CSAMState(count=count, grad_norm=state.grad_norm)
-    chosen = _chosen(where, params)
+    chosen = tree_utils.resolve_where(where, params)
     e, grad_norm = ascent_perturbation(
       updates, params, chosen, rho=rho, radius=radius, eps=eps
     )
-    perturbed = jax.tree.map(lambda p, d: p + d, params, e)
+    perturbed = optax.tree.add(params, e)
     new_grads = grad_fn(perturbed, 0)
     if batch_axis_name is not None:
       new_grads = jax.lax.pmean(new_grads, axis_name=batch_axis_name)
@@ -211,8 +194,6 @@ def project_unit_interval(where: Where = None) -> optax.GradientTransformation:
     >>> optax.apply_updates(m, u)["w"].tolist()
     [0.0, 1.0]
   """
-  if where is not None and not callable(where):
-    jax.tree.structure(where)
 
   def init_fn(params: PyTree) -> optax.EmptyState:
     del params
@@ -221,15 +202,13 @@ def project_unit_interval(where: Where = None) -> optax.GradientTransformation:
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError("project_unit_interval.update needs `params`.")
-    chosen = _chosen(where, params)
+    chosen = tree_utils.resolve_where(where, params)
 
-    def leaf(u, p, c):
-      if not c:
-        return u
+    def leaf(u, p):
       target = jnp.clip(p + u.astype(p.dtype), 0, 1)
       return (target - p).astype(u.dtype)
 
-    return jax.tree.map(leaf, updates, params, chosen), state
+    return map_chosen(leaf, chosen, updates, params), state
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -276,10 +255,8 @@ def csam(
     >>> optax.apply_updates(masks, u)["w"].tolist()
     [1.0, 0.0]
   """
-  if not 0.0 <= momentum < 1.0:
-    raise ValueError(f"`momentum` must be in [0, 1), got {momentum!r}.")
-  if weight_decay < 0.0:
-    raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay!r}.")
+  validation.check_in_range("momentum", momentum, 0, 1, high_open=True)
+  validation.check_nonnegative("weight_decay", weight_decay)
   parts = [csam_transform(rho, where=where, radius=radius)]
   if weight_decay > 0.0:
     parts.append(optax.add_decayed_weights(weight_decay, mask=where))

@@ -2,7 +2,7 @@
 
 The lowest scores are pruned first; ties are broken by flat index (the lower
 index is pruned first). For ``scope="global"`` the flat index runs over the
-leaves in ``jax.tree`` order, each raveled (DESIGN.md).
+leaves in ``jax.tree`` order, each raveled.
 """
 
 import math
@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from csam_jax._src import masks as masks_lib
+from csam_jax._src import validation
 from csam_jax._src.tree_utils import PyTree
 
 _NM_PATTERN = re.compile(r"^(\d+):(\d+)$")
@@ -206,8 +207,8 @@ def topk_masks(
     >>> csam_jax.topk_masks(s, 0.5)["w"].tolist()
     [[1.0, 0.0], [0.0, 1.0]]
   """
-  sparsity = masks_lib._check_sparsity(sparsity)
-  masks_lib._check_choice(scope, masks_lib.SCOPES, "scope")
+  sparsity = validation.check_fraction("sparsity", sparsity)
+  validation.check_choice("scope", scope, masks_lib.SCOPES)
   kind, nm = parse_structure(structure)
   leaves, treedef = jax.tree.flatten(scores)
   if not leaves:
@@ -273,8 +274,8 @@ def topk_counts(
     >>> csam_jax.topk_counts(s, 0.25, scope="layer").tolist()
     [5, 2]
   """
-  sparsity = masks_lib._check_sparsity(sparsity)
-  masks_lib._check_choice(scope, masks_lib.SCOPES, "scope")
+  sparsity = validation.check_fraction("sparsity", sparsity)
+  validation.check_choice("scope", scope, masks_lib.SCOPES)
   kind = _count_kind(structure, "topk_counts")
   shapes = [tuple(x.shape) for x in jax.tree.leaves(scores)]
   if not shapes:
@@ -320,7 +321,7 @@ def topk_masks_from_counts(
     >>> f(s, 1)["w"].tolist(), f(s, 3)["w"].tolist()
     ([[1.0, 0.0], [1.0, 1.0]], [[0.0, 0.0], [0.0, 1.0]])
   """
-  masks_lib._check_choice(scope, masks_lib.SCOPES, "scope")
+  validation.check_choice("scope", scope, masks_lib.SCOPES)
   kind = _count_kind(structure, "topk_masks_from_counts")
   leaves, treedef = jax.tree.flatten(scores)
   if not leaves:

@@ -3,7 +3,11 @@
 Masks are pytrees with the structure of params in which unpruned leaves are
 ``None``. JAX treats ``None`` as an empty subtree, so ``jax.tree.map`` over a
 masks pytree visits only the mask leaves; mapping a masks pytree together with
-params uses ``is_leaf=_is_none`` so that both trees line up.
+params uses ``is_leaf=is_none`` so that both trees line up.
+
+Leaves are chosen by a ``chosen`` pytree (``resolve_where``): a bool for every
+leaf of params and ``None`` where params hold ``None``. ``map_chosen`` is the
+one map over chosen leaves.
 """
 
 from collections.abc import Callable
@@ -19,17 +23,14 @@ def is_none(x: Any) -> bool:
   return x is None
 
 
-def path_str(path: tuple[Any, ...]) -> str:
-  """Formats a pytree key path as ``"a/b/0/kernel"``."""
-  parts = []
-  for key in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-    else:
-      parts.append(str(key))
-  return "/".join(parts)
+def _keep_first(x: Any, *rest: Any) -> Any:
+  del rest
+  return x
+
+
+def drop(*leaves: Any) -> None:
+  """``otherwise=`` of ``map_chosen`` that leaves ``None`` (a masks pytree)."""
+  del leaves
 
 
 def resolve_where(where: Where, params: PyTree, arg: str = "where") -> PyTree:
@@ -55,5 +56,48 @@ def resolve_where(where: Where, params: PyTree, arg: str = "where") -> PyTree:
     lambda p, w: None if p is None else bool(w),
     params,
     chosen,
+    is_leaf=is_none,
+  )
+
+
+def map_chosen(
+  fn: Callable[..., Any],
+  chosen: PyTree,
+  tree: PyTree,
+  *rest: PyTree,
+  otherwise: Callable[..., Any] = _keep_first,
+) -> PyTree:
+  """``fn(x, *r)`` on the chosen leaves, ``otherwise(x, *r)`` on the others.
+
+  Args:
+    fn: applied to the leaves ``x`` of ``tree`` (and ``r`` of ``rest``) that
+      ``chosen`` picks.
+    chosen: bool pytree with the structure of ``tree``, as ``resolve_where``
+      returns; its ``None`` leaves (where ``tree`` holds ``None``) stay
+      ``None`` in the result.
+    tree: the pytree mapped over.
+    *rest: pytrees with the structure of ``tree``; at unchosen leaves they
+      may hold ``None`` (e.g. a masks pytree).
+    otherwise: applied to the unchosen leaves; by default the leaf of
+      ``tree`` passes through (as in ``optax.masked``). ``drop`` leaves
+      ``None`` there, which makes a masks pytree.
+
+  Returns:
+    A pytree with the structure of ``chosen``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> tree = {"w": jnp.array(2.0), "b": jnp.array(3.0)}
+    >>> chosen = {"w": True, "b": False}
+    >>> out = map_chosen(lambda x: 10 * x, chosen, tree)
+    >>> float(out["w"]), float(out["b"])
+    (20.0, 3.0)
+    >>> map_chosen(lambda x: 10 * x, chosen, tree, otherwise=drop)["b"]
+  """
+  return jax.tree.map(
+    lambda c, x, *r: None if c is None else (fn if c else otherwise)(x, *r),
+    chosen,
+    tree,
+    *rest,
     is_leaf=is_none,
   )

@@ -6,8 +6,8 @@
   ``P(pred(T(x)) = label)``, rigorous at level ``1 - alpha``.
 * `smoothing` (Cohen et al., ICML 2019): CERTIFY and PREDICT.
 * `montecarlo`: the chunked, vmapped draws they share (keys, memory,
-  determinism); `validation`: eager argument checks; `accuracy`: certified
-  accuracy at levels eps.
+  determinism); `inputs`: checks of the image batch and labels, and callables
+  as pytrees; `accuracy`: certified accuracy at levels eps.
 
 Each certifier runs its draws in one ``jax.jit`` program. ``logits_fn``
 (and ``sample_fn``) may be a ``jax.tree_util.Partial``, whose arrays (model

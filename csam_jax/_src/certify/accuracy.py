@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from csam_jax._src.certify import validation as checks
+from csam_jax._src import validation
+from csam_jax._src.certify import inputs
 from csam_jax._src.certify.binomial import BinomialCertificate
 from csam_jax._src.certify.chernoff_cramer import CCCertResult
 
@@ -49,14 +50,16 @@ def certified_accuracy(
     0.5
   """
   many = not isinstance(eps, int | float | np.floating)
-  levels = [checks.check_open_unit("eps", e) for e in (eps if many else [eps])]
+  levels = [
+    validation.check_open_unit("eps", e) for e in (eps if many else [eps])
+  ]
   if isinstance(result, CCCertResult):
-    labels = checks.check_labels(labels, np.shape(result.pred)[0])
+    labels = inputs.check_labels(labels, np.shape(result.pred)[0])
     correct = np.asarray(result.pred) == labels
     bound = np.asarray(result.bound)
     accs = [float(np.mean(correct & (bound < e))) for e in levels]
   elif isinstance(result, BinomialCertificate):
-    labels = checks.check_labels(labels, np.shape(result.lower_bound)[0])
+    labels = inputs.check_labels(labels, np.shape(result.lower_bound)[0])
     correct = np.asarray(result.pred) == labels
     lower = np.asarray(result.lower_bound)
     accs = [float(np.mean(correct & (lower >= 1.0 - e))) for e in levels]

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from csam_jax._src.certify import montecarlo
-from csam_jax._src.certify import validation as checks
+from csam_jax._src import validation
+from csam_jax._src.certify import inputs, montecarlo
 
 Array = jax.Array
 LogitsFn = Callable[[Array], Array]
@@ -67,7 +67,7 @@ def clopper_pearson_lower(k: Any, n: Any, alpha: float) -> np.ndarray:
     >>> float(clopper_pearson_lower(10, 10, 0.05))  # 0.05 ** (1 / 10)
     0.7411344491069477
   """
-  alpha = checks.check_open_unit("alpha", alpha)
+  alpha = validation.check_open_unit("alpha", alpha)
   k, n = np.broadcast_arrays(np.asarray(k), np.asarray(n))
   if np.any(n < 1) or np.any(k < 0) or np.any(k > n):
     raise ValueError(f"need n >= 1 and 0 <= k <= n, got k={k}, n={n}")
@@ -148,17 +148,17 @@ def binomial_certificate(
     >>> cert.pred.tolist()
     [1]
   """
-  num_samples = checks.check_int("num_samples", num_samples)
-  batch_size = checks.check_int("batch_size", batch_size)
-  alpha = checks.check_open_unit("alpha", alpha)
-  x = checks.check_images(x)
-  labels = checks.check_labels(labels, x.shape[0])
+  num_samples = validation.check_int("num_samples", num_samples)
+  batch_size = validation.check_int("batch_size", batch_size)
+  alpha = validation.check_open_unit("alpha", alpha)
+  x = inputs.check_images(x)
+  labels = inputs.check_labels(labels, x.shape[0])
   count, pred = _count_correct(
     key,
     x,
     jnp.asarray(labels),
-    checks.as_pytree_fn("logits_fn", logits_fn),
-    checks.as_pytree_fn("sample_fn", sample_fn),
+    inputs.as_pytree_fn("logits_fn", logits_fn),
+    inputs.as_pytree_fn("sample_fn", sample_fn),
     num_samples,
     batch_size,
   )

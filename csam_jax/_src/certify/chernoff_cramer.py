@@ -2,8 +2,8 @@
 
 A Chernoff-Cramer bound on the probability that the prediction discrepancy
 ``Z = ||p(x) - p(T(x))||_inf`` exceeds the half top-2 margin ``a``, split
-into groups and corrected by the Paley-Zygmund factor ``delta`` (METHOD.md,
-"Certification").
+into groups and corrected by the Paley-Zygmund factor ``delta`` (the
+certificate as we implement it: docs/method.md).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from csam_jax._src.certify import montecarlo
-from csam_jax._src.certify import validation as checks
+from csam_jax._src import validation
+from csam_jax._src.certify import inputs, montecarlo
 
 Array = jax.Array
 LogitsFn = Callable[[Array], Array]
@@ -101,9 +101,9 @@ def cc_bound(
     >>> float(cc_bound(jnp.zeros((1, 20)), jnp.array([0.4]), num_bounds=2)[0])
     0.0
   """
-  num_bounds = checks.check_int("num_bounds", num_bounds)
-  t_steps = checks.check_int("t_steps", t_steps)
-  delta = checks.check_delta(delta)
+  num_bounds = validation.check_int("num_bounds", num_bounds)
+  t_steps = validation.check_int("t_steps", t_steps)
+  delta = validation.check_in_range("delta", delta, 0, 1, low_open=True)
   if not 0.0 < t_min <= t_max:
     raise ValueError(f"need 0 < t_min <= t_max, got {t_min}, {t_max}")
   z = jnp.asarray(z)
@@ -136,7 +136,7 @@ def _cc_draws(key, x, logits_fn, sample_fn, num_draws, batch_size):
   """Clean pred / margin, discrepancies z (B, num_draws) and flip counts.
 
   ``logits_fn`` and ``sample_fn`` are `jax.tree_util.Partial` pytrees
-  (`validation.as_pytree_fn`): their arrays are traced arguments.
+  (`inputs.as_pytree_fn`): their arrays are traced arguments.
   """
   probs0 = montecarlo.map_images(
     lambda b: montecarlo.probs(logits_fn, b), x, batch_size
@@ -228,16 +228,16 @@ def cc_cert(
     >>> res.pred.tolist(), res.num_changed.tolist()
     ([1, 1], [0, 0])
   """
-  num_samples = checks.check_int("num_samples", num_samples)
-  num_bounds = checks.check_int("num_bounds", num_bounds)
-  batch_size = checks.check_int("batch_size", batch_size)
-  delta = checks.check_delta(delta)
-  x = checks.check_images(x)
+  num_samples = validation.check_int("num_samples", num_samples)
+  num_bounds = validation.check_int("num_bounds", num_bounds)
+  batch_size = validation.check_int("batch_size", batch_size)
+  delta = validation.check_in_range("delta", delta, 0, 1, low_open=True)
+  x = inputs.check_images(x)
   pred, margin, z, changed = _cc_draws(
     key,
     x,
-    checks.as_pytree_fn("logits_fn", logits_fn),
-    checks.as_pytree_fn("sample_fn", sample_fn),
+    inputs.as_pytree_fn("logits_fn", logits_fn),
+    inputs.as_pytree_fn("sample_fn", sample_fn),
     num_samples * num_bounds,
     batch_size,
   )

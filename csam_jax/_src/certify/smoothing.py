@@ -8,6 +8,7 @@ host with ``scipy.stats`` from the vote counts.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -16,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from csam_jax._src.certify import montecarlo
-from csam_jax._src.certify import validation as checks
+from csam_jax._src import validation
+from csam_jax._src.certify import inputs, montecarlo
 from csam_jax._src.certify.binomial import clopper_pearson_lower
 
 Array = jax.Array
@@ -61,7 +62,7 @@ def _call(fn: LogitsFn, images: Array) -> Array:
 
 
 def _class_counts(key, logits_fn, x, sigma, num_draws, batch_size):
-  logits_fn = checks.as_pytree_fn("logits_fn", logits_fn)
+  logits_fn = inputs.as_pytree_fn("logits_fn", logits_fn)
   # The Partial as an argument of a fixed function: traced once per
   # function and shapes, not once per Partial object.
   out = jax.eval_shape(
@@ -126,11 +127,13 @@ def smoothing_certify(
     >>> pred.tolist(), round(float(radius[0]), 4)  # sigma * Phi^-1(.01**.01)
     ([1], 1.6953)
   """
-  sigma = checks.check_sigma(sigma)
-  n0, n = checks.check_int("n0", n0), checks.check_int("n", n)
-  batch_size = checks.check_int("batch_size", batch_size)
-  alpha = checks.check_open_unit("alpha", alpha)
-  x = checks.check_images(x)
+  sigma = validation.check_in_range(
+    "sigma", sigma, 0, math.inf, low_open=True, high_open=True
+  )
+  n0, n = validation.check_int("n0", n0), validation.check_int("n", n)
+  batch_size = validation.check_int("batch_size", batch_size)
+  alpha = validation.check_open_unit("alpha", alpha)
+  x = inputs.check_images(x)
   select_key, estimate_key = jax.random.split(key)
   counts0 = _class_counts(select_key, logits_fn, x, sigma, n0, batch_size)
   top = np.argmax(counts0, axis=-1)
@@ -199,11 +202,13 @@ def smoothing_predict(
     ...     alpha=0.01, batch_size=64).tolist()
     [1, -1]
   """
-  sigma = checks.check_sigma(sigma)
-  n = checks.check_int("n", n)
-  batch_size = checks.check_int("batch_size", batch_size)
-  alpha = checks.check_open_unit("alpha", alpha)
-  x = checks.check_images(x)
+  sigma = validation.check_in_range(
+    "sigma", sigma, 0, math.inf, low_open=True, high_open=True
+  )
+  n = validation.check_int("n", n)
+  batch_size = validation.check_int("batch_size", batch_size)
+  alpha = validation.check_open_unit("alpha", alpha)
+  x = inputs.check_images(x)
   counts = _class_counts(key, logits_fn, x, sigma, n, batch_size)
   order = np.argsort(-counts, axis=-1, kind="stable")
   top = order[:, 0]

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from csam_jax._src import validation
 from csam_jax._src.corruptions import (
   blur,
   digital,
@@ -198,13 +199,8 @@ def _check_name(name: str) -> str:
 
 
 def _check_severity(severity: int) -> int:
-  if isinstance(severity, bool) or not isinstance(severity, int | np.integer):
-    raise TypeError(
-      f"`severity` must be a Python int in {SEVERITIES}, got {severity!r}."
-    )
-  if severity not in SEVERITIES:
-    raise ValueError(f"`severity` must be in {SEVERITIES}, got {severity}.")
-  return int(severity)
+  severity = validation.check_int("severity", severity)
+  return validation.check_choice("severity", severity, SEVERITIES)
 
 
 def _check_images(images, ndims: tuple[int, ...]) -> tuple[int, ...]:
@@ -447,13 +443,8 @@ def corruption_sampler(
   for name in names:
     _check_name(name)
   severities = tuple(_check_severity(s) for s in severities)
-  if isinstance(bucket_size, bool) or not isinstance(
-    bucket_size, int | np.integer
-  ):
-    raise TypeError(f"`bucket_size` must be an int >= 1, got {bucket_size!r}.")
-  if bucket_size < 1:
-    raise ValueError(f"`bucket_size` must be >= 1, got {bucket_size}.")
-  return CorruptionSampler(names, severities, int(bucket_size))
+  bucket_size = validation.check_int("bucket_size", bucket_size)
+  return CorruptionSampler(names, severities, bucket_size)
 
 
 def severity_parameters(name: str, severity: int) -> tuple:

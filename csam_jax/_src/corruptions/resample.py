@@ -27,12 +27,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from csam_jax._src import validation
+
 BOUNDARY_MODES = ("reflect", "mirror", "nearest")
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def boundary_index(index, n: int, mode: str):
   """Maps integer indices (numpy or jax) into ``[0, n)`` for ``mode``."""
+  validation.check_choice("mode", mode, BOUNDARY_MODES)
   xp = jnp if isinstance(index, jax.Array) else np
   if mode == "nearest":
     return xp.clip(index, 0, n - 1)
@@ -40,13 +43,11 @@ def boundary_index(index, n: int, mode: str):
     period = 2 * n
     i = index % period
     return xp.where(i >= n, period - 1 - i, i)
-  if mode == "mirror":
-    if n == 1:
-      return xp.zeros_like(index)
-    period = 2 * n - 2
-    i = index % period
-    return xp.where(i >= n, period - i, i)
-  raise ValueError(f"Unknown mode {mode!r}; valid values: {BOUNDARY_MODES}.")
+  if n == 1:  # mirror
+    return xp.zeros_like(index)
+  period = 2 * n - 2
+  i = index % period
+  return xp.where(i >= n, period - i, i)
 
 
 def correlation_matrix(n: int, weights: np.ndarray, mode: str) -> np.ndarray:

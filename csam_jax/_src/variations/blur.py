@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from csam_jax._src import validation
 from csam_jax._src.variations import base
 
 Array = base.Array
@@ -115,9 +116,8 @@ def gaussian_blur(
     1.0
   """
   image = base.check_image(image)
-  base.check_nonnegative("sigma", sigma)
-  if mode not in PAD_MODES:
-    raise ValueError(f"mode must be one of {tuple(PAD_MODES)}, got {mode!r}")
+  validation.check_nonnegative("sigma", sigma)
+  validation.check_choice("mode", mode, PAD_MODES)
   if radius is None:
     if isinstance(sigma, jax.core.Tracer):
       raise ValueError("radius is required when sigma is traced")

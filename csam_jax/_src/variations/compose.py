@@ -7,28 +7,12 @@ from typing import Any
 
 import jax
 
+from csam_jax._src import validation
 from csam_jax._src.variations import base, blur, geometric, photometric
 from csam_jax._src.variations import ranges as ranges_lib
 
 Array = base.Array
 Op = Callable[[Array, dict[str, Array]], Array]
-
-
-def _check_options(border_mode, blur_mode, contrast_center) -> None:
-  if border_mode not in geometric.GEOMETRIC_MODES:
-    raise ValueError(
-      f"border_mode must be one of {geometric.GEOMETRIC_MODES}, got "
-      f"{border_mode!r}"
-    )
-  if blur_mode not in blur.PAD_MODES:
-    raise ValueError(
-      f"blur_mode must be one of {tuple(blur.PAD_MODES)}, got {blur_mode!r}"
-    )
-  if contrast_center not in photometric.CONTRAST_CENTERS:
-    raise ValueError(
-      f"contrast_center must be one of {photometric.CONTRAST_CENTERS}, got "
-      f"{contrast_center!r}"
-    )
 
 
 def _geometric_ops(names, fuse, mode, cval) -> list[Op]:
@@ -152,7 +136,11 @@ def compose(
     raise ValueError(f"unknown variation(s) {unknown}; valid: {variations}")
   if not items:
     raise ValueError(f"ranges must name at least one of {variations}")
-  _check_options(border_mode, blur_mode, contrast_center)
+  validation.check_choice("border_mode", border_mode, geometric.GEOMETRIC_MODES)
+  validation.check_choice("blur_mode", blur_mode, blur.PAD_MODES)
+  validation.check_choice(
+    "contrast_center", contrast_center, photometric.CONTRAST_CENTERS
+  )
   names = [n for n in variations if n in items]
   samplers = [ranges_lib.parameter_sampler(n, items[n]) for n in names]
   options = dict(

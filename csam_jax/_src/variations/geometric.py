@@ -37,6 +37,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from csam_jax._src import validation
 from csam_jax._src.variations import base
 
 Array = base.Array
@@ -121,8 +122,7 @@ def affine(
     [0.0, 0.0, 1.0, 0.0]
   """
   image = base.check_image(image)
-  if mode not in GEOMETRIC_MODES:
-    raise ValueError(f"mode must be one of {GEOMETRIC_MODES}, got {mode!r}")
+  validation.check_choice("mode", mode, GEOMETRIC_MODES)
   height, width, _ = image.shape
   cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
   dy, dx = jnp.meshgrid(
@@ -239,7 +239,7 @@ def scale(
     >>> scale(x, 2.0).ravel().tolist()
     [0.25, 0.5, 0.75]
   """
-  base.check_positive("factor", factor)
+  validation.check_positive("factor", factor)
   return affine(image, scale_map(factor), mode=mode, cval=cval)
 
 
@@ -283,7 +283,7 @@ def rotate_scale_translate(
     True
   """
   image = base.check_image(image)
-  base.check_positive("factor", factor)
+  validation.check_positive("factor", factor)
   source_map = then(
     then(rotation_map(degrees), scale_map(factor)),
     translation_map(shift, image.shape),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from csam_jax._src import validation
 from csam_jax._src.variations import base
 
 Array = base.Array
@@ -68,12 +69,11 @@ def contrast(
     [0.0, 1.0]
   """
   image = base.check_image(image)
+  validation.check_choice("center", center, CONTRAST_CENTERS)
   if center == "mean":
     mean = jnp.mean(image)
     return base.clip((image - mean) * factor + mean)
-  if center == "zero":
-    return base.clip(image * factor)
-  raise ValueError(f"center must be one of {CONTRAST_CENTERS}, got {center!r}")
+  return base.clip(image * factor)
 
 
 def gamma(image: Array, exponent: Array | float) -> Array:
@@ -94,7 +94,7 @@ def gamma(image: Array, exponent: Array | float) -> Array:
     >>> round(float(gamma(jnp.full((1, 1, 1), 0.25), 0.5)[0, 0, 0]), 6)
     0.5
   """
-  base.check_positive("exponent", exponent)
+  validation.check_positive("exponent", exponent)
   image = base.check_image(image)
   # exp(e log x), not jnp.power: 5x faster on CPU (XLA's pow handles signs
   # and integer exponents), the same for x in [0, 1] and e > 0 up to
@@ -123,6 +123,6 @@ def gaussian_noise(key: Array, image: Array, sigma: Array | float) -> Array:
     (2, 2, 3)
   """
   image = base.check_image(image)
-  base.check_nonnegative("sigma", sigma)
+  validation.check_nonnegative("sigma", sigma)
   noise = jax.random.normal(key, image.shape, image.dtype)
   return base.clip(image + sigma * noise)

@@ -30,8 +30,9 @@ VARIATIONS = (
 PHOTOMETRIC = ("gamma", "contrast", "brightness")
 GEOMETRIC = ("rotation", "scale", "translation")
 
-# CC-Cert suggested ranges (METHOD.md): the value is the CC-Cert parameter
-# of each family, interpreted as documented in `parameter_range`.
+# The ranges suggested by CC-Cert (Pautov et al., AAAI 2022; how we use them:
+# docs/method.md): the value is the CC-Cert parameter of each family,
+# interpreted as documented in `parameter_range`.
 CC_CERT_RANGES = {
   "gamma": 0.7,
   "contrast": 1.3,

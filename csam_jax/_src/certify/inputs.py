@@ -1,8 +1,10 @@
-"""Eager argument checks of the certifiers, and callables as pytrees."""
+"""The certifiers' inputs: image batches, labels, and callables as pytrees.
+
+Their options (counts, levels, sigma) are checked by `csam_jax._src.validation`.
+"""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
@@ -11,39 +13,6 @@ import numpy as np
 
 Array = jax.Array
 Partial = jax.tree_util.Partial
-
-
-def check_int(name: str, value: Any, minimum: int = 1) -> int:
-  """Returns ``value`` as an int; raises unless it is an int >= minimum."""
-  if isinstance(value, bool) or not isinstance(value, int | np.integer):
-    raise TypeError(f"{name} must be an int, got {value!r}")
-  if value < minimum:
-    raise ValueError(f"{name} must be >= {minimum}, got {value}")
-  return int(value)
-
-
-def check_open_unit(name: str, value: Any) -> float:
-  """Returns ``value`` as a float; raises unless it is in (0, 1)."""
-  value = float(value)
-  if not 0.0 < value < 1.0:
-    raise ValueError(f"{name} must be in (0, 1), got {value}")
-  return value
-
-
-def check_delta(delta: Any) -> float:
-  """Returns the Paley-Zygmund factor; raises unless it is in (0, 1]."""
-  delta = float(delta)
-  if not 0.0 < delta <= 1.0:
-    raise ValueError(f"delta must be in (0, 1], got {delta}")
-  return delta
-
-
-def check_sigma(sigma: Any) -> float:
-  """Returns ``sigma`` as a float; raises unless it is finite and > 0."""
-  sigma = float(sigma)
-  if not (math.isfinite(sigma) and sigma > 0):
-    raise ValueError(f"sigma must be a finite float > 0, got {sigma}")
-  return sigma
 
 
 def check_images(x: Any) -> Array:
