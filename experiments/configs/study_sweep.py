@@ -7,9 +7,10 @@ study's grid does not use (9), so choosing the defaults here does not bias
 the grid's seeds: C-SAM at sparsity 0.9 with one field changed at a time
 around `experiments.variants.SWEEP_BASE` (radius, rho, init, forward,
 lam_cert, mask learning rate, the hinge's BatchNorm statistics), and HYDRA
-as the reference. Corruption accuracy is not measured here (certified
-accuracy under the semantic distribution decides). Records go to
-results/study_sweep/cells/.
+as the reference. To fit the budget each model is certified on 500 test
+images (not the grid's 1,000; N = 10 x 100 draws as the grid) and corruption
+accuracy is not measured (certified accuracy under the semantic
+distribution decides). Records go to results/study_sweep/cells/.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = study_cpu.get_config()
   config.name = "study_sweep"
   config.corruptions.enabled = False
+  config.certify.num_images = 500
   config.study.update(
     dict(
       name="study_sweep",
