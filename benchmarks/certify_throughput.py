@@ -14,7 +14,8 @@ number of images per forward pass:
   * cc_cert[identity]: transformed samples/s of cc_cert with an identity
     transformation (the Monte Carlo machinery only: keys, gathers, scan,
     softmax, discrepancy, bound);
-  * cc_cert[semantic]: with the CC-Cert semantic composition of METHOD.md;
+  * cc_cert[semantic]: with the CC-Cert semantic composition
+    (csam_jax.variations.compose(CC_CERT_RANGES));
   * corruptions: images/s of csam_jax.variations.corruption_sampler() alone
     (the 15 CIFAR-10-C corruptions x 5 severities, no model, buckets of
     --bucket_size), applied to each chunk of ``batch_size`` draws as the

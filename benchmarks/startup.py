@@ -48,7 +48,7 @@ import jax
 from experiments import models, state
 impl = sys.argv[1]
 module = models.get_model("googlenet", num_classes=10)
-model = state.ModelFns(module, (0.5,) * 3, (0.25,) * 3)
+model = state.Model(module, (0.5,) * 3, (0.25,) * 3)
 key = jax.random.fold_in(jax.random.PRNGKey(0), 2**20)
 t1 = time.time()
 init = jax.jit(

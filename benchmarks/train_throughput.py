@@ -105,7 +105,7 @@ def main(argv):
     width=_WIDTH.value,
     dtype=jnp.dtype(_DTYPE.value),
   )
-  model = state_lib.ModelFns(module, (0.5,) * 3, (0.25,) * 3)
+  model = state_lib.Model(module, (0.5,) * 3, (0.25,) * 3)
   shape = (_IMAGE.value, _IMAGE.value, 3)
   ctx = dict(
     model=model,

@@ -5,16 +5,11 @@
 from the same Monte Carlo draws, and Gaussian randomized smoothing (Cohen
 et al. 2019) once; it returns a JSON-serialisable dict. The distributions:
 
-* "semantic": every family of ``certify.semantic.ranges`` composed in one
-  draw (csam_jax.variations.compose);
-* one family alone - "gamma", "contrast", "brightness", "rotation",
-  "translation" or "gaussian_blur" - at its range in
-  ``certify.semantic.ranges`` (the CC-Cert range of `CC_CERT_RANGES` when
-  the family is absent there), with the same conventions: what the CC-Cert
-  reference certifies in one run, so our numbers sit beside published
-  per-transformation ones;
-* "corruptions": the CIFAR-10-C corruptions
-  (csam_jax.variations.corruption_sampler).
+the sampler kinds of experiments/samplers.py ("semantic": every family of
+``certify.variations.ranges`` composed in one draw; one family alone, as the
+CC-Cert reference certifies in one run, so our numbers sit beside published
+per-transformation ones; "corruptions": CIFAR-10-C), each drawn by
+``samplers.make_sampler(distribution, certify.variations)``.
 
 Binomial certificate from the CC-Cert draws: of the N transformed samples of
 an image, ``N - num_changed`` keep the clean prediction; when that prediction
@@ -37,11 +32,11 @@ import numpy as np
 from absl import logging
 
 from csam_jax import certify as certify_lib
-from csam_jax import variations
+from experiments import samplers
 
 HEADLINE_EPS = "1e-02"
 # Single transformation families certified alone: CC-Cert's set.
-FAMILIES = tuple(variations.CC_CERT_RANGES)
+FAMILIES = samplers.FAMILIES
 DISTRIBUTIONS = ("semantic", *FAMILIES, "corruptions")
 
 
@@ -71,47 +66,6 @@ def binomial_eps_min(num_draws: int, alpha: float) -> float:
     0.006884
   """
   return float(-np.expm1(np.log(alpha) / num_draws))
-
-
-def sample_fn_for(cfg: Any, distribution: str) -> Callable:
-  """``sample_fn(key, image)`` of a configured distribution.
-
-  Args:
-    cfg: the ``config.certify`` section.
-    distribution: one of `DISTRIBUTIONS`.
-
-  Returns:
-    The transformation sampler.
-
-  Raises:
-    ValueError: for an unknown distribution.
-  """
-  if distribution == "corruptions":
-    # Imported lazily: the corruption families are a separate, heavier part
-    # of csam_jax.variations.
-    from csam_jax.variations import CORRUPTIONS, corruption_sampler
-
-    names = tuple(cfg.corruptions.names) or CORRUPTIONS
-    return corruption_sampler(names, tuple(cfg.corruptions.severities))
-  sem = cfg.semantic
-  if distribution == "semantic":
-    ranges = dict(sem.ranges)
-  elif distribution in FAMILIES:
-    ranges = {
-      distribution: sem.ranges.get(
-        distribution, variations.CC_CERT_RANGES[distribution]
-      )
-    }
-  else:
-    raise ValueError(
-      f"unknown distribution {distribution!r}; valid: {DISTRIBUTIONS}"
-    )
-  return variations.compose(
-    ranges,
-    border_mode=sem.border_mode,
-    cval=sem.cval,
-    contrast_center=sem.contrast_center,
-  )
 
 
 def validate_certify_config(cfg: Any) -> None:
@@ -151,13 +105,13 @@ def validate_certify_config(cfg: Any) -> None:
     )
 
 
-def _certify_distribution(cfg, key, logits_fn, images, labels, sample_fn):
+def _certify_distribution(cfg, key, logits_fn, images, labels, sampler):
   num_draws = cfg.num_samples * cfg.num_bounds
   res = certify_lib.cc_cert(
     key,
     logits_fn,
     images,
-    sample_fn,
+    sampler,
     num_samples=cfg.num_samples,
     num_bounds=cfg.num_bounds,
     delta=cfg.delta,
@@ -293,15 +247,15 @@ def certify(
   out: dict[str, Any] = {"num_images": int(n)}
   if any(d != "corruptions" for d in cfg.distributions):
     out["conventions"] = {
-      "contrast_center": str(cfg.semantic.contrast_center),
-      "border_mode": str(cfg.semantic.border_mode),
-      "cval": float(cfg.semantic.cval),
+      "contrast_center": str(cfg.variations.contrast_center),
+      "border_mode": str(cfg.variations.border_mode),
+      "cval": float(cfg.variations.cval),
     }
   for distribution in cfg.distributions:
     sub = jax.random.fold_in(key, cfg.seed_offsets[distribution])
-    sample_fn = sample_fn_for(cfg, distribution)
+    sampler = samplers.make_sampler(distribution, cfg.variations)
     out[distribution] = _certify_distribution(
-      cfg, sub, logits_fn, images, labels, sample_fn
+      cfg, sub, logits_fn, images, labels, sampler
     )
     logging.info("certify %s: %s", distribution, out[distribution]["cc_cert"])
   if cfg.smoothing.enabled:

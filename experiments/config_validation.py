@@ -14,11 +14,11 @@ import ml_collections
 import csam_jax
 from experiments import (
   input_pipeline,
-  losses,
   methods,
   models,
   optimizers,
   parallel,
+  samplers,
 )
 
 SCOPES = ("global", "layer")
@@ -119,20 +119,27 @@ def _check_search(config: ml_collections.ConfigDict) -> None:
       f"config.finetune.augment_variations must be True or False, got "
       f"{augment!r}."
     )
-  if augment and config.search.csam.variations.kind == "none":
+  samplers.check_kind("config.search.csam.variation_kind", c.variation_kind)
+  if augment and c.variation_kind == "none":
     raise ValueError(
       "config.finetune.augment_variations=True needs input variations: set "
-      "config.search.csam.variations.kind to 'semantic' or 'corruptions'."
+      "config.search.csam.variation_kind to 'semantic', a family or "
+      "'corruptions'."
     )
   _choice("search.hydra.init", config.search.hydra.init, SEARCH_INITS)
   _choice("search.hydra.forward", config.search.hydra.forward, FORWARD_MODES)
+  if not isinstance(config.search.hydra.rank_by_abs, bool):
+    raise ValueError(
+      "config.search.hydra.rank_by_abs must be True or False, got "
+      f"{config.search.hydra.rank_by_abs!r}."
+    )
   if c.tau is not None and not 0.0 <= c.tau <= 100.0:
     raise ValueError(
       f"config.search.csam.tau={c.tau} must be in [0, 100] or None."
     )
   for field in ("lam_cert", "lam_cons", "kappa"):
     _at_least(f"search.csam.{field}", c[field], 0.0)
-  losses.make_sample_fn(c.variations)
+  samplers.make_sampler(c.variation_kind, c.variations)
 
 
 def _check_budget(config: ml_collections.ConfigDict) -> None:

@@ -1,6 +1,7 @@
 """Evaluation with hard masks: clean accuracy, sparsity, logits functions.
 
-Final evaluation always uses the hard mask ``W * TopK_s(C)`` (METHOD.md, 5).
+Final evaluation always uses the hard mask ``W * TopK_s(C)``
+(docs/method.md, "Hard masks").
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def sparsity_reached(state: state_lib.TrainState, config: Any) -> float:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _eval_logits(
-  model: state_lib.ModelFns,
+  model: state_lib.Model,
   params: PyTree,
   batch_stats: PyTree,
   images01: jax.Array,
@@ -63,14 +64,14 @@ def _eval_logits(
 class _DeployedLogits:
   """Hashable ``(params, batch_stats, images01) -> logits`` of one model."""
 
-  model: state_lib.ModelFns
+  model: state_lib.Model
 
   def __call__(self, params, batch_stats, images01):
     return _eval_logits(self.model, params, batch_stats, images01)
 
 
 def make_logits_fn(
-  model: state_lib.ModelFns, state: state_lib.TrainState, config: Any
+  model: state_lib.Model, state: state_lib.TrainState, config: Any
 ) -> jax.tree_util.Partial:
   """``logits_fn(images01) -> logits`` of the deployed (hard-masked) model.
 
@@ -86,7 +87,7 @@ def make_logits_fn(
 
 
 def evaluate_accuracy(
-  model: state_lib.ModelFns,
+  model: state_lib.Model,
   state: state_lib.TrainState,
   config: Any,
   mesh: Any,

@@ -32,9 +32,9 @@ from experiments import (
   config_validation,
   corruption_eval,
   evaluation,
+  keys,
   logging_utils,
-  losses,
-  models,
+  methods,
   parallel,
   train,
 )
@@ -134,15 +134,6 @@ def _local_logits_fn(ctx: train.Context, state: state_lib.TrainState):
   return evaluation.make_logits_fn(ctx.model, state, ctx.config)
 
 
-def robustness_key(config: ml_collections.ConfigDict, purpose: str):
-  """The PRNG key of "certification" or "corruptions" (see below)."""
-  purposes = ("certification", "corruptions")
-  if purpose not in purposes:
-    raise ValueError(f"purpose must be one of {purposes}, got {purpose!r}")
-  key = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), 2**21)
-  return jax.random.fold_in(key, purposes.index(purpose))
-
-
 def _robustness(ctx, state) -> dict[str, Any]:
   """Certification and corruption results of a trained state."""
   config = ctx.config
@@ -183,7 +174,7 @@ def evaluate_robustness(
     )
     out["certification"] = certification.certify(
       config.certify,
-      robustness_key(config, "certification"),
+      keys.run_keys(seed).certification,
       logits_fn,
       images,
       labels,
@@ -195,7 +186,7 @@ def evaluate_robustness(
     images, labels = evaluation.evaluation_subset(config, num_images, seed)
     out["corruptions"] = corruption_eval.evaluate_corruptions(
       config.corruptions,
-      robustness_key(config, "corruptions"),
+      keys.run_keys(seed).corruptions,
       logits_fn,
       images,
       labels,
@@ -205,11 +196,25 @@ def evaluate_robustness(
   return out
 
 
-def run_one(ctx: train.Context, method: str) -> dict[str, Any]:
-  """Trains and evaluates one method; returns its run entry."""
+def method_entry(
+  ctx: train.Context,
+  method: str,
+  state: state_lib.TrainState,
+  records: list[dict[str, Any]],
+  t0: float,
+  compile0: logging_utils.CompileTotals,
+) -> dict[str, Any]:
+  """The run entry of a trained method: accuracies, certificates, times.
+
+  Args:
+    ctx: the shared context.
+    method: the method.
+    state: its final state.
+    records: its stage records.
+    t0: wall-clock start of the method in this session.
+    compile0: compilation totals at ``t0``.
+  """
   config = ctx.config
-  t0, compile0 = time.time(), logging_utils.compile_totals()
-  state, records = train.run_method(ctx, method)
   first_step = ctx.cache.get(("first_step_time", method))
   entry = dict(
     method=method,
@@ -219,9 +224,7 @@ def run_one(ctx: train.Context, method: str) -> dict[str, Any]:
       if config.data.name
       else config.data.source
     ),
-    sparsity=0.0
-    if method in ("dense", "dense_sam")
-    else float(config.sparsity),
+    sparsity=float(config.sparsity) if methods.prunes(method) else 0.0,
     sparsity_reached=evaluation.sparsity_reached(state, config),
     seed=int(config.seed),
     clean_accuracy=evaluation.evaluate_accuracy(
@@ -234,7 +237,7 @@ def run_one(ctx: train.Context, method: str) -> dict[str, Any]:
     time_to_first_step_s=None if first_step is None else first_step - t0,
     stages=records,
   )
-  if method == "csam" and jax.process_index() == 0:
+  if methods.searches_with(method, "csam") and jax.process_index() == 0:
     # How much of the kept mask C-SAM's perturbation flips (search stage).
     flips = logging_utils.stage_means(ctx.workdir, method, "search", "flip")
     entry["flip_fraction"] = flips.get("flip_fraction")
@@ -253,41 +256,6 @@ def run_one(ctx: train.Context, method: str) -> dict[str, Any]:
     time.time() - t0,
   )
   return entry
-
-
-def make_context(
-  config: ml_collections.ConfigDict, workdir: str, info: Any
-) -> train.Context:
-  """Builds the model, mesh, writer and sampler shared by all methods."""
-  module = models.get_model(
-    config.model.name,
-    num_classes=info.num_classes,
-    width=config.model.width,
-    stem=config.model.stem,
-    dtype=config.model.dtype,
-  )
-  uses_variations = (
-    "csam" in config.methods or config.finetune.augment_variations
-  )
-  return train.Context(
-    config=config,
-    workdir=workdir,
-    mesh=parallel.make_mesh(),
-    model=state_lib.ModelFns(module, tuple(info.mean), tuple(info.std)),
-    info=info,
-    steps_per_epoch=max(info.num_examples["train"] // config.batch_size, 1),
-    writer=logging_utils.MetricWriter(
-      workdir,
-      enabled=jax.process_index() == 0,
-      tensorboard=config.logging.tensorboard,
-    ),
-    sample_fn=(
-      losses.make_sample_fn(config.search.csam.variations)
-      if uses_variations
-      else None
-    ),
-    cache={},
-  )
 
 
 def _write_results(workdir: str, config_dict: dict, runs: list) -> None:
@@ -318,7 +286,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   config_dict = json.loads(config.to_json())
   os.makedirs(workdir, exist_ok=True)
   prepare_workdir(workdir, config_dict, bool(config.overwrite))
-  ctx = make_context(config, workdir, info)
+  ctx = train.make_context(config, workdir, info)
   runs = []
   for method in config.methods:
     path = os.path.join(workdir, "runs", f"{method}.json")
@@ -327,7 +295,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         runs.append(json.load(f))
       logging.info("%s: finished earlier, reusing %s", method, path)
       continue
-    entry = run_one(ctx, method)
+    started, compile_start = time.time(), logging_utils.compile_totals()
+    state, records = train.run_method(ctx, method)
+    entry = method_entry(ctx, method, state, records, started, compile_start)
     first_step = ctx.cache.get(("first_step_time", method))
     if first_step is not None and not ctx.cache.get(("first_step_logged",)):
       ctx.cache[("first_step_logged",)] = True

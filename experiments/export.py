@@ -47,7 +47,6 @@ from experiments import (
   compact,
   config_validation,
   evaluation,
-  experiment,
   logging_utils,
   methods,
   models,
@@ -205,7 +204,7 @@ def _fill_missing_fields(config, path: str) -> ml_collections.ConfigDict:
 
 def load_method(
   workdir: str, method: str
-) -> tuple[ml_collections.ConfigDict, state_lib.ModelFns, Any]:
+) -> tuple[ml_collections.ConfigDict, state_lib.Model, Any]:
   """Restores the final state of a finished method of a run.
 
   Args:
@@ -228,23 +227,21 @@ def load_method(
       f"method {method!r} has not finished in {workdir!r} (no "
       f"runs/{method}.json); run python -m experiments.main first."
     )
-  stage_list = methods.get_stages(method)
-  last = train.stage_directory(
-    workdir, method, len(stage_list) - 1, stage_list[-1]
-  )
+  recipe = methods.get_recipe(method)
+  last = train.stage_directory(workdir, method, len(recipe) - 1, recipe[-1])
   if not config.checkpoint.enabled or not os.path.isdir(last):
     raise ValueError(
       f"no final checkpoint of {method!r} in {workdir!r} ({last} is "
       "missing; runs with checkpoint.enabled=False cannot be exported)."
     )
   info = config_validation.validate_config(config)
-  ctx = experiment.make_context(config, workdir, info)
+  ctx = train.make_context(config, workdir, info)
   # The last stage has a stage-end checkpoint: this only restores it.
   state, _ = train.run_method(ctx, method)
   return config, ctx.model, state
 
 
-def model_spec(config, model: state_lib.ModelFns, image_shape) -> dict:
+def model_spec(config, model: state_lib.Model, image_shape) -> dict:
   """The ``Deployed.spec`` (form "masked") of a run's model."""
   return dict(
     form="masked",

@@ -1,18 +1,17 @@
 """Training objectives: cross-entropy and the C-SAM mask-search objective.
 
-C-SAM (METHOD.md, "The C-SAM objective"):
+C-SAM (docs/method.md, "The objective"):
 
   L(C) = CE(f(x; W*C), y)
        + lam_cert * certification_hinge(p(x), p(x_T), kappa)
        + lam_cons * mask_consistency(C, sparsity)
 
-with one random transformation ``x_T`` per example (a csam_jax.variations
+with one random variation ``x_T`` per example (an experiments/samplers.py
 sampler vmapped over per-example keys).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -21,57 +20,10 @@ import optax
 
 import csam_jax
 from csam_jax import objectives
-from csam_jax import variations as csam_variations
 from experiments import state as state_lib
+from experiments.samplers import Sampler
 
 PyTree = Any
-SampleFn = Callable[[jax.Array, jax.Array], jax.Array]
-
-
-VARIATION_KINDS = ("semantic", "corruptions", "none")
-
-
-def make_sample_fn(variations: Any) -> SampleFn | None:
-  """Builds the C-SAM input-variation sampler from its config section.
-
-  Args:
-    variations: ``config.search.csam.variations``: ``kind`` "semantic"
-      (``csam_jax.variations.compose(ranges)`` with ``border_mode``,
-      ``cval`` and ``contrast_center``, as certification), "corruptions"
-      (``csam_jax.variations.corruption_sampler()``, all CIFAR-10-C families
-      and severities) or "none".
-
-  Returns:
-    ``sample_fn(key, image) -> image`` on [0, 1] HWC images, or None.
-
-  Raises:
-    ValueError: unknown kind (and the variations module's range errors).
-
-  Example:
-    >>> import jax, jax.numpy as jnp, ml_collections
-    >>> cfg = ml_collections.ConfigDict(
-    ...     dict(kind="semantic", ranges=dict(brightness=0.2),
-    ...          border_mode="constant", cval=0.0, contrast_center="mean"))
-    >>> fn = make_sample_fn(cfg)
-    >>> fn(jax.random.key(0), jnp.full((4, 4, 3), 0.5)).shape
-    (4, 4, 3)
-  """
-  kind = variations.kind
-  if kind not in VARIATION_KINDS:
-    raise ValueError(
-      f"config.search.csam.variations.kind must be one of {VARIATION_KINDS}, "
-      f"got {kind!r}."
-    )
-  if kind == "none":
-    return None
-  if kind == "corruptions":
-    return csam_variations.corruption_sampler()
-  return csam_variations.compose(
-    dict(variations.ranges),
-    border_mode=variations.border_mode,
-    cval=variations.cval,
-    contrast_center=variations.contrast_center,
-  )
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -86,7 +38,7 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 def weight_loss(
   params: PyTree,
-  model: state_lib.ModelFns,
+  model: state_lib.Model,
   masks: PyTree,
   batch_stats: PyTree,
   batch: dict[str, jax.Array],
@@ -123,8 +75,11 @@ class MaskObjective(NamedTuple):
     lam_cert: weight of the certification hinge (0 disables it).
     lam_cons: weight of the soft/hard consistency term (0 disables it).
     kappa: hinge margin.
-    sample_fn: ``sample_fn(key, image) -> image`` on [0, 1] HWC images, or
+    sampler: ``sampler(key, image) -> image`` on [0, 1] HWC images, or
       None (no hinge term).
+    rank_by_abs: rank ``|masks|`` (HYDRA's reference): the forward sees
+      the masks' absolute values, the gradient to a mask is multiplied by
+      its sign.
     hinge_bn: BatchNorm of the two predictions the hinge compares:
       "running" (the running statistics, as the certified model: the hinge
       then trains exactly the certified Z and d; one more forward pass) or
@@ -139,14 +94,15 @@ class MaskObjective(NamedTuple):
   lam_cert: float = 0.0
   lam_cons: float = 0.0
   kappa: float = 0.0
-  sample_fn: SampleFn | None = None
+  sampler: Sampler | None = None
   hinge_bn: str = "batch"
+  rank_by_abs: bool = False
 
 
 def mask_objective(
   masks: PyTree,
   params: PyTree,
-  model: state_lib.ModelFns,
+  model: state_lib.Model,
   batch_stats: PyTree,
   batch: dict[str, jax.Array],
   key: jax.Array,
@@ -173,7 +129,7 @@ def mask_objective(
   """
   masked = csam_jax.apply_masks(
     params,
-    masks,
+    jax.tree.map(jnp.abs, masks) if settings.rank_by_abs else masks,
     mode=settings.forward,
     sparsity=settings.sparsity,
     scope=settings.scope,
@@ -185,9 +141,9 @@ def mask_objective(
   )
   ce = cross_entropy(logits, batch["label"])
   loss = ce
-  if settings.lam_cert > 0 and settings.sample_fn is not None:
+  if settings.lam_cert > 0 and settings.sampler is not None:
     keys = jax.random.split(key, images.shape[0])
-    transformed = jax.vmap(settings.sample_fn)(keys, images)
+    transformed = jax.vmap(settings.sampler)(keys, images)
     train = settings.hinge_bn == "batch"
     logits_c = logits
     if not train:

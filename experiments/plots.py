@@ -1,9 +1,9 @@
 """Plots of the results (PNG, matplotlib's Agg canvas; no display needed).
 
-Both functions take the list of run entries of results.json (CONTRACTS.md
-"Run entries") and write one PNG; they return the path written, or None
-when there is nothing to plot (no certification results / a single
-sparsity).
+Both functions take the list of run entries of results.json (the
+``runs`` of `experiments.experiment.run`) and write one PNG; they return the
+path written, or None when there is nothing to plot (no certification
+results / a single sparsity).
 """
 
 from __future__ import annotations

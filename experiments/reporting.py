@@ -79,7 +79,7 @@ def write_results(
   Args:
     workdir: the work directory.
     config_dict: the config as a JSON-able dict.
-    runs: run entries (CONTRACTS.md "Run entries").
+    runs: run entries (`experiments.experiment.method_entry`).
   """
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump({"config": config_dict, "runs": runs}, f, indent=2)

@@ -1,8 +1,20 @@
-"""Stage functions: begin (new masks / optimizer), step, gmp mask updates,
-finalize (hard masks).
+"""Stages: what a declared stage (experiments/methods.py) does, built.
 
-All functions are pure and jit-able; the loop that drives them lives in
-``experiments/train.py``.
+`build` turns a `methods.StageSpec` into a `Stage`: ``begin`` (new masks /
+optimizer state), ``step`` (one training step), ``finalize`` (hard masks)
+and an optional per-step ``hook`` (GMP's mask schedule), each jitted and
+pure; the loop that drives them (experiments/train.py) knows no method.
+
+  ===========  ==============================================  ============
+  spec.kind    step                                            hook
+  ===========  ==============================================  ============
+  pretrain     `make_weight_step` (SAM when ``spec.sam``)      none
+  prune        none (one-shot magnitude masks in ``begin``)    none
+  gmp          `make_weight_step`                              `GmpSchedule`
+  search       `make_search_step` (HYDRA or C-SAM objective)   none
+  finetune     `make_weight_step` (SAM / variation
+               augmentation when configured)                   none
+  ===========  ==============================================  ============
 
 BatchNorm under SAM and C-SAM: the running statistics written into
 ``TrainState.batch_stats`` come from the clean forward pass at the
@@ -26,37 +38,40 @@ import numpy as np
 import optax
 
 import csam_jax
-from experiments import losses, optimizers
+from experiments import losses, methods, optimizers
 from experiments import state as state_lib
-from experiments.methods import Stage
+from experiments.methods import StageSpec
+from experiments.samplers import Sampler
 
 PyTree = Any
 StepFn = Callable[
   [state_lib.TrainState, dict], tuple[state_lib.TrainState, dict]
 ]
+BeginFn = Callable[[state_lib.TrainState, jax.Array], state_lib.TrainState]
+HookFn = Callable[[state_lib.TrainState, int], state_lib.TrainState]
 
 
-class StageFns(NamedTuple):
-  """The functions of one stage.
+class Stage(NamedTuple):
+  """A built stage: its jitted functions and its length.
 
   Attributes:
+    spec: the declaration it was built from.
+    num_steps: training steps of the stage (0 for one-shot pruning).
     begin: ``(state, key) -> state`` sets masks, optimizer state, step 0 and
       the stage key.
     step: ``(state, batch) -> (state, metrics)`` one training step (None for
       one-shot pruning).
     finalize: ``state -> state`` at the end of the stage (hard masks).
-    gmp_update: ``(state, num_pruned) -> state`` recomputes magnitude masks
-      pruning ``num_pruned`` weights (an int32 array from
-      ``gmp_num_pruned``, an argument, so one compilation serves every
-      sparsity of the schedule; gmp only, else None).
-    num_steps: training steps of the stage.
+    hook: ``(state, t) -> state`` run before step ``t`` (host code calling
+      jitted functions), or None.
   """
 
-  begin: Callable[[state_lib.TrainState, jax.Array], state_lib.TrainState]
+  spec: StageSpec
+  num_steps: int
+  begin: BeginFn
   step: StepFn | None
   finalize: Callable[[state_lib.TrainState], state_lib.TrainState]
-  gmp_update: Callable[[state_lib.TrainState, Any], state_lib.TrainState]
-  num_steps: int
+  hook: HookFn | None = None
 
 
 def all_finite(tree: PyTree) -> jax.Array:
@@ -161,17 +176,17 @@ def gmp_sparsity(
   return s_f + (s_i - s_f) * frac**3
 
 
-def _weight_tx(config, stage: Stage, num_steps: int, steps_per_epoch: int):
+def _weight_tx(config, spec: StageSpec, num_steps: int, steps_per_epoch: int):
   base = optimizers.make_optimizer(
-    config[stage.optimizer].optimizer, num_steps, steps_per_epoch
+    config[spec.optimizer].optimizer, num_steps, steps_per_epoch
   )
-  if not stage.sam:
+  if not spec.sam:
     return optax.with_extra_args_support(base)
   sam = csam_jax.csam_transform(config.sam.rho, radius=config.sam.radius)
   return optax.chain(sam, base)
 
 
-def make_weight_step(model: state_lib.ModelFns, tx) -> StepFn:
+def make_weight_step(model: state_lib.Model, tx) -> StepFn:
   """A training step of the weights (pretrain, gmp, finetune; SAM or not).
 
   With SAM (``tx`` containing ``csam_jax.csam_transform``) the gradient is
@@ -221,7 +236,7 @@ def make_weight_step(model: state_lib.ModelFns, tx) -> StepFn:
 
 
 def _search_settings(
-  config, algo: str, sample_fn: losses.SampleFn | None
+  config, algo: str, sampler: Sampler | None
 ) -> losses.MaskObjective:
   cfg = config.search[algo]
   common = dict(
@@ -231,19 +246,19 @@ def _search_settings(
     structure=config.structure,
   )
   if algo == "hydra":
-    return losses.MaskObjective(**common)
+    return losses.MaskObjective(**common, rank_by_abs=cfg.rank_by_abs)
   return losses.MaskObjective(
     **common,
     lam_cert=float(cfg.lam_cert),
     lam_cons=float(cfg.lam_cons),
     kappa=float(cfg.kappa),
-    sample_fn=sample_fn,
+    sampler=sampler,
     hinge_bn=cfg.hinge_bn,
   )
 
 
 def make_search_step(
-  model: state_lib.ModelFns,
+  model: state_lib.Model,
   settings: losses.MaskObjective,
   mask_tx,
   weight_tx=None,
@@ -357,12 +372,13 @@ def flip_fractions(masks, perturbed, settings: losses.MaskObjective):
   return out
 
 
-def _search_fns(config, stage, model, num_steps, steps_per_epoch, sample_fn):
-  cfg = config.search[stage.algo]
+def _search_stage(config, spec, model, num_steps, steps_per_epoch, sampler):
+  """HYDRA or C-SAM: the masks trained, the weights frozen (or joint)."""
+  cfg = config.search[spec.algo]
   base = optimizers.make_optimizer(
     config.search.optimizer, num_steps, steps_per_epoch
   )
-  if stage.algo == "csam":
+  if spec.algo == "csam":
     mask_tx = optax.chain(
       csam_jax.csam_transform(cfg.rho, radius=cfg.radius),
       base,
@@ -404,104 +420,182 @@ def _search_fns(config, stage, model, num_steps, steps_per_epoch, sample_fn):
       masks=masks, opt_state=opt_state, step=jnp.zeros((), jnp.int32), key=key
     )
 
-  settings = _search_settings(config, stage.algo, sample_fn)
+  settings = _search_settings(config, spec.algo, sampler)
   step = make_search_step(
-    model, settings, mask_tx, weight_tx, log_flips=stage.algo == "csam"
+    model, settings, mask_tx, weight_tx, log_flips=spec.algo == "csam"
   )
-  return begin, step
+  rank_by_abs = spec.algo == "hydra" and cfg.rank_by_abs
+
+  def finalize(state):
+    ranked = jax.tree.map(jnp.abs, state.masks) if rank_by_abs else state.masks
+    return state.replace(masks=hard_masks(ranked, config))
+
+  return Stage(spec, num_steps, begin, step, finalize)
 
 
-def _weight_fns(config, stage, model, num_steps, steps_per_epoch) -> StageFns:
-  """pretrain, gmp and finetune: weight training (with SAM when asked)."""
-  zero = jnp.zeros((), jnp.int32)
-  tx = _weight_tx(config, stage, num_steps, steps_per_epoch)
+def _prune_stage(config, spec) -> Stage:
+  """One-shot magnitude pruning: masks in ``begin``, no step."""
 
   def begin(state, key):
-    if stage.kind == "pretrain":
+    masks = magnitude_masks(state.params, None, config, config.sparsity)
+    return state.replace(
+      masks=masks, opt_state=None, step=jnp.zeros((), jnp.int32), key=key
+    )
+
+  return Stage(spec, 0, begin, None, lambda s: s)
+
+
+class GmpSchedule(NamedTuple):
+  """GMP's per-step hook: magnitude masks at the cubic schedule's steps.
+
+  Attributes:
+    config: the experiment config.
+    num_steps: steps of the stage.
+    update: jitted ``(state, num_pruned) -> state`` recomputing magnitude
+      masks that prune ``num_pruned`` weights (an int32 array from
+      `gmp_num_pruned`, an argument, so one compilation serves every
+      sparsity of the schedule).
+  """
+
+  config: ml_collections.ConfigDict
+  num_steps: int
+  update: Callable[[state_lib.TrainState, Any], state_lib.TrainState]
+
+  def __call__(self, state: state_lib.TrainState, t: int):
+    sparsity = gmp_sparsity(t, self.num_steps, self.config)
+    if sparsity is None:
+      return state
+    return self.update(
+      state, gmp_num_pruned(state.params, sparsity, self.config)
+    )
+
+
+def _weight_stage(config, spec, model, num_steps, steps_per_epoch, sampler):
+  """pretrain, gmp and finetune: weight training (with SAM when asked)."""
+  tx = _weight_tx(config, spec, num_steps, steps_per_epoch)
+
+  def begin(state, key):
+    if spec.kind == "pretrain":
       masks = None
-    elif stage.kind == "gmp":
+    elif spec.kind == "gmp":
       masks = csam_jax.init_masks(
         state.params, sparsity=config.sparsity, method="ones"
       )
     else:
       masks = hard_masks(state.masks, config)
     return state.replace(
-      masks=masks, opt_state=tx.init(state.params), step=zero, key=key
+      masks=masks,
+      opt_state=tx.init(state.params),
+      step=jnp.zeros((), jnp.int32),
+      key=key,
     )
 
-  finalize, gmp_update = (lambda s: s), None
-  if stage.kind == "gmp":
-
-    def gmp_update(state, num_pruned):
-      return state.replace(
-        masks=magnitude_masks_from_counts(
-          state.params, state.masks, config, num_pruned
-        )
-      )
-
-    def finalize(state):
-      return state.replace(
-        masks=magnitude_masks(
-          state.params, state.masks, config, float(config.sparsity)
-        )
-      )
-
-  return StageFns(
-    begin, make_weight_step(model, tx), finalize, gmp_update, num_steps
-  )
-
-
-def make_stage_fns(
-  config: ml_collections.ConfigDict,
-  stage: Stage,
-  model: state_lib.ModelFns,
-  num_steps: int,
-  steps_per_epoch: int,
-  sample_fn: losses.SampleFn | None = None,
-) -> StageFns:
-  """Builds the functions of ``stage``.
-
-  Args:
-    config: the experiment config.
-    stage: the stage.
-    model: the model.
-    num_steps: the stage's number of steps.
-    steps_per_epoch: steps per epoch (warm-up lengths).
-    sample_fn: input-variation sampler of the C-SAM objective (and of
-      the fine-tuning augmentation, ``finetune.augment_variations``).
-
-  Returns:
-    The stage's StageFns.
-  """
-  zero = jnp.zeros((), jnp.int32)
-  if stage.kind == "search":
-    begin, step = _search_fns(
-      config, stage, model, num_steps, steps_per_epoch, sample_fn
-    )
-    return StageFns(
-      begin,
-      step,
-      lambda s: s.replace(masks=hard_masks(s.masks, config)),
-      None,
-      num_steps,
-    )
-  if stage.kind == "prune":
-
-    def begin_prune(state, key):
-      masks = magnitude_masks(state.params, None, config, config.sparsity)
-      return state.replace(masks=masks, opt_state=None, step=zero, key=key)
-
-    return StageFns(begin_prune, None, lambda s: s, None, 0)
-
-  fns = _weight_fns(config, stage, model, num_steps, steps_per_epoch)
-  if stage.kind == "finetune" and config.finetune.augment_variations:
-    if sample_fn is None:
+  step = make_weight_step(model, tx)
+  if spec.kind == "finetune" and config.finetune.augment_variations:
+    if sampler is None:
       raise ValueError(
         "config.finetune.augment_variations needs the input-variation "
         "sampler of config.search.csam.variations (kind 'none' has none)"
       )
-    fns = fns._replace(step=augmented_step(fns.step, sample_fn))
-  return fns
+    step = augmented_step(step, sampler)
+  if spec.kind != "gmp":
+    return Stage(spec, num_steps, begin, step, lambda s: s)
+
+  def update(state, num_pruned):
+    return state.replace(
+      masks=magnitude_masks_from_counts(
+        state.params, state.masks, config, num_pruned
+      )
+    )
+
+  def finalize(state):
+    return state.replace(
+      masks=magnitude_masks(
+        state.params, state.masks, config, float(config.sparsity)
+      )
+    )
+
+  return Stage(
+    spec,
+    num_steps,
+    begin,
+    step,
+    finalize,
+    GmpSchedule(config, num_steps, update),
+  )
+
+
+def _jit(stage: Stage, out_sharding) -> Stage:
+  """The stage with its functions jitted (outputs on ``out_sharding``)."""
+
+  def jit(fn, shardings):
+    if fn is None:
+      return None
+    if out_sharding is None:
+      return jax.jit(fn)
+    return jax.jit(fn, out_shardings=shardings)
+
+  hook = stage.hook
+  if hook is not None:
+    hook = hook._replace(update=jit(hook.update, out_sharding))
+  return stage._replace(
+    begin=jit(stage.begin, out_sharding),
+    step=jit(stage.step, (out_sharding, out_sharding)),
+    finalize=jit(stage.finalize, out_sharding),
+    hook=hook,
+  )
+
+
+def build(
+  config: ml_collections.ConfigDict,
+  spec: StageSpec,
+  model: state_lib.Model,
+  steps_per_epoch: int,
+  sampler: Sampler | None = None,
+  out_sharding: Any = None,
+) -> Stage:
+  """Builds the stage ``spec`` declares, its functions jitted.
+
+  Args:
+    config: the experiment config.
+    spec: the stage's declaration (experiments/methods.py).
+    model: the model.
+    steps_per_epoch: steps per epoch (stage length and warm-up lengths).
+    sampler: input-variation sampler of the C-SAM objective (and of the
+      fine-tuning augmentation, ``finetune.augment_variations``).
+    out_sharding: sharding of every output state (the replicated sharding
+      of the run's mesh), or None to let jit choose.
+
+  Returns:
+    The built Stage.
+
+  Raises:
+    ValueError: fine-tuning with ``augment_variations`` but no sampler.
+
+  Example:
+    >>> from experiments import models
+    >>> from experiments.configs import smoke
+    >>> cfg = smoke.get_config()
+    >>> model = state_lib.Model(models.get_model("tiny_cnn", num_classes=3),
+    ...                         (0.5,), (0.25,))
+    >>> stage = build(cfg, methods.get_recipe("gmp")[1], model, 10)
+    >>> stage.num_steps == methods.stage_steps(cfg, stage.spec, 10)
+    True
+    >>> type(stage.hook).__name__
+    'GmpSchedule'
+  """
+  num_steps = methods.stage_steps(config, spec, steps_per_epoch)
+  if spec.kind == "search":
+    stage = _search_stage(
+      config, spec, model, num_steps, steps_per_epoch, sampler
+    )
+  elif spec.kind == "prune":
+    stage = _prune_stage(config, spec)
+  else:
+    stage = _weight_stage(
+      config, spec, model, num_steps, steps_per_epoch, sampler
+    )
+  return _jit(stage, out_sharding)
 
 
 def batchnorm_labels(params: PyTree) -> PyTree:
@@ -524,10 +618,10 @@ def batchnorm_labels(params: PyTree) -> PyTree:
   return label(params)
 
 
-def augmented_step(step: StepFn, sample_fn: losses.SampleFn) -> StepFn:
-  """``step`` on a batch whose images are transformed by ``sample_fn``.
+def augmented_step(step: StepFn, sampler: Sampler) -> StepFn:
+  """``step`` on a batch whose images are transformed by ``sampler``.
 
-  Image i of step t is ``sample_fn(split(fold_in(fold_in(state.key, t),
+  Image i of step t is ``sampler(split(fold_in(fold_in(state.key, t),
   AUGMENT_PURPOSE), B)[i], image_i)``: the input variations C-SAM's hinge
   trains on, used as data augmentation (the augmentation-fair baselines).
   """
@@ -537,7 +631,7 @@ def augmented_step(step: StepFn, sample_fn: losses.SampleFn) -> StepFn:
       jax.random.fold_in(state.key, state.step), AUGMENT_PURPOSE
     )
     keys = jax.random.split(key, batch["image"].shape[0])
-    images = jax.vmap(sample_fn)(keys, batch["image"])
+    images = jax.vmap(sampler)(keys, batch["image"])
     return step(state, dict(batch, image=images))
 
   return augmented

@@ -38,7 +38,7 @@ class TrainState:
   key: jax.Array
 
 
-class ModelFns(NamedTuple):
+class Model(NamedTuple):
   """A Flax module and the per-channel input normalisation of its data.
 
   Attributes:
@@ -53,7 +53,7 @@ class ModelFns(NamedTuple):
 
 
 def apply_model(
-  model: ModelFns,
+  model: Model,
   params: PyTree,
   batch_stats: PyTree,
   images01: jax.Array,
@@ -132,7 +132,7 @@ def init_key(key: jax.Array, impl: str) -> jax.Array:
 
 
 def init_train_state(
-  model: ModelFns, key: jax.Array, image_shape: tuple[int, int, int]
+  model: Model, key: jax.Array, image_shape: tuple[int, int, int]
 ) -> TrainState:
   """Initialises params and batch_stats; masks and optimizer state empty.
 

@@ -1,14 +1,17 @@
 """Training driver: runs a method's stages with checkpoints and resume.
 
-``run_method`` walks through the stages of a method (experiments/methods.py).
-Each stage ``begin``s (new masks / optimizer state), steps over
-deterministic, resumable batches, ``finalize``s (hard masks) and saves a
-stage-end checkpoint. On start it resumes from the newest readable checkpoint
-of the latest stage that has one, so a run killed at any point (SIGKILL
-included) and restarted ends with bitwise the same params on CPU: the state,
+``run_method`` walks through a method's recipe (experiments/methods.py),
+building each declared stage once (experiments/stages.py) and handing it to
+``run_stage``: the stage ``begin``s (new masks / optimizer state), steps over
+deterministic, resumable batches (running its per-step ``hook`` first, when
+it has one), ``finalize``s (hard masks) and saves a stage-end checkpoint.
+The loop knows no method by name. On start it resumes from the newest
+readable checkpoint of the latest stage that has one, so a run killed at any
+point (SIGKILL included) and restarted ends with bitwise the same params on
+CPU: the state,
 the per-step keys (``fold_in(stage_key, step)``) and the batches
 (``train_batches(start_step=step)``) are all functions of the step. Keys
-and batch streams are seeded by the stage's role (`stage_role`), not by the
+and batch streams come from the stage's role (experiments/keys.py), not the
 method, so every method's stages of one role see the same batches and keys.
 
 A NaN/Inf loss raises NonFiniteLossError naming the method, stage and step;
@@ -22,6 +25,7 @@ import time
 from typing import Any, NamedTuple
 
 import jax
+import ml_collections
 import numpy as np
 from absl import logging
 
@@ -29,12 +33,16 @@ from experiments import (
   checkpointing,
   evaluation,
   input_pipeline,
+  keys,
   logging_utils,
   methods,
+  models,
   parallel,
+  samplers,
   stages,
 )
 from experiments import state as state_lib
+from experiments.methods import StageSpec
 
 PyTree = Any
 
@@ -53,92 +61,86 @@ class Context(NamedTuple):
     model: the model and its input normalisation.
     info: the dataset's DatasetInfo.
     steps_per_epoch: global batches per training epoch.
+    keys: the run's keys and data seeds by purpose (experiments/keys.py).
     writer: metrics writer (writes on process 0 only).
-    sample_fn: C-SAM input-variation sampler (or None).
-    cache: jitted functions keyed by (stage, name), shared by the methods
-      that run the same stage (one compilation each); also the wall-clock
-      time of each method's first training step, ``("first_step_time",
-      method)``.
+    sampler: C-SAM's input-variation sampler (or None).
+    cache: built stages keyed by their spec, shared by the methods that run
+      the same stage (one compilation each), the jitted model init and
+      evaluation functions; also the wall-clock time of each method's first
+      training step, ``("first_step_time", method)``.
   """
 
   config: Any
   workdir: str
   mesh: Any
-  model: state_lib.ModelFns
+  model: state_lib.Model
   info: Any
   steps_per_epoch: int
+  keys: keys.RunKeys
   writer: logging_utils.MetricWriter
-  sample_fn: Any
+  sampler: samplers.Sampler | None
   cache: dict
 
 
-def _jitted(ctx: Context, key: tuple, fn, **jit_kwargs):
-  if key not in ctx.cache:
-    ctx.cache[key] = jax.jit(fn, **jit_kwargs)
-  return ctx.cache[key]
+def make_context(
+  config: ml_collections.ConfigDict, workdir: str, info: Any
+) -> Context:
+  """Builds the model, mesh, keys, writer and sampler every method shares."""
+  module = models.get_model(
+    config.model.name,
+    num_classes=info.num_classes,
+    width=config.model.width,
+    stem=config.model.stem,
+    dtype=config.model.dtype,
+  )
+  uses_variations = (
+    "csam" in config.methods or config.finetune.augment_variations
+  )
+  csam = config.search.csam
+  return Context(
+    config=config,
+    workdir=workdir,
+    mesh=parallel.make_mesh(),
+    model=state_lib.Model(module, tuple(info.mean), tuple(info.std)),
+    info=info,
+    steps_per_epoch=max(info.num_examples["train"] // config.batch_size, 1),
+    keys=keys.run_keys(config.seed),
+    writer=logging_utils.MetricWriter(
+      workdir,
+      enabled=jax.process_index() == 0,
+      tensorboard=config.logging.tensorboard,
+    ),
+    sampler=(
+      samplers.make_sampler(csam.variation_kind, csam.variations)
+      if uses_variations
+      else None
+    ),
+    cache={},
+  )
 
 
-def stage_fns(ctx: Context, stage: methods.Stage) -> stages.StageFns:
-  """The stage's functions; built once per context (stages are hashable)."""
-  key = (stage, "fns")
-  if key not in ctx.cache:
-    num_steps = methods.stage_steps(ctx.config, stage, ctx.steps_per_epoch)
-    ctx.cache[key] = stages.make_stage_fns(
+def build_stage(ctx: Context, spec: StageSpec) -> stages.Stage:
+  """The built stage of ``spec``; built once per context (specs are
+  hashable), so methods sharing a stage share its compiled functions."""
+  if spec not in ctx.cache:
+    ctx.cache[spec] = stages.build(
       ctx.config,
-      stage,
+      spec,
       ctx.model,
-      num_steps,
       ctx.steps_per_epoch,
-      ctx.sample_fn,
+      ctx.sampler,
+      out_sharding=parallel.replicated(ctx.mesh),
     )
-  return ctx.cache[key]
-
-
-# Keys and batch streams by the role of a stage, never by the method: two
-# methods' stages of the same role draw the same batches in the same order
-# and the same per-step keys, so paired methods differ only in what they do.
-ROLES = ("pretrain_sgd", "pretrain_sam", "from_search", "from_finetune")
-
-
-def stage_role(stage: methods.Stage) -> str:
-  """The role of a stage: its shared pretraining run, or where in the
-  post-pretraining budget it starts ("from_search": the search-budget
-  stages of gmp/hydra/csam and the continuations of the other methods;
-  "from_finetune": the fine-tuning after a search).
-
-  Example:
-    >>> [stage_role(s) for s in methods.get_stages("hydra")]
-    ['pretrain_sgd', 'from_search', 'from_finetune']
-    >>> [stage_role(s) for s in methods.get_stages("dense")]
-    ['pretrain_sgd', 'from_search']
-  """
-  if stage.shared_id is not None:
-    return stage.shared_id
-  if stage.budget[:1] == ("finetune",):
-    return "from_finetune"
-  return "from_search"
-
-
-def stage_uid(stage: methods.Stage) -> int:
-  """Integer id of a stage's role (its keys and data seed)."""
-  return ROLES.index(stage_role(stage))
+  return ctx.cache[spec]
 
 
 def stage_directory(
-  workdir: str, method: str, index: int, stage: methods.Stage
+  workdir: str, method: str, index: int, spec: StageSpec
 ) -> str:
-  """Checkpoint directory of a stage run."""
-  if stage.shared_id is not None:
-    return os.path.join(workdir, "checkpoints", stage.shared_id)
-  return os.path.join(workdir, "checkpoints", method, f"{index}_{stage.name}")
-
-
-def _stage_key(config, uid: int) -> jax.Array:
-  return jax.random.fold_in(jax.random.PRNGKey(config.seed), uid)
-
-
-def _data_seed(config, uid: int) -> int:
-  return int(config.seed) * 1_000_003 + uid
+  """Checkpoint directory of a stage run (shared ones by their role)."""
+  if spec.shared:
+    return os.path.join(workdir, "checkpoints", spec.role)
+  return os.path.join(workdir, "checkpoints", method, f"{index}_{spec.name}")
 
 
 def _checkpointer(
@@ -185,8 +187,8 @@ class StageRun(NamedTuple):
 
   Attributes:
     label: (method, stage name) for messages.
-    run: run name for metrics (method or shared pretraining).
-    stage: the stage.
+    run: run name for metrics (method or shared pretraining role).
+    stage: the built stage.
     ckpt: the stage's checkpointer.
     meta: metadata saved with each checkpoint (``step``, ``done``,
       ``elapsed_s`` added); ``meta["records"]`` lists the earlier stages.
@@ -199,7 +201,7 @@ class StageRun(NamedTuple):
 
   label: tuple[str, str]
   run: str
-  stage: methods.Stage
+  stage: stages.Stage
   ckpt: checkpointing.StageCheckpointer
   meta: dict[str, Any]
   data_seed: int
@@ -233,64 +235,14 @@ def _first_step_started(ctx: Context, sr: StageRun) -> float:
   return now - sr.started
 
 
-def _step_loop(
-  ctx: Context, sr: StageRun, state: state_lib.TrainState
-) -> tuple[state_lib.TrainState, float | None]:
-  """Steps from ``state.step`` to the end of the stage (periodic saves).
-
-  Returns:
-    ``(state, seconds from the stage start to the start of its first step
-    in this session, or None when no step was run)``.
-  """
-  fns = stage_fns(ctx, sr.stage)
-  config, n = ctx.config, fns.num_steps
-  start = int(parallel.to_host(state.step))
-  first_step_s = None
-  if start >= n:
-    return state, first_step_s
-  rep = parallel.replicated(ctx.mesh)
-  step_fn = _jitted(ctx, (sr.stage, "step"), fns.step, out_shardings=(rep, rep))
-  if fns.gmp_update is not None:
-    # The pruned count is an argument: one compilation for the schedule.
-    gmp_fn = _jitted(ctx, (sr.stage, "gmp"), fns.gmp_update, out_shardings=rep)
-  batches = input_pipeline.train_batches(
-    config.data,
-    batch_size=config.batch_size,
-    seed=sr.data_seed,
-    start_step=start,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-    normalize=False,
-  )
-  progress = logging_utils.Progress("/".join(sr.label), start, n)
-  pending = []
-  log_every = max(int(config.logging.log_every_steps), 1)
-  for t in range(start, n):
-    if fns.gmp_update is not None:
-      sparsity = stages.gmp_sparsity(t, n, config)
-      if sparsity is not None:
-        num_pruned = stages.gmp_num_pruned(state.params, sparsity, config)
-        state = gmp_fn(state, num_pruned)
-    batch = parallel.global_batch(next(batches), ctx.mesh)
-    state, metrics = step_fn(state, batch)
-    if t == start:
-      first_step_s = _first_step_started(ctx, sr)
-    pending.append((t, metrics))
-    saving = sr.ckpt.should_save(t + 1, n)
-    if saving or (t + 1) % log_every == 0 or t + 1 == n:
-      _flush_metrics(ctx, sr.label, sr.run, sr.label[1], pending, progress)
-    if saving:
-      meta = dict(
-        sr.meta, step=t + 1, done=False, elapsed_s=time.time() - sr.t0
-      )
-      sr.ckpt.save(t + 1, state, meta)
-  return state, first_step_s
-
-
 def run_stage(
   ctx: Context, sr: StageRun, state: state_lib.TrainState
 ) -> tuple[state_lib.TrainState, list[dict[str, Any]]]:
   """Steps a stage from ``state.step`` to its end, then finalizes and saves.
+
+  Each step runs the stage's ``hook`` (when it has one), then its ``step``
+  on the next batch; metrics are flushed and checkpoints saved
+  periodically.
 
   Args:
     ctx: the shared context.
@@ -307,19 +259,48 @@ def run_stage(
   Raises:
     NonFiniteLossError: on a NaN/Inf loss.
   """
-  fns = stage_fns(ctx, sr.stage)
-  state, first_step_s = _step_loop(ctx, sr, state)
-  finalize = _jitted(
-    ctx,
-    (sr.stage, "finalize"),
-    fns.finalize,
-    out_shardings=parallel.replicated(ctx.mesh),
-  )
-  state = finalize(state)
+  stage, config = sr.stage, ctx.config
+  n, start = stage.num_steps, int(parallel.to_host(state.step))
+  first_step_s = None
+  if start < n:
+    batches = input_pipeline.train_batches(
+      config.data,
+      batch_size=config.batch_size,
+      seed=sr.data_seed,
+      start_step=start,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      normalize=False,
+    )
+    progress = logging_utils.Progress("/".join(sr.label), start, n)
+    pending = []
+    log_every = max(int(config.logging.log_every_steps), 1)
+    for t in range(start, n):
+      if stage.hook is not None:
+        state = stage.hook(state, t)
+      batch = parallel.global_batch(next(batches), ctx.mesh)
+      state, metrics = stage.step(state, batch)
+      if t == start:
+        first_step_s = _first_step_started(ctx, sr)
+      pending.append((t, metrics))
+      saving = sr.ckpt.should_save(t + 1, n)
+      if saving or (t + 1) % log_every == 0 or t + 1 == n:
+        _flush_metrics(ctx, sr.label, sr.run, sr.label[1], pending, progress)
+      if saving:
+        meta = dict(
+          sr.meta, step=t + 1, done=False, elapsed_s=time.time() - sr.t0
+        )
+        sr.ckpt.save(t + 1, state, meta)
+  return _finish(ctx, sr, stage.finalize(state), first_step_s)
+
+
+def _finish(ctx, sr, state, first_step_s):
+  """The stage's record (and evaluation); saves the stage-end checkpoint."""
+  n = sr.stage.num_steps
   record = dict(
-    name=sr.stage.name,
-    kind=sr.stage.kind,
-    steps=fns.num_steps,
+    name=sr.stage.spec.name,
+    kind=sr.stage.spec.kind,
+    steps=n,
     wall_time_s=time.time() - sr.t0,
     time_to_first_step_s=first_step_s,
   )
@@ -335,31 +316,27 @@ def run_stage(
   )
   records = list(sr.meta["records"]) + [record]
   meta = dict(
-    sr.meta,
-    step=fns.num_steps,
-    done=True,
-    elapsed_s=record["wall_time_s"],
-    records=records,
+    sr.meta, step=n, done=True, elapsed_s=record["wall_time_s"], records=records
   )
-  sr.ckpt.save(fns.num_steps, state, meta)
+  sr.ckpt.save(n, state, meta)
   return state, records
 
 
-def _templates(ctx, method, all_fns, init_state):
+def _templates(ctx, recipe, init_state):
   """Abstract states after each stage's begin (the restore targets)."""
   rep = parallel.replicated(ctx.mesh)
   key = jax.random.PRNGKey(0)
   templates, abstract = [], jax.eval_shape(lambda s: s, init_state)
-  for fns in all_fns:
-    abstract = jax.eval_shape(fns.begin, abstract, key)
+  for spec in recipe:
+    abstract = jax.eval_shape(build_stage(ctx, spec).begin, abstract, key)
     templates.append(checkpointing.abstract_like(abstract, rep))
   return templates
 
 
-def _find_resume(ctx, method, stage_list, templates):
+def _find_resume(ctx, method, recipe, templates):
   """(stage index, state, meta) of the newest readable checkpoint or None."""
-  for i in reversed(range(len(stage_list))):
-    directory = stage_directory(ctx.workdir, method, i, stage_list[i])
+  for i in reversed(range(len(recipe))):
+    directory = stage_directory(ctx.workdir, method, i, recipe[i])
     if not os.path.isdir(directory):
       continue
     ckpt = _checkpointer(ctx, directory)
@@ -371,31 +348,26 @@ def _find_resume(ctx, method, stage_list, templates):
 
 
 def init_state(ctx: Context) -> state_lib.TrainState:
-  """The initial (replicated) state from ``config.seed``.
+  """The initial (replicated) state from the run's ``init`` key.
 
   The parameters are drawn with ``config.model.init_prng`` (a key derived
-  from the seed, ``state.init_key``).
+  from the init key, ``state.init_key``).
   """
   impl = ctx.config.model.get("init_prng", "threefry")
-  key = jax.random.fold_in(jax.random.PRNGKey(ctx.config.seed), 2**20)
-  init = _jitted(
-    ctx,
-    ("init",),
-    lambda k: state_lib.init_train_state(
-      ctx.model, state_lib.init_key(k, impl), ctx.info.image_shape
-    ),
-    out_shardings=parallel.replicated(ctx.mesh),
-  )
-  return init(key)
+  if ("init",) not in ctx.cache:
+    ctx.cache[("init",)] = jax.jit(
+      lambda k: state_lib.init_train_state(
+        ctx.model, state_lib.init_key(k, impl), ctx.info.image_shape
+      ),
+      out_shardings=parallel.replicated(ctx.mesh),
+    )
+  return ctx.cache[("init",)](ctx.keys.init)
 
 
-def _resume(ctx, method, stage_list, state):
+def _resume(ctx, method, recipe, state):
   """Where to start: (first stage, records, restored mid-stage state or
   None, its meta, state to begin the first stage from)."""
-  all_fns = [stage_fns(ctx, s) for s in stage_list]
-  found = _find_resume(
-    ctx, method, stage_list, _templates(ctx, method, all_fns, state)
-  )
+  found = _find_resume(ctx, method, recipe, _templates(ctx, recipe, state))
   if found is None:
     return 0, [], None, None, state
   first, restored, meta = found
@@ -403,7 +375,7 @@ def _resume(ctx, method, stage_list, state):
     "%s: resuming stage %d (%s) at step %d%s",
     method,
     first,
-    stage_list[first].name,
+    recipe[first].name,
     meta["step"],
     " (done)" if meta["done"] else "",
   )
@@ -415,7 +387,7 @@ def _resume(ctx, method, stage_list, state):
 def run_method(
   ctx: Context, method: str
 ) -> tuple[state_lib.TrainState, list[dict[str, Any]]]:
-  """Trains ``method`` through all its stages, resuming when possible.
+  """Trains ``method`` through its recipe's stages, resuming when possible.
 
   Args:
     ctx: the shared context.
@@ -428,37 +400,33 @@ def run_method(
   Raises:
     NonFiniteLossError: on a NaN/Inf loss.
   """
-  stage_list = methods.get_stages(method)
+  recipe = methods.get_recipe(method)
   first, records, restored, meta, state = _resume(
-    ctx, method, stage_list, init_state(ctx)
+    ctx, method, recipe, init_state(ctx)
   )
-  for i in range(first, len(stage_list)):
-    stage = stage_list[i]
-    uid = stage_uid(stage)
+  for i in range(first, len(recipe)):
+    spec = recipe[i]
+    stage = build_stage(ctx, spec)
     elapsed, started = 0.0, time.time()
     compile0 = logging_utils.compile_totals()
     if restored is None:
-      rep = parallel.replicated(ctx.mesh)
-      begin = _jitted(
-        ctx, (stage, "begin"), stage_fns(ctx, stage).begin, out_shardings=rep
-      )
-      state = begin(state, _stage_key(ctx.config, uid))
+      state = stage.begin(state, ctx.keys.stages[spec.role])
     else:
       state, elapsed, restored = restored, float(meta["elapsed_s"]), None
-    run = stage.shared_id or method
+    run = spec.role if spec.shared else method
     sr = StageRun(
-      label=(method, stage.name),
+      label=(method, spec.name),
       run=run,
       stage=stage,
-      ckpt=_checkpointer(ctx, stage_directory(ctx.workdir, method, i, stage)),
+      ckpt=_checkpointer(ctx, stage_directory(ctx.workdir, method, i, spec)),
       meta=dict(
         method=run,
-        stage=stage.name,
-        kind=stage.kind,
+        stage=spec.name,
+        kind=spec.kind,
         stage_index=i,
         records=records[:i],
       ),
-      data_seed=_data_seed(ctx.config, uid),
+      data_seed=ctx.keys.data[spec.role],
       t0=time.time() - elapsed,
       started=started,
       compile0=compile0,

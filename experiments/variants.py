@@ -17,11 +17,12 @@ setting of their reference code. Each variant is one `Variant` in
   hydra_aug           hydra      finetune.augment_variations: fine-tuned
                                  on C-SAM's input variations (augmentation)
   dense_aug           dense      the same for the dense continuation
-  hydra_layer         hydra      scope = "layer": per-layer top-k on
-                                 |score|, as HYDRA's reference
+  hydra_layer         hydra      scope = "layer": per-layer top-k (of the
+                                 score; HYDRA's reference ranks |score|,
+                                 see hydra_ref)
   hydra_ref           hydra      HYDRA's reference settings: per-layer
-                                 top-k, BatchNorm trainable in the search,
-                                 score weight decay 1e-4
+                                 top-k on |score|, BatchNorm trainable in
+                                 the search, score weight decay 1e-4
   gmp_layer           gmp        scope = "layer": per-layer magnitude
                                  pruning (Zhu & Gupta)
   sweep_*             csam       the one-seed sweep that sets C-SAM's
@@ -77,35 +78,37 @@ def _sweep(description: str, **change: Any) -> Variant:
   return _variant("csam", description, **{**SWEEP_BASE, **change})
 
 
+# In the order the sweep runs them (the most consequential first, so a
+# sweep cut short still answers the questions that matter most).
 SWEEP: dict[str, Variant] = {
   "sweep_base": _sweep("sweep centre: global radius, rho 0.05"),
   "sweep_layerwise": _sweep(
     "layerwise radius", search__csam__radius="layerwise"
   ),
-  "sweep_rho0.01": _sweep("rho 0.01", search__csam__rho=0.01),
+  "sweep_hinge_running": _sweep(
+    "hinge under running BatchNorm statistics",
+    search__csam__hinge_bn="running",
+  ),
   "sweep_rho0.2": _sweep("rho 0.2", search__csam__rho=0.2),
-  "sweep_init_percentile": _sweep(
-    "percentile init", search__csam__init="percentile"
+  "sweep_rho0.01": _sweep("rho 0.01", search__csam__rho=0.01),
+  "sweep_lr0.3": _sweep(
+    "mask learning rate 0.3", search__optimizer__learning_rate=0.3
   ),
-  "sweep_init_magnitude": _sweep(
-    "magnitude init", search__csam__init="magnitude"
+  "sweep_lr0.03": _sweep(
+    "mask learning rate 0.03", search__optimizer__learning_rate=0.03
   ),
+  "sweep_cert3": _sweep("lam_cert 3", search__csam__lam_cert=3.0),
   "sweep_soft": _sweep(
     "soft forward, consistency term on",
     search__csam__forward="soft",
     search__csam__lam_cons=1.0,
   ),
+  "sweep_init_percentile": _sweep(
+    "percentile init", search__csam__init="percentile"
+  ),
   "sweep_cert0.3": _sweep("lam_cert 0.3", search__csam__lam_cert=0.3),
-  "sweep_cert3": _sweep("lam_cert 3", search__csam__lam_cert=3.0),
-  "sweep_lr0.03": _sweep(
-    "mask learning rate 0.03", search__optimizer__learning_rate=0.03
-  ),
-  "sweep_lr0.3": _sweep(
-    "mask learning rate 0.3", search__optimizer__learning_rate=0.3
-  ),
-  "sweep_hinge_running": _sweep(
-    "hinge under running BatchNorm statistics",
-    search__csam__hinge_bn="running",
+  "sweep_init_magnitude": _sweep(
+    "magnitude init", search__csam__init="magnitude"
   ),
 }
 
@@ -144,9 +147,10 @@ VARIANTS: dict[str, Variant] = {
   ),
   "hydra_ref": _variant(
     "hydra",
-    "HYDRA as its reference code: per-layer top-k, BatchNorm trained, "
-    "score weight decay 1e-4",
+    "HYDRA as its reference code: per-layer top-k on |score|, BatchNorm "
+    "trained, score weight decay 1e-4",
     scope="layer",
+    search__hydra__rank_by_abs=True,
     search__train_batchnorm=True,
     search__optimizer__weight_decay=1e-4,
   ),

@@ -9,7 +9,7 @@ import pytest
 import scipy.stats
 
 from csam_jax import certify as certify_lib
-from experiments import certification, plots
+from experiments import certification, plots, samplers
 from experiments.configs.certify_config import get_certify_config
 
 EPS_KEYS = [f"1e-{k:02d}" for k in range(10, 1, -1)]
@@ -90,7 +90,7 @@ def test_certify_matches_direct_certificates():
     jax.random.fold_in(key, cfg.seed_offsets.semantic),
     logits_fn,
     images,
-    certification.sample_fn_for(cfg, "semantic"),
+    samplers.make_sampler("semantic", cfg.variations),
     num_samples=40,
     num_bounds=5,
     delta=cfg.delta,
@@ -160,7 +160,7 @@ def test_per_family_distributions_and_contrast_convention():
   # constant image under "mean". A 0.1 image is never flipped.
   cfg = _small_cfg(num_images=2, num_samples=50, num_bounds=4)
   cfg.distributions = ("semantic", "rotation", "brightness", "contrast")
-  cfg.semantic.ranges = dict(rotation=10.0, brightness=0.2, contrast=1.3)
+  cfg.variations.ranges = dict(rotation=10.0, brightness=0.2, contrast=1.3)
   cfg.smoothing.enabled = False
   images, labels = _grey([0.45, 0.1]), np.array([1, 1])
   out = certification.certify(
@@ -179,7 +179,7 @@ def test_per_family_distributions_and_contrast_convention():
   assert _within_4_sigma(changed["contrast"], (1.3 - 0.5 / 0.45) / 0.6, 200)
   assert certification.headline_columns(out)["rotation cc-cert@1e-2"] == 1.0
   assert out["conventions"]["contrast_center"] == "zero"
-  cfg.semantic.contrast_center = "mean"
+  cfg.variations.contrast_center = "mean"
   cfg.distributions = ("contrast",)
   out = certification.certify(
     cfg, jax.random.key(4), _centre_pixel_logits, images, labels
@@ -196,8 +196,10 @@ def test_certify_corruptions_distribution_uses_its_input():
   cfg = _small_cfg(
     num_images=2, num_samples=50, num_bounds=4, distributions=("corruptions",)
   )
-  cfg.corruptions.update(
-    dict(names=("contrast", "brightness"), severities=(2,))
+  cfg.variations.update(
+    dict(
+      corruption_names=("contrast", "brightness"), corruption_severities=(2,)
+    )
   )
   cfg.smoothing.enabled = False
   out = certification.certify(
@@ -240,8 +242,8 @@ def test_bad_config_raises():
     certification.certify(
       _small_cfg(), jax.random.key(0), _constant_logits, images, labels[:1]
     )
-  with pytest.raises(ValueError, match="unknown distribution"):
-    certification.sample_fn_for(_small_cfg(), "weather")
+  with pytest.raises(ValueError, match="sampler kind must be one of"):
+    samplers.make_sampler("weather", _small_cfg().variations)
 
 
 def _run(method, sparsity, cc, clean=0.9, seed=0):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import export_runs
 import jax
@@ -69,27 +67,21 @@ def test_exported_model_reproduces_the_harness_certificates(run, tmp_path):
   assert (tmp_path / "cert" / "certified_vs_eps.png").exists()
 
 
-def test_cli_certifies_an_export_directory_with_overrides(run, tmp_path):
+def test_cli_certifies_an_export_directory_with_overrides(
+  run, tmp_path, run_main
+):
   _, out = run
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  proc = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "experiments.certify_model",
-      f"--model={out}",  # the directory: its sparse.npz
-      f"--config={REPO}/experiments/configs/quickstart.py",
-      "--set=certify.num_images=4",
-      "--set=certify.distributions=('brightness',)",
-      "--set=certify.smoothing.enabled=False",
-      "--set=corruptions.enabled=False",
-      "--set=evaluation.max_examples=64",
-      f"--out={tmp_path / 'cli'}",
-    ],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
+  proc = run_main(
+    f"--model={out}",  # the directory: its sparse.npz
+    f"--config={REPO}/experiments/configs/quickstart.py",
+    "--set=certify.num_images=4",
+    "--set=certify.distributions=('brightness',)",
+    "--set=certify.smoothing.enabled=False",
+    "--set=corruptions.enabled=False",
+    "--set=evaluation.max_examples=64",
+    f"--out={tmp_path / 'cli'}",
+    module="experiments.certify_model",
+    xla_flags=None,  # XLA_FLAGS as inherited from pytest
     timeout=300,
   )
   assert proc.returncode == 0, proc.stderr[-3000:]

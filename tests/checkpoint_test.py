@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -20,7 +19,6 @@ from absl import logging
 from experiments import checkpointing, parallel
 from experiments import state as state_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = [
   "--config=experiments/configs/smoke.py",
   "--config.methods=csam",
@@ -33,29 +31,8 @@ ARGS = [
 ]
 
 
-def _env() -> dict[str, str]:
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = "--xla_backend_optimization_level=1"
-  env["JAX_PLATFORMS"] = "cpu"
-  return env
-
-
-def _start(workdir: str, *extra: str) -> subprocess.Popen:
-  return subprocess.Popen(
-    [
-      sys.executable,
-      "-m",
-      "experiments.main",
-      f"--workdir={workdir}",
-      *ARGS,
-      *extra,
-    ],
-    cwd=REPO,
-    env=_env(),
-    stdout=subprocess.PIPE,
-    stderr=subprocess.STDOUT,
-    text=True,
-  )
+def _start(run_main, workdir: str, *extra: str) -> subprocess.Popen:
+  return run_main(f"--workdir={workdir}", *ARGS, *extra, background=True)
 
 
 def _finish(proc: subprocess.Popen, timeout: int = 300) -> str:
@@ -81,11 +58,11 @@ def _search_steps_logged(workdir: str) -> list[int]:
   return [r["step"] for r in rows if r["stage"] == "search"]
 
 
-def test_sigkill_mid_stage_then_resume_is_bitwise_identical(tmp_path):
+def test_sigkill_mid_stage_then_resume_is_bitwise_identical(tmp_path, run_main):
   reference = str(tmp_path / "reference")
-  _finish(_start(reference))
+  _finish(_start(run_main, reference))
   killed = str(tmp_path / "killed")
-  proc = _start(killed)
+  proc = _start(run_main, killed)
   deadline = time.time() + 240
   while time.time() < deadline and proc.poll() is None:
     if any(s >= 30 for s in _search_steps_logged(killed)):
@@ -97,7 +74,7 @@ def test_sigkill_mid_stage_then_resume_is_bitwise_identical(tmp_path):
   logged = _search_steps_logged(killed)
   assert 30 <= max(logged) < 400  # killed in the middle of the search stage
   assert not os.path.exists(os.path.join(killed, "results.json"))
-  out = _finish(_start(killed))
+  out = _finish(_start(run_main, killed))
   assert "csam: resuming stage 1 (search)" in out
   want, got = (
     _final_tree(reference, "2_finetune"),
@@ -187,27 +164,18 @@ def test_restore_with_no_checkpoint_returns_none(tmp_path):
 
 
 def test_nan_loss_stops_with_method_stage_step_and_keeps_good_checkpoint(
-  tmp_path,
+  tmp_path, run_main
 ):
   workdir = str(tmp_path / "nan")
-  proc = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "experiments.main",
-      f"--workdir={workdir}",
-      "--config=experiments/configs/smoke.py",
-      "--config.methods=prune_sam",
-      "--config.pretrain.num_steps=3",
-      "--config.finetune.num_steps=6",
-      "--config.finetune.optimizer.learning_rate=1e30",
-      "--config.finetune.optimizer.schedule=constant",
-      "--config.checkpoint.every_steps=1",
-    ],
-    cwd=REPO,
-    env=_env(),
-    capture_output=True,
-    text=True,
+  proc = run_main(
+    f"--workdir={workdir}",
+    "--config=experiments/configs/smoke.py",
+    "--config.methods=prune_sam",
+    "--config.pretrain.num_steps=3",
+    "--config.finetune.num_steps=6",
+    "--config.finetune.optimizer.learning_rate=1e30",
+    "--config.finetune.optimizer.schedule=constant",
+    "--config.checkpoint.every_steps=1",
     timeout=300,
   )
   assert proc.returncode != 0

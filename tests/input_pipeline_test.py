@@ -10,9 +10,9 @@ from sklearn import datasets as sk_datasets
 from sklearn import model_selection
 
 from experiments import input_pipeline as ip
-from experiments.data import arrays, memory
-from experiments.data import augment as aug
-from experiments.data.config import resolve_spec
+from experiments.input_pipeline import numpy_augment as aug
+from experiments.input_pipeline import numpy_files, numpy_source
+from experiments.input_pipeline.spec import resolve_spec
 
 
 def _cfg(**kw):
@@ -346,7 +346,9 @@ def test_train_order_augmentation_and_resume(tmp_path):
     ids = np.concatenate(
       [_index_of(b["image"]) for b in run[5 * epoch : 5 * epoch + 5]]
     )
-    np.testing.assert_array_equal(ids, memory.epoch_permutation(3, epoch, 40))
+    np.testing.assert_array_equal(
+      ids, numpy_source.epoch_permutation(3, epoch, 40)
+    )
   np.testing.assert_array_equal(run[0]["label"], _index_of(run[0]["image"]) % 4)
   resumed = ip.train_batches(
     cfg, batch_size=8, seed=3, start_step=7, normalize=False
@@ -370,7 +372,9 @@ def test_train_augmentation_is_the_documented_composition(tmp_path, kind):
   for step in range(6):
     got = next(it)
     epoch, within = divmod(step, 5)
-    idx = memory.epoch_permutation(5, epoch, 40)[within * 8 : within * 8 + 8]
+    idx = numpy_source.epoch_permutation(5, epoch, 40)[
+      within * 8 : within * 8 + 8
+    ]
     expected = aug.augment_batch(
       images[idx], np.random.default_rng([5, 1, step]), kind, 8, 0
     )
@@ -558,6 +562,6 @@ def test_real_cifar10_counts_and_mean(real_cifar):
     b["label"][b["mask"]] for b in ip.eval_batches(cfg, batch_size=2000)
   ]
   assert np.bincount(np.concatenate(labels)).tolist() == [1000] * 10
-  train = arrays.load_arrays(resolve_spec(cfg)).splits["train"]
+  train = numpy_files.load_arrays(resolve_spec(cfg)).splits["train"]
   assert np.bincount(train.labels).tolist() == [5000] * 10
   assert train.images.shape == (50000, 32, 32, 3)

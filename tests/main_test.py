@@ -6,12 +6,9 @@ from __future__ import annotations
 import glob
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The quickstart with two corruption families (list fields cannot be
 # overridden from the command line, so a config file sets them).
 _CONFIG_FILE = """
@@ -37,20 +34,6 @@ SHORT_QUICKSTART = [
 ]
 
 
-def _main(workdir: str, *args: str, timeout: int = 400):
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = "--xla_backend_optimization_level=1"
-  env["JAX_PLATFORMS"] = "cpu"
-  return subprocess.run(
-    [sys.executable, "-m", "experiments.main", f"--workdir={workdir}", *args],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=timeout,
-  )
-
-
 def _ok(proc) -> str:
   assert proc.returncode == 0, proc.stderr[-4000:]
   return proc.stderr
@@ -70,11 +53,15 @@ def _scalar_tags(event_dir: str) -> set[str]:
   return tags
 
 
-def test_short_quickstart_all_methods(tmp_path):
+def test_short_quickstart_all_methods(tmp_path, run_main):
   workdir = str(tmp_path / "quick")
   config_file = tmp_path / "quickstart_two_corruptions.py"
   config_file.write_text(_CONFIG_FILE)
-  err = _ok(_main(workdir, f"--config={config_file}", *SHORT_QUICKSTART))
+  err = _ok(
+    run_main(
+      f"--workdir={workdir}", f"--config={config_file}", *SHORT_QUICKSTART
+    )
+  )
   assert "[csam/search] step 4/4 " in err  # progress lines
   assert "steps/s=" in err and "ETA=" in err
   with open(os.path.join(workdir, "results.json")) as f:
@@ -121,30 +108,34 @@ def test_short_quickstart_all_methods(tmp_path):
   assert {"search/loss", "search/accuracy", "finetune/loss"} <= tags
 
 
-def test_rerun_resumes_and_other_config_is_refused(tmp_path):
+def test_rerun_resumes_and_other_config_is_refused(tmp_path, run_main):
   workdir = str(tmp_path / "w")
-  small = ["--config=experiments/configs/smoke.py", "--config.methods=dense"]
-  _ok(_main(workdir, *small))
+  small = [
+    f"--workdir={workdir}",
+    "--config=experiments/configs/smoke.py",
+    "--config.methods=dense",
+  ]
+  _ok(run_main(*small))
   with open(os.path.join(workdir, "results.json")) as f:
     first = json.load(f)
-  err = _ok(_main(workdir, *small))
+  err = _ok(run_main(*small))
   assert "dense: finished earlier" in err
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f) == first
-  refused = _main(workdir, *small, "--config.seed=1")
+  refused = run_main(*small, "--config.seed=1")
   assert refused.returncode != 0
   assert "holds results of a different run" in refused.stderr
   assert (
     "'seed'" in refused.stderr and "--config.overwrite=True" in refused.stderr
   )
-  _ok(_main(workdir, *small, "--config.seed=1", "--config.overwrite=True"))
+  _ok(run_main(*small, "--config.seed=1", "--config.overwrite=True"))
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f)["config"]["seed"] == 1
 
 
-def test_unknown_method_fails_fast(tmp_path):
-  proc = _main(
-    str(tmp_path / "x"),
+def test_unknown_method_fails_fast(tmp_path, run_main):
+  proc = run_main(
+    f"--workdir={tmp_path / 'x'}",
     "--config=experiments/configs/smoke.py",
     "--config.methods=dense,snip",
     timeout=120,

@@ -10,7 +10,7 @@ import pytest
 
 import csam_jax
 from csam_jax import objectives
-from experiments import losses, methods, models, stages
+from experiments import losses, methods, models, samplers, stages
 from experiments import state as state_lib
 from experiments.configs import default, smoke
 
@@ -19,7 +19,7 @@ NUM_CLASSES = 3
 
 def _setup(seed: int = 0):
   module = models.get_model("tiny_cnn", num_classes=NUM_CLASSES)
-  model = state_lib.ModelFns(module, (0.5,), (0.25,))
+  model = state_lib.Model(module, (0.5,), (0.25,))
   state = state_lib.init_train_state(model, jax.random.PRNGKey(seed), (8, 8, 1))
   kx, ky = jax.random.split(jax.random.PRNGKey(seed + 1))
   batch = {
@@ -47,6 +47,23 @@ def _config():
   return config
 
 
+def _build(config, method, index, model, num_steps, steps_per_epoch, **kw):
+  """Builds stage ``index`` of ``method`` with exactly ``num_steps`` steps
+  (its first budget section gives them all, the others none)."""
+  spec = methods.get_recipe(method)[index]
+  for i, section in enumerate(spec.epochs):
+    config[section].num_steps = num_steps if i == 0 else 0
+    config[section].epochs = 0.0 if i else config[section].epochs
+  stage = stages.build(config, spec, model, steps_per_epoch, **kw)
+  assert stage.num_steps == (num_steps if spec.epochs else 0)
+  return stage
+
+
+def _sampler(config):
+  csam = config.search.csam
+  return samplers.make_sampler(csam.variation_kind, csam.variations)
+
+
 def test_every_method_has_the_same_budget():
   config = default.get_config()
   totals = {m: methods.method_steps(config, m, 100) for m in methods.METHODS}
@@ -55,7 +72,7 @@ def test_every_method_has_the_same_budget():
   )
   assert totals == {m: expected for m in methods.METHODS}
   with pytest.raises(ValueError, match="method must be one of"):
-    methods.get_stages("sam")
+    methods.get_recipe("sam")
 
 
 def test_gmp_schedule_is_cubic_and_ends_at_target():
@@ -80,8 +97,7 @@ def test_gmp_schedule_is_cubic_and_ends_at_target():
 def test_one_shot_prune_keeps_largest_magnitudes():
   model, state, _ = _setup()
   config = _config()
-  stage = methods.get_stages("prune_sam")[1]
-  fns = stages.make_stage_fns(config, stage, model, 0, 1)
+  fns = _build(config, "prune_sam", 1, model, 0, 1)
   pruned = fns.begin(state, jax.random.PRNGKey(0))
   keep = csam_jax.prunable(state.params)
   weights = np.concatenate(
@@ -108,8 +124,7 @@ def test_sam_step_is_exact_and_keeps_clean_batch_stats():
   config = _config()
   config.sam.rho = 0.1
   _plain_sgd(config, "finetune", 0.05)
-  stage = methods.get_stages("dense_sam")[1]
-  fns = stages.make_stage_fns(config, stage, model, 5, 5)
+  fns = _build(config, "dense_sam", 1, model, 5, 5)
   start = fns.begin(state, jax.random.PRNGKey(0))
   new, metrics = jax.jit(fns.step)(start, batch)
 
@@ -179,9 +194,8 @@ def _csam_config(joint: bool = False):
 def test_csam_search_step_is_exact(joint):
   model, state, batch = _setup()
   config = _csam_config(joint)
-  sample_fn = losses.make_sample_fn(config.search.csam.variations)
-  stage = methods.get_stages("csam")[1]
-  fns = stages.make_stage_fns(config, stage, model, 5, 5, sample_fn)
+  sample_fn = _sampler(config)
+  fns = _build(config, "csam", 1, model, 5, 5, sampler=sample_fn)
   start = fns.begin(state, jax.random.PRNGKey(7))
   new, _ = jax.jit(fns.step)(start, batch)
 
@@ -237,7 +251,7 @@ def test_csam_search_step_is_exact(joint):
 def test_csam_objective_adds_hinge_and_consistency():
   model, state, batch = _setup()
   config = _csam_config()
-  sample_fn = losses.make_sample_fn(config.search.csam.variations)
+  sample_fn = _sampler(config)
   settings = stages._search_settings(config, "csam", sample_fn)
   masks = csam_jax.init_masks(state.params, sparsity=0.75, method="magnitude")
   key = jax.random.PRNGKey(3)
@@ -263,7 +277,7 @@ def test_csam_hinge_under_running_batchnorm_statistics():
   model, state, batch = _setup()
   config = _csam_config()
   config.search.csam.hinge_bn = "running"
-  sample_fn = losses.make_sample_fn(config.search.csam.variations)
+  sample_fn = _sampler(config)
   settings = stages._search_settings(config, "csam", sample_fn)
   assert settings.hinge_bn == "running"
   masks = csam_jax.init_masks(state.params, sparsity=0.75, method="magnitude")
@@ -339,10 +353,9 @@ def test_finetune_augmented_with_the_input_variations():
   # the config is refused.
   config = _config()
   config.finetune.augment_variations = True
-  stage = methods.get_stages("hydra")[-1]
   with pytest.raises(ValueError, match="augment_variations needs"):
-    stages.make_stage_fns(config, stage, model, 2, 2, sample_fn=None)
-  fns = stages.make_stage_fns(config, stage, model, 2, 2, sample_fn=shift)
+    _build(config, "hydra", -1, model, 2, 2, sampler=None)
+  fns = _build(config, "hydra", -1, model, 2, 2, sampler=shift)
   assert fns.step.__name__ == "augmented"
 
 
@@ -350,8 +363,7 @@ def test_hydra_search_with_trainable_batchnorm_as_its_reference():
   model, state, batch = _setup()
   config = _config()
   config.search.train_batchnorm = True
-  stage = methods.get_stages("hydra")[1]
-  fns = stages.make_stage_fns(config, stage, model, 2, 2)
+  fns = _build(config, "hydra", 1, model, 2, 2)
   begun = fns.begin(state, jax.random.PRNGKey(0))
   after, _ = fns.step(begun, batch)
   labels = stages.batchnorm_labels(state.params)
@@ -369,12 +381,12 @@ def test_hydra_search_freezes_weights_and_finalizes_hard_masks():
   model, state, batch = _setup()
   config = _config()
   _plain_sgd(config, "search", 0.5)
-  stage = methods.get_stages("hydra")[1]
-  fns = stages.make_stage_fns(config, stage, model, 3, 3)
+  fns = _build(config, "hydra", 1, model, 3, 3)
   s = fns.begin(state, jax.random.PRNGKey(0))
-  expected_init = csam_jax.init_masks(
-    state.params, sparsity=0.75, method="hydra"
-  )
+  # begin is jitted (as in a run): the same computation compiled.
+  expected_init = jax.jit(
+    lambda p: csam_jax.init_masks(p, sparsity=0.75, method="hydra")
+  )(state.params)
   jax.tree.map(np.testing.assert_array_equal, s.masks, expected_init)
   step = jax.jit(fns.step)
   for _ in range(2):
@@ -391,13 +403,9 @@ def test_hydra_search_freezes_weights_and_finalizes_hard_masks():
 def test_finetune_keeps_pruned_weights_inactive():
   model, state, batch = _setup()
   config = _config()
-  prune = stages.make_stage_fns(
-    config, methods.get_stages("sam_prune")[1], model, 0, 1
-  )
+  prune = _build(config, "sam_prune", 1, model, 0, 1)
   s = prune.begin(state, jax.random.PRNGKey(0))
-  fine = stages.make_stage_fns(
-    config, methods.get_stages("sam_prune")[2], model, 3, 3
-  )
+  fine = _build(config, "sam_prune", 2, model, 3, 3)
   s = fine.begin(s, jax.random.PRNGKey(1))
   masks = s.masks
   step = jax.jit(fine.step)
@@ -414,12 +422,12 @@ def test_finetune_keeps_pruned_weights_inactive():
 def test_gmp_update_is_monotone():
   model, state, _ = _setup()
   config = _config()
-  stage = methods.get_stages("gmp")[1]
-  fns = stages.make_stage_fns(config, stage, model, 10, 10)
+  fns = _build(config, "gmp", 1, model, 10, 10)
   s = fns.begin(state, jax.random.PRNGKey(0))
   previous = None
   for sparsity in (0.0, 0.3, 0.6, 0.75):
-    s = fns.gmp_update(s, stages.gmp_num_pruned(s.params, sparsity, config))
+    num_pruned = stages.gmp_num_pruned(s.params, sparsity, config)
+    s = fns.hook.update(s, num_pruned)
     flat = np.concatenate(
       [np.asarray(m).ravel() for m in jax.tree.leaves(s.masks)]
     )
@@ -448,3 +456,47 @@ def test_evaluation_subset_is_seeded_uniform_and_not_the_first_rows():
   np.testing.assert_array_equal(images, all_images[index])
   np.testing.assert_array_equal(labels, all_labels[index])
   assert not np.array_equal(index, np.arange(40))
+
+
+def test_hydra_ranks_absolute_scores_as_its_reference():
+  model, state, batch = _setup()
+  config = _config()
+  config.search.hydra.rank_by_abs = True
+  fns = _build(config, "hydra", 1, model, 2, 2)
+  begun = fns.begin(state, jax.random.PRNGKey(0))
+  # Flip the sign of every other score: the reference ranks |score|, so the
+  # hard mask is that of the unsigned scores.
+  signs = jax.tree.map(
+    lambda m: jnp.where(jnp.arange(m.size).reshape(m.shape) % 2, -1.0, 1.0),
+    begun.masks,
+  )
+  signed = jax.tree.map(lambda m, s: m * s, begun.masks, signs)
+  final = fns.finalize(begun.replace(masks=signed))
+  expected = stages.hard_masks(begun.masks, config)
+  jax.tree.map(np.testing.assert_array_equal, final.masks, expected)
+  # The objective sees |score|; its gradient is the unsigned one times the
+  # sign (autodiff through abs, as the reference's GetSubnet(scores.abs())).
+  settings = stages._search_settings(config, "hydra", None)
+  key = jax.random.PRNGKey(1)
+
+  def objective(m, rank_by_abs):
+    return losses.mask_objective(
+      m,
+      state.params,
+      model,
+      state.batch_stats,
+      batch,
+      key,
+      settings._replace(rank_by_abs=rank_by_abs),
+    )[0]
+
+  assert float(objective(signed, True)) == float(objective(begun.masks, False))
+  g_signed = jax.grad(objective)(signed, True)
+  g_plain = jax.grad(objective)(begun.masks, False)
+  jax.tree.map(
+    lambda a, b, s: np.testing.assert_array_equal(a, b * s),
+    g_signed,
+    g_plain,
+    signs,
+  )
+  assert not settings._replace(rank_by_abs=False).rank_by_abs

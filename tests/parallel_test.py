@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Faster compiles (level 0 miscompiles the C-SAM step to NaN on this
 # XLA version); every run in a comparison uses the same flags.
 FAST = "--xla_backend_optimization_level=1"
@@ -25,34 +22,20 @@ ARGS = [
 ]
 
 
-def _env(devices: int = 1) -> dict[str, str]:
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = f"{FAST} --xla_force_host_platform_device_count={devices}"
-  env["JAX_PLATFORMS"] = "cpu"
-  return env
-
-
 def _losses(workdir: str) -> list[tuple[str, str, int, float]]:
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]
   return [(r["run"], r["stage"], r["step"], r["loss"]) for r in rows]
 
 
-def _run(workdir: str, devices: int = 1, extra=(), timeout: int = 240):
-  return subprocess.Popen(
-    [
-      sys.executable,
-      "-m",
-      "experiments.main",
-      f"--workdir={workdir}",
-      *ARGS,
-      *extra,
-    ],
-    cwd=REPO,
-    env=_env(devices),
-    stdout=subprocess.PIPE,
-    stderr=subprocess.STDOUT,
-    text=True,
+def _run(run_main, workdir: str, devices: int = 1, extra=()):
+  return run_main(
+    f"--workdir={workdir}",
+    *ARGS,
+    *extra,
+    xla_flags=FAST,
+    devices=devices,
+    background=True,
   )
 
 
@@ -70,15 +53,15 @@ def _assert_same(a, b, tol: float):
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory):
+def single(tmp_path_factory, run_main):
   workdir = str(tmp_path_factory.mktemp("single"))
-  _wait(_run(workdir))
+  _wait(_run(run_main, workdir))
   return workdir
 
 
-def test_four_devices_match_one(single, tmp_path):
+def test_four_devices_match_one(single, tmp_path, run_main):
   workdir = str(tmp_path / "four")
-  out = _wait(_run(workdir, devices=4))
+  out = _wait(_run(run_main, workdir, devices=4))
   _assert_same(_losses(single), _losses(workdir), 1e-5)
   with open(os.path.join(single, "results.json")) as f:
     one = json.load(f)["runs"][0]
@@ -97,11 +80,12 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one(single, tmp_path):
+def test_two_processes_match_one(single, tmp_path, run_main):
   workdir = str(tmp_path / "two")
   port = _free_port()
   procs = [
     _run(
+      run_main,
       workdir,
       extra=[
         f"--coordinator_address=127.0.0.1:{port}",

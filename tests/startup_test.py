@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -16,7 +14,6 @@ import pytest
 
 from experiments import (
   config_validation,
-  experiment,
   main,
   methods,
   stages,
@@ -25,7 +22,6 @@ from experiments import (
 from experiments import state as state_lib
 from experiments.configs import smoke
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING = (
   "wall_time_s",
   "time_to_first_step_s",
@@ -43,10 +39,10 @@ def test_gmp_mask_update_compiles_once(tmp_path):
   config.checkpoint.enabled = False
   config.evaluation.every_stage = False
   info = config_validation.validate_config(config)
-  ctx = experiment.make_context(config, str(tmp_path), info)
+  ctx = train.make_context(config, str(tmp_path), info)
   state, _ = train.run_method(ctx, "gmp")
-  stage = methods.get_stages("gmp")[1]
-  assert stage.kind == "gmp"
+  spec = methods.get_recipe("gmp")[1]
+  assert spec.kind == "gmp"
   params = state.params
   counts = {
     int(stages.gmp_num_pruned(params, s, config))
@@ -54,32 +50,21 @@ def test_gmp_mask_update_compiles_once(tmp_path):
     if s is not None
   }
   assert len(counts) == 7  # seven different sparsities ...
-  assert ctx.cache[(stage, "gmp")]._cache_size() == 1  # ... one program
+  hook = train.build_stage(ctx, spec).hook
+  assert hook.update._cache_size() == 1  # ... one program
   # The finalized (static-count) mask holds exactly round(0.8 * n) zeros.
   flat = np.concatenate([np.ravel(m) for m in jax.tree.leaves(state.masks)])
   assert (flat == 0).sum() == round(0.8 * flat.size)
 
 
-def _run(workdir, cache_dir, *args):
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = "--xla_backend_optimization_level=1"
-  env["JAX_PLATFORMS"] = "cpu"
-  proc = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "experiments.main",
-      "--config=experiments/configs/smoke.py",
-      f"--workdir={workdir}",
-      f"--config.compilation_cache_dir={cache_dir}",
-      "--config.methods=dense,gmp",
-      "--config.search.num_steps=3",
-      *args,
-    ],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
+def _run(run_main, workdir, cache_dir, *args):
+  proc = run_main(
+    "--config=experiments/configs/smoke.py",
+    f"--workdir={workdir}",
+    f"--config.compilation_cache_dir={cache_dir}",
+    "--config.methods=dense,gmp",
+    "--config.search.num_steps=3",
+    *args,
     timeout=400,
   )
   assert proc.returncode == 0, proc.stderr[-4000:]
@@ -106,11 +91,13 @@ def _cache_line(stderr):
   return int(match.group(1)), int(match.group(2))
 
 
-def test_cached_rerun_is_bitwise_identical_and_reports_timing(tmp_path):
+def test_cached_rerun_is_bitwise_identical_and_reports_timing(
+  tmp_path, run_main
+):
   cache = tmp_path / "jax_cache"
-  err1, res1, met1 = _run(tmp_path / "cold", cache)
+  err1, res1, met1 = _run(run_main, tmp_path / "cold", cache)
   assert os.listdir(cache)  # the first run filled the cache
-  err2, res2, met2 = _run(tmp_path / "warm", cache)
+  err2, res2, met2 = _run(run_main, tmp_path / "warm", cache)
   programs, hits = _cache_line(err2)
   assert hits > 0 and hits >= programs // 2, (programs, hits)
   # Every logged loss and accuracy, clean accuracy, sparsity: bit for bit.
@@ -128,7 +115,7 @@ def test_cached_rerun_is_bitwise_identical_and_reports_timing(tmp_path):
   assert "[gmp/gmp] first training step started" in err1
   # Another cache directory resumes the same work directory (the field is
   # not part of the config comparison); no cache at all too.
-  err3, res3, _ = _run(tmp_path / "warm", "")
+  err3, res3, _ = _run(run_main, tmp_path / "warm", "")
   assert "Persistent compilation cache: off" in err3
   assert "dense: finished earlier" in err3
   assert _without_timing(res3["runs"]) == _without_timing(res2["runs"])

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Runs experiments.main inside tfds.testing.mock_data (random CIFAR-10-shaped
 # examples generated from the builder's features; no files, no network).
@@ -22,30 +18,19 @@ with tfds.testing.mock_data(num_examples=48,
 """
 
 
-def test_one_step_of_every_method_on_mock_tfds(tmp_path):
+def test_one_step_of_every_method_on_mock_tfds(tmp_path, run_main):
   workdir = str(tmp_path / "mock")
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = "--xla_backend_optimization_level=1"
-  env["JAX_PLATFORMS"] = "cpu"
-  proc = subprocess.run(
-    [
-      sys.executable,
-      "-c",
-      _MOCK_MAIN,
-      "--config=experiments/configs/smoke.py",
-      f"--workdir={workdir}",
-      "--config.data.source=tfds",
-      "--config.data.name=cifar10",
-      "--config.data.channels=3",
-      "--config.data.train_split=train",
-      "--config.data.eval_split=test",
-      "--config.evaluation.batch_size=16",
-      "--config.evaluation.max_examples=32",
-    ],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
+  proc = run_main(
+    "--config=experiments/configs/smoke.py",
+    f"--workdir={workdir}",
+    "--config.data.source=tfds",
+    "--config.data.name=cifar10",
+    "--config.data.channels=3",
+    "--config.data.train_split=train",
+    "--config.data.eval_split=test",
+    "--config.evaluation.batch_size=16",
+    "--config.evaluation.max_examples=32",
+    program=_MOCK_MAIN,
     timeout=400,
   )
   assert proc.returncode == 0, proc.stderr[-4000:]

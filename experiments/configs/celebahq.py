@@ -1,7 +1,7 @@
 """CelebA-HQ: binary attribute "Male", ResNet-18 (ImageNet stem) at 128 px.
 
 The paper does not state the CelebA-HQ task; we take the attribute "Male",
-which is invariant to expression and illumination (METHOD.md). TFDS cannot
+which is invariant to expression and illumination (docs/method.md). TFDS cannot
 download CelebA-HQ: build data128x128.tar (progressive_growing_of_gans) and
 put it with CelebAMask-HQ-attribute-anno.txt in a folder, then
 

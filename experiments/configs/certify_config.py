@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from csam_jax.variations import CC_CERT_RANGES
-from experiments import certification
+from experiments import certification, samplers
 
 EPS = tuple(10.0**-k for k in range(10, 1, -1))  # 1e-10, ..., 1e-2
 
@@ -29,19 +28,18 @@ def get_certify_config() -> ml_collections.ConfigDict:
     batch_size: transformed images per forward pass (bounds memory).
     num_samples, num_bounds, delta: CC-Cert (N = num_samples * num_bounds).
     eps: certification levels reported.
-    distributions: which of `experiments.certification.DISTRIBUTIONS` to
-      certify under: "semantic" (every family of ``semantic.ranges``
-      composed in each draw), a family name (that family alone at its
-      ``semantic.ranges`` range, the CC-Cert range when absent there) or
-      "corruptions" (CIFAR-10-C).
+    distributions: the sampler kinds (experiments/samplers.py) to certify
+      under, from `experiments.certification.DISTRIBUTIONS`: "semantic"
+      (every family of ``variations.ranges`` composed in each draw), a
+      family name (that family alone at its ``variations.ranges`` range,
+      the CC-Cert range when absent there) or "corruptions" (CIFAR-10-C).
       Default: "semantic" and the six families alone.
-    semantic: ``ranges`` (csam_jax.variations.compose specification, the
+    variations: the samplers' parameters (`experiments.samplers.get_config`,
+      the section C-SAM's training variations have too): ``ranges`` (the
       CC-Cert suggested ranges by default), ``border_mode``, ``cval``,
-      ``contrast_center``: "zero" (``x * c``, kornia's
-      ``adjust_contrast`` that the CC-Cert reference calls; the default)
-      or "mean" (``(x - mean) * c + mean``, torchvision's convention).
-    corruptions: ``names`` (empty: the 15 CIFAR-10-C corruptions) and
-      ``severities`` of csam_jax.variations.corruption_sampler.
+      ``contrast_center`` ("zero": ``x * c``, kornia's ``adjust_contrast``
+      that the CC-Cert reference calls; the default), ``corruption_names``
+      and ``corruption_severities``.
     binomial: ``enabled`` and ``alpha`` of the Clopper-Pearson certificate
       computed from the same draws.
     smoothing: ``enabled``, ``sigma`` (pixel units of [0, 1] images),
@@ -66,13 +64,7 @@ def get_certify_config() -> ml_collections.ConfigDict:
       delta=0.9,
       eps=EPS,
       distributions=("semantic", *certification.FAMILIES),
-      semantic=dict(
-        ranges=dict(CC_CERT_RANGES),
-        border_mode="constant",
-        cval=0.0,
-        contrast_center="zero",
-      ),
-      corruptions=dict(names=(), severities=(1, 2, 3, 4, 5)),
+      variations=samplers.get_config(),
       binomial=dict(enabled=True, alpha=1e-3),
       per_image=False,
       smoothing=dict(

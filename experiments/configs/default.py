@@ -27,19 +27,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from csam_jax.variations import CC_CERT_RANGES
-from experiments import input_pipeline
+from experiments import input_pipeline, methods, samplers
 from experiments.configs import certify_config, corruptions_config
-
-METHODS = (
-  "dense",
-  "dense_sam",
-  "sam_prune",
-  "prune_sam",
-  "gmp",
-  "hydra",
-  "csam",
-)
 
 
 def optimizer_config(
@@ -97,17 +86,27 @@ def search_config() -> ml_collections.ConfigDict:
       # optimizer), as HYDRA's reference code; ignored in joint mode.
       train_batchnorm=False,
       weight_optimizer=optimizer_config(0.01),
-      hydra=ml_collections.ConfigDict(dict(init="hydra", forward="ste")),
+      hydra=ml_collections.ConfigDict(
+        dict(
+          init="hydra",
+          forward="ste",
+          # Rank |score| instead of the score, as HYDRA's reference code
+          # (top-k of popup_scores.abs(), gradient times sign(score)). The
+          # two differ only once scores turn negative; False keeps earlier
+          # results (variant hydra_ref sets True).
+          rank_by_abs=False,
+        )
+      ),
       csam=ml_collections.ConfigDict(
         dict(
-          # METHOD.md: "percentile" (tau = 100*sparsity by default) is the
-          # CAR description; "hydra" init with "ste" forward searched better
-          # in the pilot and is the default here.
+          # "percentile" (tau = 100*sparsity by default) is the CAR
+          # description (docs/method.md); "hydra" init with "ste" forward
+          # searched better in the pilot and is the default here.
           init="hydra",  # "percentile" | "hydra" | "magnitude"
           tau=ml_collections.FieldReference(None, field_type=float),
           forward="ste",  # "soft" | "ste"
           rho=0.05,
-          # METHOD.md 3 gives both radii; "layerwise" (S2AP's layer-relative
+          # The paper gives both radii; "layerwise" (S2AP's layer-relative
           # radius, rho * ||C_l||) keeps the perturbation proportionate in
           # every layer of a deep net, where one global radius is dominated
           # by the largest layers. "global" is the plain SAM formula.
@@ -126,20 +125,13 @@ def search_config() -> ml_collections.ConfigDict:
           lam_cons=0.0,
           kappa=0.0,
           # Input variations x_T for the certification hinge, drawn per
-          # example by a csam_jax.variations sampler: "semantic" (the
-          # families and CC-Cert parameters below), "corruptions" (CIFAR-10-C
-          # families, all severities) or "none" (no hinge term).
-          variations=ml_collections.ConfigDict(
-            dict(
-              kind="semantic",
-              # The CC-Cert suggested ranges and conventions, as
-              # config.certify.semantic (csam_jax.variations.compose).
-              ranges=ml_collections.ConfigDict(dict(CC_CERT_RANGES)),
-              border_mode="constant",
-              cval=0.0,
-              contrast_center="zero",
-            )
-          ),
+          # example by the sampler of this kind (experiments/samplers.py):
+          # "semantic" (the composed families of variations.ranges), one
+          # family, "corruptions" (CIFAR-10-C) or "none" (no hinge term).
+          variation_kind="semantic",
+          # The samplers' parameters: the same section as
+          # config.certify.variations (CC-Cert's ranges and conventions).
+          variations=samplers.get_config(),
         )
       ),
     )
@@ -161,7 +153,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.compilation_cache_dir = ml_collections.FieldReference(
     None, field_type=str
   )
-  config.methods = METHODS
+  config.methods = methods.METHODS
 
   config.model = ml_collections.ConfigDict(
     dict(
@@ -177,7 +169,7 @@ def get_config() -> ml_collections.ConfigDict:
       init_prng="rbg",
     )
   )
-  # Fields as in CONTRACTS.md (experiments.input_pipeline documents them).
+  # experiments/input_pipeline/spec.py documents the fields.
   config.data = input_pipeline.get_default_data_config()
   config.data.update(
     dict(

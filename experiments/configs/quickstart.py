@@ -53,7 +53,7 @@ def _small_robustness(config: ml_collections.ConfigDict) -> None:
   ranges = dict(brightness=0.1, contrast=1.2, gamma=0.8)
   config.search.csam.variations.ranges = ranges
   cert = config.certify
-  cert.semantic.ranges = ranges
+  cert.variations.ranges = ranges
   cert.num_images = 64
   # 700 draws: the least for which the Clopper-Pearson bound (alpha 1e-3)
   # of an all-correct image exceeds 1 - eps = 0.99.

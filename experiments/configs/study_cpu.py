@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments import methods
 from experiments.configs import default
 
 VARIANTS_AT_MAIN = (
-  *default.METHODS,  # the seven methods as configured
+  *methods.METHODS,  # the seven methods as configured
   "csam_rho0",
   "csam_no_cert",
   "csam_car",
@@ -59,7 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
   ranges = dict(brightness=0.2, contrast=1.3)
   config.search.csam.variations.ranges = ranges
   cert = config.certify
-  cert.semantic.ranges = ranges
+  cert.variations.ranges = ranges
   cert.distributions = ("semantic",)
   cert.num_images = 1000
   cert.num_samples = 100

@@ -11,7 +11,7 @@ they take the defaults below:
 * `stats_examples` (1024): number of TFDS training examples over which the
   per-channel mean/std are measured (in-memory sources use all of train).
 * `attributes_file` (None): CelebA-HQ attribute annotations (see
-  `experiments.data.tfds_source`).
+  `experiments.input_pipeline.tfds_source`).
 * `train_examples` (0): when > 0, train on a class-stratified random subset
   of this many training examples (seeded by `split_seed`, drawn after any
   validation carve); in-memory sources (npz, sklearn_digits) only.

@@ -37,7 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from sklearn import datasets as sk_datasets
 from sklearn import model_selection
 
-from experiments.data.config import DataSpec
+from experiments.input_pipeline.spec import DataSpec
 
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
@@ -349,8 +349,8 @@ def load_arrays(spec: DataSpec) -> ArrayDataset:
       mismatched lengths, labels out of range) or unknown split names.
 
   Example:
-    >>> from experiments.data.config import get_default_data_config
-    >>> from experiments.data.config import resolve_spec
+    >>> from experiments.input_pipeline.spec import get_default_data_config
+    >>> from experiments.input_pipeline.spec import resolve_spec
     >>> data = load_arrays(resolve_spec(get_default_data_config()))
     >>> data.splits["train"].images.shape, data.num_classes
     ((1437, 16, 16, 1), 10)

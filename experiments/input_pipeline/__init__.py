@@ -1,15 +1,29 @@
-"""Input pipelines: TFDS, local npz files and the embedded sklearn digits.
+"""Input pipelines: the entry point of the data package.
 
-`config.data` picks a source (see experiments/data/config.py for the fields):
+`config.data` (its fields, defaults and checks: `spec.py`) picks a source:
 
 * "sklearn_digits" (default): the 1,797 real 8x8 handwritten digits that ship
-  with scikit-learn, split stratified 80/20 (experiments/data/arrays.py),
-  resized to image_size and converted to `channels`. No files, no network.
+  with scikit-learn, split stratified 80/20, resized to image_size and
+  converted to `channels`. No files, no network.
 * "npz": a local file of JPEG bytes + offsets or of pixel arrays, e.g. the
-  real CIFAR-10 at ../shared/data/cifar10_jpeg.npz (experiments/data/
-  arrays.py documents the formats and the validation carve).
-* "tfds": any TFDS image-classification dataset (experiments/data/
-  tfds_source.py documents splits, CelebA(-HQ) labels and manual downloads).
+  real CIFAR-10 at ../shared/data/cifar10_jpeg.npz.
+* "tfds": any TFDS image-classification dataset.
+
+Two backends serve them:
+
+  ==================  ==========================================================
+  module              what it owns
+  ==================  ==========================================================
+  spec.py             ``config.data``: defaults, checks, the resolved DataSpec
+  numpy_files.py      reading npz / digits into arrays (formats, validation
+                      carve, stratified training subsets, channel statistics)
+  numpy_source.py     the in-memory source: seeded epoch order, batches,
+                      per-process shards, padded evaluation batches
+  numpy_augment.py    its augmentation (numpy crops and flips)
+  tfds_source.py      the TFDS source: builders, splits, CelebA(-HQ) labels,
+                      manual downloads, batches
+  tfds_augment.py     its augmentation and decoding (tf.image)
+  ==================  ==========================================================
 
 Batches are numpy dicts: "image" float32 NHWC ([0, 1] pixels, or
 (x - mean) / std with normalize=True, mean/std of the training images),
@@ -25,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments.data import arrays, memory
-from experiments.data.config import (
+from experiments.input_pipeline import numpy_files, numpy_source
+from experiments.input_pipeline.spec import (
   DatasetInfo,
   check_batching,
   get_default_data_config,
@@ -92,7 +106,9 @@ def get_info(data_config: Any) -> DatasetInfo:
   spec = resolve_spec(data_config)
   shape = (spec.image_size, spec.image_size, spec.channels)
   if spec.source == "tfds":
-    from experiments.data import tfds_source  # Lazy: imports tensorflow.
+    from experiments.input_pipeline import (
+      tfds_source,
+    )  # Lazy: imports tensorflow.
 
     source = tfds_source.open_source(spec)
     counts = {
@@ -101,7 +117,7 @@ def get_info(data_config: Any) -> DatasetInfo:
     }
     mean, std = tfds_source.channel_stats(spec)
     return DatasetInfo(source.num_classes, counts, shape, mean, std)
-  data = arrays.load_arrays(spec)
+  data = numpy_files.load_arrays(spec)
   counts = {role: len(split.labels) for role, split in data.splits.items()}
   return DatasetInfo(data.num_classes, counts, shape, data.mean, data.std)
 
@@ -157,7 +173,9 @@ def train_batches(
   seed = _check_step("seed", seed)
   start_step = _check_step("start_step", start_step)
   if spec.source == "tfds":
-    from experiments.data import tfds_source  # Lazy: imports tensorflow.
+    from experiments.input_pipeline import (
+      tfds_source,
+    )  # Lazy: imports tensorflow.
 
     return tfds_source.train_iterator(
       spec,
@@ -169,9 +187,9 @@ def train_batches(
       process_count=process_count,
       normalize=normalize,
     )
-  data = arrays.load_arrays(spec)
+  data = numpy_files.load_arrays(spec)
   train = data.splits["train"]
-  return memory.train_iterator(
+  return numpy_source.train_iterator(
     train.images,
     train.labels,
     batch_size=batch_size,
@@ -239,7 +257,9 @@ def eval_batches(
       "config.data.validation_fraction > 0)."
     )
   if spec.source == "tfds":
-    from experiments.data import tfds_source  # Lazy: imports tensorflow.
+    from experiments.input_pipeline import (
+      tfds_source,
+    )  # Lazy: imports tensorflow.
 
     return tfds_source.eval_iterator(
       spec,
@@ -250,9 +270,9 @@ def eval_batches(
       normalize=normalize,
       max_examples=max_examples,
     )
-  data = arrays.load_arrays(spec)
+  data = numpy_files.load_arrays(spec)
   chosen = data.splits[split]
-  return memory.eval_iterator(
+  return numpy_source.eval_iterator(
     chosen.images,
     chosen.labels,
     batch_size=batch_size,

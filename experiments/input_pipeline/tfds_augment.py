@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from experiments.data.config import DataSpec
+from experiments.input_pipeline.spec import DataSpec
 
 
 def decode(image, encoded: bool, channels: int) -> tf.Tensor:

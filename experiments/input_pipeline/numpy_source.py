@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from experiments.data import augment as augment_lib
+from experiments.input_pipeline import numpy_augment as augment_lib
 
 
 def _to_float(

@@ -49,8 +49,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from experiments.data import tfds_preprocess as preprocess
-from experiments.data.config import DataSpec
+from experiments.input_pipeline import tfds_augment as preprocess
+from experiments.input_pipeline.spec import DataSpec
 
 DEFAULT_SPLITS = {
   "cifar10": ("train", "test"),

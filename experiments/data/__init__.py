@@ -1,1 +1,0 @@
-"""Internals of `experiments.input_pipeline` (import the API from there)."""
