@@ -96,6 +96,11 @@ def validate_study(study: ml_collections.ConfigDict) -> None:
   seeds = list(study.seeds)
   if not seeds or len(set(seeds)) != len(seeds):
     raise ValueError(f"study.seeds must be distinct ints, got {seeds}")
+  sweep_dir = study.get("sweep_dir")
+  if sweep_dir is not None and not isinstance(sweep_dir, str):
+    raise ValueError(
+      f"study.sweep_dir must be a directory path or None, got {sweep_dir!r}"
+    )
   if study.main_variant not in study.variants:
     raise ValueError(
       f"study.main_variant={study.main_variant!r} must be one of "

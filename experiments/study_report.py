@@ -18,9 +18,14 @@ records. What it reports:
 * plots: certified accuracy vs sparsity with interval bands, and certified
   vs clean accuracy per variant.
 
-Hand-written text (the sweep that set the defaults, the interpretation)
-lives in ``<results_dir>/narrative.md`` and is copied to the top of
-RESULTS.md; aggregation never overwrites it.
+* the one-seed sweep that set the defaults, when ``study.sweep_dir`` names
+  a results directory of sweep records (experiments/configs/
+  study_sweep.py): one row per setting, with its paired difference from the
+  sweep's centre (`sweep_rows`).
+
+Hand-written text (the interpretation) lives in
+``<results_dir>/narrative.md`` and is copied to the top of RESULTS.md;
+aggregation never overwrites it.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from experiments import study_stats
+from experiments import study_stats, variants
 
 # Baselines of the headline comparison: the pruning methods of the paper and
 # their reference-fidelity variants (not the dense models, not ablations).
@@ -265,6 +270,99 @@ def search_guard(records: list[dict]) -> list[dict[str, Any]]:
   return out
 
 
+def sweep_rows(
+  sweep_dir: str, dist: str, level: str = "1e-02"
+) -> list[dict[str, Any]]:
+  """One row per setting of a sweep: what it changes and what it measured.
+
+  The centre is the variant called ``sweep_base`` (else the first record);
+  each other setting is compared with it image by image (exact McNemar on
+  the CC-Cert certified indicator of ``dist`` at ``level``; same seed, same
+  images).
+
+  Returns:
+    Rows sorted by certified accuracy, highest first, each with variant,
+    description, clean, cc_cert, binomial, search_cross_entropy,
+    flip_fraction, wall_time_s, num_images and ``vs_base`` (the paired
+    comparison's dict, None for the centre).
+  """
+  records = load_records(sweep_dir)
+  if not records:
+    return []
+  names = {r["variant"] for r in records}
+  base = "sweep_base" if "sweep_base" in names else records[0]["variant"]
+  comparisons = {
+    c["other"]: c["pooled"]
+    for c in paired_comparisons(records, base, dist, level)
+  }
+  rows = []
+  for r in records:
+    cert = (r.get("certification") or {}).get(dist) or {}
+    name = r["variant"]
+    rows.append(
+      dict(
+        variant=name,
+        description=variants.VARIANTS[name].description
+        if name in variants.VARIANTS
+        else "",
+        clean=r["clean_accuracy"],
+        cc_cert=cert.get("cc_cert", {}).get(level),
+        binomial=cert.get("binomial", {}).get(level),
+        search_cross_entropy=r.get("search_cross_entropy"),
+        flip_fraction=r.get("flip_fraction"),
+        wall_time_s=r.get("wall_time_s"),
+        num_images=(r.get("certification") or {}).get("num_images"),
+        vs_base=comparisons.get(name),
+      )
+    )
+  return sorted(rows, key=lambda row: -(row["cc_cert"] or 0.0))
+
+
+def _num(value: float | None, scale: float = 100.0, digits: int = 1) -> str:
+  return "n/a" if value is None else f"{scale * value:.{digits}f}"
+
+
+def _sweep_table(rows: list[dict]) -> str:
+  header = [
+    "setting",
+    "what it changes",
+    "clean acc. (%)",
+    "CC-Cert@1e-2 (%)",
+    "CP@1e-2 (%)",
+    "vs centre (points) [95% CI], McNemar p",
+    "search CE",
+    "flips (%)",
+    "wall time (s)",
+  ]
+  lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+  for r in rows:
+    c = r["vs_base"]
+    versus = (
+      "centre"
+      if c is None
+      else f"{100 * c['difference']:+.1f} [{100 * c['low']:+.1f}, "
+      f"{100 * c['high']:+.1f}], p = {c['p_value']:.3g}"
+    )
+    lines.append(
+      "| "
+      + " | ".join(
+        [
+          r["variant"],
+          r["description"],
+          _num(r["clean"]),
+          _num(r["cc_cert"]),
+          _num(r["binomial"]),
+          versus,
+          _num(r["search_cross_entropy"], 1.0, 3),
+          _num(r["flip_fraction"], 100.0, 2),
+          _num(r["wall_time_s"], 1.0, 0),
+        ]
+      )
+      + " |"
+    )
+  return "\n".join(lines)
+
+
 def _pct(iv: dict | None) -> str:
   if iv is None:
     return "n/a"
@@ -348,8 +446,16 @@ def aggregate(results_dir: str, study: Any) -> dict[str, Any]:
     if main_dist in dists
     else []
   )
+  sweep_dir = study.get("sweep_dir")
+  sweep = (
+    sweep_rows(sweep_dir, main_dist)
+    if sweep_dir and os.path.isdir(os.path.join(sweep_dir, "cells"))
+    else []
+  )
   summary = dict(
     study=study.name,
+    sweep=sweep,
+    sweep_dir=sweep_dir,
     num_records=len(records),
     main_variant=study.main_variant,
     main_distribution=main_dist,
@@ -438,6 +544,19 @@ def results_markdown(
       + "\n".join(
         f"- {v} (s={s:.2f}): {100 * iv['mean']:.2f}%" for v, s, iv in flips
       )
+    )
+  if summary.get("sweep"):
+    n = {r["num_images"] for r in summary["sweep"]}
+    parts.append(
+      "### The one-seed sweep that set C-SAM's defaults\n\n"
+      f"From the records in `{summary['sweep_dir']}` (one seed, "
+      f"{', '.join(str(x) for x in sorted(n))} certified images per model, "
+      f"{summary['main_distribution']} distribution), sorted by CC-Cert "
+      "certified accuracy at 1e-2. Each setting changes one field of the "
+      "centre (`sweep_base`); the paired difference and McNemar test are "
+      "against it on the same images. search CE = cross-entropy of the "
+      "search's last logged interval; flips = fraction of kept mask "
+      "entries the perturbation flips.\n\n" + _sweep_table(summary["sweep"])
     )
   conv = next(
     ((r.get("certification") or {}).get("conventions") for r in records), None

@@ -203,3 +203,43 @@ def test_aggregate_hand_made_records(tmp_path):
   (tmp_path / "cells" / "bad.json").write_text("{")
   with pytest.raises(ValueError, match="bad.json: not a valid study record"):
     study_report.aggregate(str(tmp_path), config.study)
+
+
+def test_sweep_table_in_the_grid_report(tmp_path):
+  # Sweep records: the centre certifies images 0-39 of 100, rho 0.2 adds
+  # 40-49, the layerwise radius drops 30-39 (an exact McNemar on 10 vs 0).
+  idx = np.arange(100)
+  sweep = tmp_path / "sweep"
+  for variant, certified in (
+    ("sweep_base", idx < 40),
+    ("sweep_rho0.2", idx < 50),
+    ("sweep_layerwise", idx < 30),
+  ):
+    rec = _record(variant, 9, certified, ce=1.0)
+    rec["certification"]["num_images"] = 100
+    study.write_json(str(sweep / "cells" / (rec["cell"] + ".json")), rec)
+  rows = study_report.sweep_rows(str(sweep), "semantic")
+  assert [r["variant"] for r in rows] == [
+    "sweep_rho0.2",
+    "sweep_base",
+    "sweep_layerwise",
+  ]
+  by = {r["variant"]: r for r in rows}
+  assert by["sweep_base"]["vs_base"] is None
+  up, down = by["sweep_rho0.2"]["vs_base"], by["sweep_layerwise"]["vs_base"]
+  assert (up["only_a"], up["only_b"]) == (0, 10)  # centre vs rho 0.2
+  assert up["difference"] == pytest.approx(-0.10)
+  assert up["p_value"] == pytest.approx(2 * 0.5**10)
+  assert down["difference"] == pytest.approx(0.10)
+  assert by["sweep_rho0.2"]["description"] == "rho 0.2"
+  # The grid's report carries the table when study.sweep_dir names it.
+  grid = tmp_path / "grid"
+  rec = _record("csam", 0, idx < 20)
+  study.write_json(str(grid / "cells" / (rec["cell"] + ".json")), rec)
+  config = _tiny_study()
+  config.study.sweep_dir = str(sweep)
+  summary = study_report.aggregate(str(grid), config.study)
+  assert [r["variant"] for r in summary["sweep"]][0] == "sweep_rho0.2"
+  text = (grid / "RESULTS.md").read_text()
+  assert "### The one-seed sweep that set C-SAM's defaults" in text
+  assert "| sweep_rho0.2 | rho 0.2 | 80.0 | 50.0 | n/a |" in text
