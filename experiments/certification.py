@@ -1,6 +1,6 @@
 """The certification stage: certified accuracy of a trained model.
 
-`certify` runs, for each configured transformation distribution, CC-Cert
+`certify` runs, for each configured variation distribution, CC-Cert
 (Pautov et al. 2022) and a Clopper-Pearson binomial certificate computed
 from the same Monte Carlo draws, and Gaussian randomized smoothing (Cohen
 et al. 2019) once; it returns a JSON-serialisable dict. The distributions:
@@ -8,7 +8,7 @@ et al. 2019) once; it returns a JSON-serialisable dict. The distributions:
 the sampler kinds of experiments/samplers.py ("semantic": every family of
 ``certify.variations.ranges`` composed in one draw; one family alone, as the
 CC-Cert reference certifies in one run, so our numbers sit beside published
-per-transformation ones; "corruptions": CIFAR-10-C), each drawn by
+per-family ones; "corruptions": CIFAR-10-C), each drawn by
 ``samplers.make_sampler(distribution, certify.variations)``.
 
 Binomial certificate from the CC-Cert draws: of the N transformed samples of
@@ -35,7 +35,7 @@ from csam_jax import certify as certify_lib
 from experiments import samplers
 
 HEADLINE_EPS = "1e-02"
-# Single transformation families certified alone: CC-Cert's set.
+# Single variation families certified alone: CC-Cert's set.
 FAMILIES = samplers.FAMILIES
 DISTRIBUTIONS = ("semantic", *FAMILIES, "corruptions")
 

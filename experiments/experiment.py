@@ -151,7 +151,7 @@ def evaluate_robustness(
   """Certification and corruption results (when enabled).
 
   Every method gets the same keys (common random numbers: the methods are
-  compared on the same transformation draws, whichever methods are run);
+  compared on the same variation draws, whichever methods are run);
   certification and corruption evaluation get keys of their own. Both run
   on a seeded random subset of the evaluation split, the same for every
   method; the corruption evaluation gets its rows, so that the TFDS

@@ -20,6 +20,7 @@ import optax
 
 import csam_jax
 from csam_jax import objectives
+from experiments import samplers
 from experiments import state as state_lib
 from experiments.samplers import Sampler
 
@@ -121,7 +122,7 @@ def mask_objective(
     model: the model.
     batch_stats: BatchNorm statistics.
     batch: dict(image=[0, 1] NHWC, label).
-    key: PRNG key for the input transformations of this step.
+    key: PRNG key for the input variations of this step.
     settings: the objective's static settings.
 
   Returns:
@@ -143,7 +144,7 @@ def mask_objective(
   loss = ce
   if settings.lam_cert > 0 and settings.sampler is not None:
     keys = jax.random.split(key, images.shape[0])
-    transformed = jax.vmap(settings.sampler)(keys, images)
+    varied = samplers.sample_batch(settings.sampler, keys, images)
     train = settings.hinge_bn == "batch"
     logits_c = logits
     if not train:
@@ -151,7 +152,7 @@ def mask_objective(
         model, masked, batch_stats, images, train=False
       )
     logits_t, _ = state_lib.apply_model(
-      model, masked, batch_stats, transformed, train=train
+      model, masked, batch_stats, varied, train=train
     )
     hinge = objectives.certification_hinge(
       jax.nn.softmax(logits_c), jax.nn.softmax(logits_t), kappa=settings.kappa

@@ -80,6 +80,23 @@ def check_kind(field: str, kind: Any, *, none_ok: bool = True) -> str:
   return kind
 
 
+def sample_batch(sampler: Sampler, keys: jax.Array, images: jax.Array):
+  """Image i varied by draw ``keys[i]``: ``jax.vmap(sampler)``, or the
+  sampler's own batched form when it has one (the corruption sampler runs
+  each corruption on its own draws instead of every branch of a
+  ``lax.switch`` on every draw; same draws, equal to ``vmap`` up to float
+  rounding). ``csam_jax.variations.sample_batch``, as certification uses.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> sampler = make_sampler("brightness", get_config())
+    >>> keys = jax.random.split(jax.random.key(0), 2)
+    >>> sample_batch(sampler, keys, jnp.full((2, 4, 4, 3), 0.5)).shape
+    (2, 4, 4, 3)
+  """
+  return csam_variations.sample_batch(sampler, keys, images)
+
+
 def make_sampler(kind: str, variations: Any) -> Sampler | None:
   """The sampler of ``kind`` with the parameters of ``variations``.
 

@@ -38,7 +38,7 @@ import numpy as np
 import optax
 
 import csam_jax
-from experiments import losses, methods, optimizers
+from experiments import losses, methods, optimizers, samplers
 from experiments import state as state_lib
 from experiments.methods import StageSpec
 from experiments.samplers import Sampler
@@ -269,7 +269,7 @@ def make_search_step(
 
   C-SAM: ``mask_tx`` chains ``csam_jax.csam_transform`` (mask-space SAM) so
   the mask gradient is taken at the perturbed masks (same batch and input
-  transformations); the weights (joint mode) get their plain gradient at
+  variations); the weights (joint mode) get their plain gradient at
   the unperturbed point. BatchNorm statistics come from the clean pass.
 
   Args:
@@ -631,7 +631,7 @@ def augmented_step(step: StepFn, sampler: Sampler) -> StepFn:
       jax.random.fold_in(state.key, state.step), AUGMENT_PURPOSE
     )
     keys = jax.random.split(key, batch["image"].shape[0])
-    images = jax.vmap(sampler)(keys, batch["image"])
+    images = samplers.sample_batch(sampler, keys, batch["image"])
     return step(state, dict(batch, image=images))
 
   return augmented

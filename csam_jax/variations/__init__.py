@@ -33,3 +33,9 @@ from csam_jax._src.corruptions.registry import corrupt as corrupt
 from csam_jax._src.corruptions.registry import (
   corruption_sampler as corruption_sampler,
 )
+
+# --- one draw per image of a batch, the sampler's fastest path ---
+# isort: split
+from csam_jax._src.certify import montecarlo as _montecarlo
+
+sample_batch = _montecarlo.transform
