@@ -63,11 +63,12 @@ class Context(NamedTuple):
     steps_per_epoch: global batches per training epoch.
     keys: the run's keys and data seeds by purpose (experiments/keys.py).
     writer: metrics writer (writes on process 0 only).
-    sampler: C-SAM's input-variation sampler (or None).
-    cache: built stages keyed by their spec, shared by the methods that run
-      the same stage (one compilation each), the jitted model init and
-      evaluation functions; also the wall-clock time of each method's first
-      training step, ``("first_step_time", method)``.
+    stages: every stage of the configured methods' recipes, built once
+      (``{spec: Stage}``): methods sharing a stage share its compiled
+      functions.
+    cache: the jitted model init and evaluation functions; also the
+      wall-clock time of each method's first training step,
+      ``("first_step_time", method)``.
   """
 
   config: Any
@@ -78,14 +79,14 @@ class Context(NamedTuple):
   steps_per_epoch: int
   keys: keys.RunKeys
   writer: logging_utils.MetricWriter
-  sampler: samplers.Sampler | None
+  stages: dict[StageSpec, stages.Stage]
   cache: dict
 
 
 def make_context(
   config: ml_collections.ConfigDict, workdir: str, info: Any
 ) -> Context:
-  """Builds the model, mesh, keys, writer and sampler every method shares."""
+  """Builds the model, mesh, keys, writer and stages every method shares."""
   module = models.get_model(
     config.model.name,
     num_classes=info.num_classes,
@@ -97,41 +98,43 @@ def make_context(
     "csam" in config.methods or config.finetune.augment_variations
   )
   csam = config.search.csam
+  sampler = (
+    samplers.make_sampler(csam.variation_kind, csam.variations)
+    if uses_variations
+    else None
+  )
+  model = state_lib.Model(module, tuple(info.mean), tuple(info.std))
+  mesh = parallel.make_mesh()
+  steps_per_epoch = max(info.num_examples["train"] // config.batch_size, 1)
+  specs = dict.fromkeys(
+    spec for method in config.methods for spec in methods.get_recipe(method)
+  )
   return Context(
     config=config,
     workdir=workdir,
-    mesh=parallel.make_mesh(),
-    model=state_lib.Model(module, tuple(info.mean), tuple(info.std)),
+    mesh=mesh,
+    model=model,
     info=info,
-    steps_per_epoch=max(info.num_examples["train"] // config.batch_size, 1),
+    steps_per_epoch=steps_per_epoch,
     keys=keys.run_keys(config.seed),
     writer=logging_utils.MetricWriter(
       workdir,
       enabled=jax.process_index() == 0,
       tensorboard=config.logging.tensorboard,
     ),
-    sampler=(
-      samplers.make_sampler(csam.variation_kind, csam.variations)
-      if uses_variations
-      else None
-    ),
+    stages={
+      spec: stages.build(
+        config,
+        spec,
+        model,
+        steps_per_epoch,
+        sampler,
+        out_sharding=parallel.replicated(mesh),
+      )
+      for spec in specs
+    },
     cache={},
   )
-
-
-def build_stage(ctx: Context, spec: StageSpec) -> stages.Stage:
-  """The built stage of ``spec``; built once per context (specs are
-  hashable), so methods sharing a stage share its compiled functions."""
-  if spec not in ctx.cache:
-    ctx.cache[spec] = stages.build(
-      ctx.config,
-      spec,
-      ctx.model,
-      ctx.steps_per_epoch,
-      ctx.sampler,
-      out_sharding=parallel.replicated(ctx.mesh),
-    )
-  return ctx.cache[spec]
 
 
 def stage_directory(
@@ -328,7 +331,7 @@ def _templates(ctx, recipe, init_state):
   key = jax.random.PRNGKey(0)
   templates, abstract = [], jax.eval_shape(lambda s: s, init_state)
   for spec in recipe:
-    abstract = jax.eval_shape(build_stage(ctx, spec).begin, abstract, key)
+    abstract = jax.eval_shape(ctx.stages[spec].begin, abstract, key)
     templates.append(checkpointing.abstract_like(abstract, rep))
   return templates
 
@@ -406,7 +409,7 @@ def run_method(
   )
   for i in range(first, len(recipe)):
     spec = recipe[i]
-    stage = build_stage(ctx, spec)
+    stage = ctx.stages[spec]
     elapsed, started = 0.0, time.time()
     compile0 = logging_utils.compile_totals()
     if restored is None:

@@ -50,7 +50,7 @@ def test_gmp_mask_update_compiles_once(tmp_path):
     if s is not None
   }
   assert len(counts) == 7  # seven different sparsities ...
-  hook = train.build_stage(ctx, spec).hook
+  hook = ctx.stages[spec].hook
   assert hook.update._cache_size() == 1  # ... one program
   # The finalized (static-count) mask holds exactly round(0.8 * n) zeros.
   flat = np.concatenate([np.ravel(m) for m in jax.tree.leaves(state.masks)])
