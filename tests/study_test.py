@@ -42,7 +42,7 @@ def _tiny_study():
 def test_grid_and_cell_configs():
   config = study_cpu.get_config()
   grid = study.cells(config.study)
-  assert len(grid) == 3 * (13 + 2 * 3)
+  assert len(grid) == 3 * (12 + 2 * 3)
   assert grid[0] == study.Cell("dense", 0.9, 0)
   assert study.Cell("csam", 0.95, 2) in grid
   cfg = study.cell_config(config, study.Cell("csam_car", 0.8, 1))

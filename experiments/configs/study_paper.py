@@ -16,9 +16,9 @@ The argument is ``<dataset>[/<model>]``: dataset ``cifar10c`` (full
 CIFAR-10, certified under the CC-Cert families and the CIFAR-10-C
 corruptions, corruption accuracy 15 x 5), ``flowers102`` or ``celebahq``
 (their experiment configs); model ``resnet18`` (default), ``googlenet`` or
-``mobilenet_v2``. Every variant of `VARIANTS_AT_MAIN` at sparsity 0.9, C-SAM
-and the two strongest baselines also at 0.8 and 0.95, three seeds; results
-go to ``results/paper_<dataset>_<model>/``.
+``mobilenet_v2``. Every variant of `VARIANTS_AT_MAIN` and dense_aug at
+sparsity 0.9, C-SAM and the two strongest baselines also at 0.8 and 0.95,
+three seeds; results go to ``results/paper_<dataset>_<model>/``.
 
 Wall time per cell on one GPU: not yet measured, only estimated. For
 CIFAR-10 / ResNet-18, assuming 4,000-5,000 training images/s on one
@@ -70,7 +70,7 @@ def get_config(arg: str = "cifar10c") -> ml_collections.ConfigDict:
   config.study = ml_collections.ConfigDict(
     dict(
       name=name,
-      variants=study_cpu.VARIANTS_AT_MAIN,
+      variants=(*study_cpu.VARIANTS_AT_MAIN, "dense_aug"),
       sparsity=0.9,
       extra_sparsities=(0.8, 0.95),
       extra_variants=("csam", "hydra", "gmp"),
