@@ -176,6 +176,34 @@ def gmp_sparsity(
   return s_f + (s_i - s_f) * frac**3
 
 
+def passes_per_step(config: ml_collections.ConfigDict, spec: StageSpec) -> int:
+  """Forward (and backward) passes of the model in one step of ``spec``.
+
+  A weight step is one pass, two under SAM (rho > 0: the gradient again at
+  the perturbed weights). A mask-search step evaluates its objective once,
+  twice under C-SAM with rho > 0; C-SAM's objective is one clean pass plus,
+  with the hinge (lam_cert > 0 and a variation kind), one pass on the
+  varied inputs and, under ``hinge_bn="running"``, one more clean pass
+  with the running statistics. One-shot pruning takes no step (0).
+
+  Example:
+    >>> from experiments.configs import default
+    >>> cfg = default.get_config()
+    >>> [passes_per_step(cfg, s) for s in methods.get_recipe("csam")]
+    [1, 4, 1]
+  """
+  if spec.kind == "prune":
+    return 0
+  if spec.kind != "search":
+    return 2 if spec.sam and config.sam.rho > 0 else 1
+  if spec.algo == "hydra":
+    return 1
+  c = config.search.csam
+  hinge = c.lam_cert > 0 and c.variation_kind != "none"
+  objective = 1 + (hinge * (1 + (c.hinge_bn == "running")))
+  return objective * (2 if c.rho > 0 else 1)
+
+
 def _weight_tx(config, spec: StageSpec, num_steps: int, steps_per_epoch: int):
   base = optimizers.make_optimizer(
     config[spec.optimizer].optimizer, num_steps, steps_per_epoch

@@ -32,7 +32,14 @@ from typing import Any, NamedTuple
 import ml_collections
 from absl import app, flags, logging
 
-from experiments import experiment, logging_utils, study_report, variants
+from experiments import (
+  experiment,
+  logging_utils,
+  methods,
+  stages,
+  study_report,
+  variants,
+)
 from experiments import main as main_lib
 
 # --config and --workdir are experiments.main's flags (one definition: both
@@ -170,8 +177,8 @@ def record(
   search_cross_entropy: float | None = None,
 ) -> dict:
   """The committed record of a finished cell (JSON-able)."""
-  stages = entry.get("stages", [])
-  own = [s for s in stages if s.get("kind") != "pretrain"]
+  records = entry.get("stages", [])
+  own = [s for s in records if s.get("kind") != "pretrain"]
   return dict(
     cell=cell.id,
     variant=cell.variant,
@@ -183,11 +190,17 @@ def record(
     sparsity_reached=entry["sparsity_reached"],
     wall_time_s=sum(s["wall_time_s"] for s in own),
     pretrain_wall_time_s=sum(
-      s["wall_time_s"] for s in stages if s.get("kind") == "pretrain"
+      s["wall_time_s"] for s in records if s.get("kind") == "pretrain"
     ),
-    stages=stages,
+    stages=records,
     certification=entry.get("certification"),
     corruptions=entry.get("corruptions"),
+    # Model passes per training step of each post-pretraining stage.
+    passes_per_step={
+      spec.name: stages.passes_per_step(cfg, spec)
+      for spec in methods.get_recipe(entry["method"])
+      if not spec.shared
+    },
     flip_fraction=entry.get("flip_fraction"),
     flip_fraction_per_layer=entry.get("flip_fraction_per_layer"),
     search_cross_entropy=search_cross_entropy,

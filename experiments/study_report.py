@@ -37,11 +37,12 @@ import math
 import os
 from typing import Any
 
+import ml_collections
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from experiments import study_stats, variants
+from experiments import methods, stages, study_stats, variants
 
 # Baselines of the headline comparison: the pruning methods of the paper and
 # their reference-fidelity variants (not the dense models, not ablations).
@@ -97,6 +98,23 @@ def _distributions(records: list[dict]) -> list[str]:
   return names
 
 
+def passes_of(rec: dict) -> dict[str, int] | None:
+  """The record's model passes per step of each post-pretraining stage
+  (recomputed from its config for records written before they were kept;
+  None when the config is of an older shape)."""
+  if rec.get("passes_per_step"):
+    return rec["passes_per_step"]
+  try:
+    cfg = ml_collections.ConfigDict(rec["config"])
+    return {
+      spec.name: stages.passes_per_step(cfg, spec)
+      for spec in methods.get_recipe(rec["method"])
+      if not spec.shared
+    }
+  except (KeyError, AttributeError, ValueError):
+    return None
+
+
 def summarize_groups(records: list[dict]) -> list[dict[str, Any]]:
   """Per (variant, sparsity): seed intervals of every reported metric."""
   groups = collections.defaultdict(list)
@@ -118,6 +136,7 @@ def summarize_groups(records: list[dict]) -> list[dict[str, Any]]:
         ]
       ),
       flip_fraction=_interval([r.get("flip_fraction") for r in recs]),
+      passes_per_step=passes_of(recs[0]),
       search_cross_entropy=_interval(
         [r.get("search_cross_entropy") for r in recs]
       ),
@@ -376,7 +395,7 @@ def _groups_table(groups: list[dict], dists: list[str]) -> str:
   header = ["variant", "sparsity", "seeds", "clean acc. (%)"]
   for d in dists:
     header += [f"{d} CC-Cert@1e-2", f"{d} CC-Cert@1e-3", f"{d} CP@1e-2"]
-  header += ["CIFAR-10-C acc. (%)", "wall time (s)"]
+  header += ["CIFAR-10-C acc. (%)", "wall time (s)", "passes / step"]
   lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
   for g in groups:
     cells = [
@@ -393,9 +412,11 @@ def _groups_table(groups: list[dict], dists: list[str]) -> str:
         _pct(c.get("binomial@1e-02")),
       ]
     wall = g["wall_time_s"]
+    passes = g.get("passes_per_step") or {}
     cells += [
       _pct(g["corruption_accuracy"]),
       f"{wall['mean']:.0f}" if wall else "n/a",
+      ", ".join(f"{k} {v}" for k, v in passes.items()) or "n/a",
     ]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
@@ -494,7 +515,9 @@ def results_markdown(
     "Mean ± half-width of the 95% Student-t interval over seeds, in "
     "percent. CC-Cert = certified accuracy at the given eps; CP = the "
     "Clopper-Pearson certificate from the same draws (n/a where it cannot "
-    "reach eps)."
+    "reach eps). Wall time: training after the shared pretraining (search "
+    "and fine-tuning), certification not included. passes / step: forward "
+    "and backward passes of the model in one step of each stage."
   )
   parts.append(_groups_table(summary["groups"], dists))
   if summary["comparisons"]:

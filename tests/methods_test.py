@@ -500,3 +500,36 @@ def test_hydra_ranks_absolute_scores_as_its_reference():
     signs,
   )
   assert not settings._replace(rank_by_abs=False).rank_by_abs
+
+
+@pytest.mark.parametrize(
+  "method, index, changes",
+  [
+    ("dense", 1, {}),
+    ("dense_sam", 1, {}),
+    ("csam", 1, {}),
+    ("csam", 1, {"rho": 0.0}),
+    ("csam", 1, {"lam_cert": 0.0}),
+    ("csam", 1, {"hinge_bn": "running"}),
+    ("hydra", 1, {}),
+    ("gmp", 1, {}),
+  ],
+)
+def test_passes_per_step_counts_the_model_calls_of_the_traced_step(
+  monkeypatch, method, index, changes
+):
+  model, state, batch = _setup()
+  config = _config()
+  config.search.csam.update(changes)
+  stage = _build(config, method, index, model, 2, 2, sampler=_sampler(config))
+  begun = stage.begin(state, jax.random.PRNGKey(0))
+  calls = []
+  original = state_lib.apply_model
+
+  def counting(*args, **kwargs):
+    calls.append(kwargs.get("train"))
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(state_lib, "apply_model", counting)
+  jax.make_jaxpr(stage.step)(begun, batch)
+  assert len(calls) == stages.passes_per_step(config, stage.spec) > 0
