@@ -48,8 +48,10 @@ import jax
 from experiments import models, state
 impl = sys.argv[1]
 module = models.get_model("googlenet", num_classes=10)
-model = state.Model(module, (0.5,) * 3, (0.25,) * 3)
-key = jax.random.fold_in(jax.random.PRNGKey(0), 2**20)
+# state.ModelFns in checkouts before the harness restructure (--repo).
+Model = getattr(state, "Model", None) or state.ModelFns
+model = Model(module, (0.5,) * 3, (0.25,) * 3)
+key = jax.random.fold_in(jax.random.PRNGKey(0), 2**20)  # keys.run_keys' init
 t1 = time.time()
 init = jax.jit(
   lambda k: state.init_train_state(model, state.init_key(k, impl), (32, 32, 3))

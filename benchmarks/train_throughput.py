@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from experiments import losses, methods, models, parallel, stages
+from experiments import methods, models, parallel, samplers, stages
 from experiments import state as state_lib
 from experiments.configs import cifar10c
 
@@ -63,7 +63,7 @@ def _projected_epochs(config, dense_step_s: float, ratios, steps_per_epoch):
   out = {}
   for method in methods.METHODS:
     steps, cost = 0, 0.0
-    for stage in methods.get_stages(method):
+    for stage in methods.get_recipe(method):
       n = methods.stage_steps(config, stage, steps_per_epoch)
       steps, cost = steps + n, cost + n * _pass_ratio(stage, ratios)
     per_image = dense_step_s * (cost / steps) / config.batch_size
@@ -71,16 +71,25 @@ def _projected_epochs(config, dense_step_s: float, ratios, steps_per_epoch):
   return out
 
 
-def _time_stage(ctx, config, stage, state, batch):
-  """Median seconds per step of a stage, and the state after begin."""
-  fns = stages.make_stage_fns(
-    config, stage, ctx["model"], 1000, 100, ctx["sample_fn"]
+def _build(ctx, config, spec):
+  """The built (jitted) stage of ``spec`` at 100 steps per epoch."""
+  return stages.build(
+    config,
+    spec,
+    ctx["model"],
+    100,
+    ctx["sampler"],
+    out_sharding=parallel.replicated(ctx["mesh"]),
   )
-  rep = parallel.replicated(ctx["mesh"])
-  state = jax.jit(fns.begin, out_shardings=rep)(state, jax.random.PRNGKey(1))
-  if fns.step is None:
+
+
+def _time_stage(ctx, config, spec, state, batch):
+  """Median seconds per step of a stage, and the state after begin."""
+  stage = _build(ctx, config, spec)
+  state = stage.begin(state, jax.random.PRNGKey(1))
+  if stage.step is None:
     return 0.0, state
-  step = jax.jit(fns.step, out_shardings=(rep, rep))
+  step = stage.step
   s, m = step(state, batch)  # compile
   jax.block_until_ready(m)
   times = []
@@ -107,10 +116,11 @@ def main(argv):
   )
   model = state_lib.Model(module, (0.5,) * 3, (0.25,) * 3)
   shape = (_IMAGE.value, _IMAGE.value, 3)
+  csam = config.search.csam
   ctx = dict(
     model=model,
     mesh=mesh,
-    sample_fn=losses.make_sample_fn(config.search.csam.variations),
+    sampler=samplers.make_sampler(csam.variation_kind, csam.variations),
   )
   rng = np.random.default_rng(0)
   batch = parallel.global_batch(
@@ -134,7 +144,7 @@ def main(argv):
   results = {}
   for method in methods.METHODS:
     state, total_time, total_images = init, 0.0, 0
-    for stage in methods.get_stages(method):
+    for stage in methods.get_recipe(method):
       key = (stage, state.masks is None)  # masked and dense steps differ
       if key not in per_step:
         per_step[key], state = _time_stage(ctx, config, stage, state, batch)
@@ -144,10 +154,7 @@ def main(argv):
             f"{_BATCH.value / per_step[key]:10.1f}"
           )
       else:
-        fns = stages.make_stage_fns(
-          config, stage, model, 1000, 100, ctx["sample_fn"]
-        )
-        state = jax.jit(fns.begin)(state, jax.random.PRNGKey(1))
+        state = _build(ctx, config, stage).begin(state, jax.random.PRNGKey(1))
       n = methods.stage_steps(config, stage, steps_per_epoch)
       total_time += n * per_step[key]
       total_images += n * _BATCH.value
@@ -156,7 +163,7 @@ def main(argv):
   if _OVERHEAD_JSON.value:
     with open(_OVERHEAD_JSON.value) as f:
       overhead = json.load(f)
-    dense_step = per_step[(methods.get_stages("dense")[0], True)]
+    dense_step = per_step[(methods.get_recipe("dense")[0], True)]
     projected = _projected_epochs(
       config, dense_step, overhead["ratio_to_sgd"], steps_per_epoch
     )

@@ -5,6 +5,7 @@ Each error names the config field and its valid values.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import jax
@@ -263,3 +264,44 @@ def validate_config(
   info = _check_data(config)
   _check_model_masks(config, info)
   return info
+
+
+def upgrade_config_dict(config_dict: dict[str, Any]) -> dict[str, Any]:
+  """A stored config (config.json) in today's shape: renamed fields moved.
+
+  Work directories, exports and study cells written before the sampler
+  sections were unified hold ``certify.semantic``,
+  ``certify.corruptions.{names,severities}`` and
+  ``search.csam.variations.kind``; they become ``certify.variations``
+  (with ``corruption_names`` / ``corruption_severities``) and
+  ``search.csam.variation_kind`` (the training corruption kind drew every
+  corruption and severity), values kept. Fields of today's shape are left
+  as they are.
+
+  Example:
+    >>> old = {"certify": {"semantic": {"ranges": {"brightness": 0.1}},
+    ...   "corruptions": {"names": [], "severities": [1, 2]}},
+    ...   "search": {"csam": {"variations": {"kind": "none"}}}}
+    >>> new = upgrade_config_dict(old)
+    >>> new["certify"]["variations"]["corruption_severities"]
+    [1, 2]
+    >>> new["search"]["csam"]["variation_kind"]
+    'none'
+  """
+  out = copy.deepcopy(config_dict)
+  certify = out.get("certify") or {}
+  if "semantic" in certify:
+    variations = certify.pop("semantic")
+    corruptions = certify.pop("corruptions", None) or {}
+    variations["corruption_names"] = list(corruptions.get("names") or [])
+    variations["corruption_severities"] = list(
+      corruptions.get("severities") or [1, 2, 3, 4, 5]
+    )
+    certify["variations"] = variations
+  csam = (out.get("search") or {}).get("csam") or {}
+  variations = csam.get("variations") or {}
+  if "kind" in variations:
+    csam["variation_kind"] = variations.pop("kind")
+    variations.setdefault("corruption_names", [])
+    variations.setdefault("corruption_severities", [1, 2, 3, 4, 5])
+  return out

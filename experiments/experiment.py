@@ -68,6 +68,44 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
   return out
 
 
+def differing_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+  """Dotted fields in which a stored config differs from a new one.
+
+  Volatile fields (`_VOLATILE`) never differ. A field the stored config
+  lacks does not differ when the new config holds its default (the old run
+  predates the field and behaved as its default), except inside free-form
+  mappings (variation ranges), where a missing key means something.
+
+  Example:
+    >>> from experiments.configs import default
+    >>> new = json.loads(default.get_config().to_json())
+    >>> old = json.loads(default.get_config().to_json())
+    >>> del old["search"]["hydra"]["rank_by_abs"]
+    >>> old["sparsity"] = 0.5
+    >>> differing_fields(old, new)
+    ['sparsity']
+  """
+  # Imported here: configs import experiment-level modules.
+  from experiments.configs import default
+
+  defaults = _flat(json.loads(default.get_config().to_json()))
+  new_flat, old_flat = _flat(_comparable(new)), _flat(_comparable(old))
+
+  def predates(k: str) -> bool:
+    return (
+      k not in old_flat
+      and ".ranges." not in k
+      and k in defaults
+      and new_flat.get(k) == defaults[k]
+    )
+
+  return sorted(
+    k
+    for k in set(new_flat) | set(old_flat)
+    if new_flat.get(k) != old_flat.get(k) and not predates(k)
+  )
+
+
 def prepare_workdir(workdir: str, config_dict: dict[str, Any], overwrite: bool):
   """Resumes a run of the same config, refuses another unless overwrite.
 
@@ -93,17 +131,12 @@ def prepare_workdir(workdir: str, config_dict: dict[str, Any], overwrite: bool):
     old = None
     if os.path.exists(path):
       with open(path) as f:
-        old = json.load(f)
-    if old is None or _comparable(old) != _comparable(config_dict):
-      new_flat, old_flat = (
-        _flat(_comparable(config_dict)),
-        _flat(_comparable(old or {})),
-      )
-      diff = sorted(
-        k
-        for k in set(new_flat) | set(old_flat)
-        if new_flat.get(k) != old_flat.get(k)
-      )
+        # Stored before a field was renamed: compared in today's shape.
+        old = config_validation.upgrade_config_dict(json.load(f))
+    diff = (
+      ["config.json"] if old is None else differing_fields(old, config_dict)
+    )
+    if diff:
       raise FileExistsError(
         f"Work directory {workdir!r} holds results of a different run "
         f"(differing fields: {diff[:10]}). Pass --config.overwrite=True to "

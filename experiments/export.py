@@ -155,8 +155,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
       "python -m experiments.main."
     )
   with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  return _fill_missing_fields(config, path)
+    stored = config_validation.upgrade_config_dict(json.load(f))
+  return _fill_missing_fields(ml_collections.ConfigDict(stored), path)
 
 
 def _paths(tree: dict, prefix: tuple = ()) -> list[tuple[str, ...]]:
@@ -177,7 +177,7 @@ def _fill_missing_fields(config, path: str) -> ml_collections.ConfigDict:
     try:
       config_validation.validate_config(config)
       return config
-    except KeyError as e:
+    except (KeyError, AttributeError) as e:
       name = str(e).split("'")[1] if "'" in str(e) else str(e)
       filled = False
       for field in _paths(defaults):

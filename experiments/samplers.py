@@ -62,7 +62,7 @@ def get_config(**overrides: Any) -> ml_collections.ConfigDict:
       border_mode="constant",
       cval=0.0,
       contrast_center="zero",
-      corruption_names=tuple(csam_variations.CORRUPTIONS),
+      corruption_names=(),  # all of csam_jax.variations.CORRUPTIONS
       corruption_severities=(1, 2, 3, 4, 5),
     )
   )

@@ -113,8 +113,8 @@ def gmp_num_pruned(
 ) -> np.ndarray:
   """The pruned counts of ``magnitude_masks`` at ``sparsity`` (host ints).
 
-  Only the shapes of ``params`` are read. Passed to ``gmp_update`` as an
-  argument, they give the masks of ``magnitude_masks(..., sparsity)``
+  Only the shapes of ``params`` are read. Passed to ``GmpSchedule.update``
+  as an argument, they give the masks of ``magnitude_masks(..., sparsity)``
   bit for bit with one compilation for the whole schedule.
   """
   return csam_jax.topk_counts(
@@ -523,7 +523,7 @@ def _weight_stage(config, spec, model, num_steps, steps_per_epoch, sampler):
     if sampler is None:
       raise ValueError(
         "config.finetune.augment_variations needs the input-variation "
-        "sampler of config.search.csam.variations (kind 'none' has none)"
+        "sampler of config.search.csam.variation_kind ('none' builds none)"
       )
     step = augmented_step(step, sampler)
   if spec.kind != "gmp":

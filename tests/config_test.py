@@ -3,6 +3,7 @@ before any compute."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import data_files
@@ -179,3 +180,47 @@ def test_training_variations_match_certification_by_default():
   assert config.search.csam.variation_kind == "semantic"
   # One config shape: the same fields with the same values.
   assert train_var.to_dict() == cert.to_dict()
+
+
+def _old_shape(config_dict):
+  """A config dict as runs before the sampler sections were unified wrote
+  it (and before search.hydra.rank_by_abs existed)."""
+  old = json.loads(json.dumps(config_dict))
+  cert = old["certify"]
+  variations = cert.pop("variations")
+  cert["corruptions"] = dict(
+    names=variations.pop("corruption_names"),
+    severities=variations.pop("corruption_severities"),
+  )
+  cert["semantic"] = variations
+  csam = old["search"]["csam"]
+  csam["variations"]["kind"] = csam.pop("variation_kind")
+  del csam["variations"]["corruption_names"]
+  del csam["variations"]["corruption_severities"]
+  del old["search"]["hydra"]["rank_by_abs"]
+  return old
+
+
+def test_runs_written_before_the_renames_resume(tmp_path):
+  new = json.loads(quickstart.get_config().to_json())
+  old = _old_shape(new)
+  assert "variations" not in old["certify"]
+  upgraded = config_validation.upgrade_config_dict(old)
+  assert experiment.differing_fields(upgraded, new) == []
+  # A real difference still refuses the directory.
+  other = json.loads(json.dumps(old))
+  other["certify"]["semantic"]["ranges"]["brightness"] = 0.3
+  other = config_validation.upgrade_config_dict(other)
+  assert experiment.differing_fields(other, new) == [
+    "certify.variations.ranges.brightness"
+  ]
+  workdir = tmp_path / "old"
+  (workdir / "runs").mkdir(parents=True)
+  (workdir / "config.json").write_text(json.dumps(old))
+  experiment.prepare_workdir(str(workdir), new, overwrite=False)  # resumes
+  assert json.loads((workdir / "config.json").read_text()) == new
+  (workdir / "config.json").write_text(
+    json.dumps(_old_shape(dict(new, sparsity=0.5)))
+  )
+  with pytest.raises(FileExistsError, match=r"\['sparsity'\]"):
+    experiment.prepare_workdir(str(workdir), new, overwrite=False)

@@ -218,8 +218,9 @@ def get_config() -> ml_collections.ConfigDict:
       epochs=20.0,
       num_steps=0,
       optimizer=optimizer_config(0.01),
-      # Fine-tune (and the dense continuation) on inputs transformed by
-      # search.csam.variations, as data augmentation: the baselines that
+      # Fine-tune (and the dense continuation) on inputs varied by the
+      # sampler of search.csam.variation_kind / .variations, as data
+      # augmentation: the baselines that
       # see the distribution C-SAM's hinge trains on (variants *_aug).
       augment_variations=False,
     )
