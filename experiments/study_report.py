@@ -302,8 +302,11 @@ def sweep_rows(
   Returns:
     Rows sorted by certified accuracy, highest first, each with variant,
     description, clean, cc_cert, binomial, search_cross_entropy,
-    flip_fraction, wall_time_s, num_images and ``vs_base`` (the paired
-    comparison's dict, None for the centre).
+    flip_fraction, wall_time_s, num_images and ``vs_base``: the paired
+    comparison of the setting with the centre (``difference`` = setting's
+    certified accuracy minus the centre's, ``low``/``high`` its interval,
+    ``only_setting``/``only_centre`` the discordant counts, ``p_value``);
+    None for the centre.
   """
   records = load_records(sweep_dir)
   if not records:
@@ -311,7 +314,7 @@ def sweep_rows(
   names = {r["variant"] for r in records}
   base = "sweep_base" if "sweep_base" in names else records[0]["variant"]
   comparisons = {
-    c["other"]: c["pooled"]
+    c["other"]: _setting_minus_centre(c["pooled"])
     for c in paired_comparisons(records, base, dist, level)
   }
   rows = []
@@ -337,6 +340,18 @@ def sweep_rows(
   return sorted(rows, key=lambda row: -(row["cc_cert"] or 0.0))
 
 
+def _setting_minus_centre(pooled: dict) -> dict:
+  """A centre-vs-setting comparison seen from the setting."""
+  return dict(
+    difference=-pooled["difference"],
+    low=-pooled["high"],
+    high=-pooled["low"],
+    only_setting=pooled["only_b"],
+    only_centre=pooled["only_a"],
+    p_value=pooled["p_value"],
+  )
+
+
 def _num(value: float | None, scale: float = 100.0, digits: int = 1) -> str:
   return "n/a" if value is None else f"{scale * value:.{digits}f}"
 
@@ -348,7 +363,7 @@ def _sweep_table(rows: list[dict]) -> str:
     "clean acc. (%)",
     "CC-Cert@1e-2 (%)",
     "CP@1e-2 (%)",
-    "vs centre (points) [95% CI], McNemar p",
+    "setting - centre (points) [95% CI], McNemar p",
     "search CE",
     "flips (%)",
     "wall time (s)",

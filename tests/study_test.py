@@ -227,10 +227,10 @@ def test_sweep_table_in_the_grid_report(tmp_path):
   by = {r["variant"]: r for r in rows}
   assert by["sweep_base"]["vs_base"] is None
   up, down = by["sweep_rho0.2"]["vs_base"], by["sweep_layerwise"]["vs_base"]
-  assert (up["only_a"], up["only_b"]) == (0, 10)  # centre vs rho 0.2
-  assert up["difference"] == pytest.approx(-0.10)
-  assert up["p_value"] == pytest.approx(2 * 0.5**10)
-  assert down["difference"] == pytest.approx(0.10)
+  assert (up["only_setting"], up["only_centre"]) == (10, 0)
+  assert up["difference"] == pytest.approx(0.10)  # rho 0.2 minus the centre
+  assert up["low"] > 0 and up["p_value"] == pytest.approx(2 * 0.5**10)
+  assert down["difference"] == pytest.approx(-0.10)
   assert by["sweep_rho0.2"]["description"] == "rho 0.2"
   # The grid's report carries the table when study.sweep_dir names it.
   grid = tmp_path / "grid"
