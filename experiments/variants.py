@@ -110,14 +110,14 @@ SWEEP: dict[str, Variant] = {
   "sweep_init_magnitude": _sweep(
     "magnitude init", search__csam__init="magnitude"
   ),
-  # The one-factor settings that certified above the centre, together (a
-  # check that they do not interfere before they become the defaults).
+  # The C-SAM settings that certified above the centre, together (a check
+  # that they do not interfere before they become the defaults). The mask
+  # learning rate stays 0.1: search.optimizer is HYDRA's too.
   "sweep_chosen": _sweep(
-    "lam_cert 3, soft forward + consistency, mask lr 0.3, running hinge",
+    "lam_cert 3, soft forward + consistency, running hinge",
     search__csam__lam_cert=3.0,
     search__csam__forward="soft",
     search__csam__lam_cons=1.0,
-    search__optimizer__learning_rate=0.3,
     search__csam__hinge_bn="running",
   ),
 }
