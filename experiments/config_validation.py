@@ -182,13 +182,7 @@ def _check_robustness(config: ml_collections.ConfigDict) -> None:
 def _check_model_masks(config, info) -> None:
   """Builds the model abstractly (no compute) and checks that its kernels
   admit the configured sparsity structure."""
-  module = models.get_model(
-    config.model.name,
-    num_classes=info.num_classes,
-    width=config.model.width,
-    stem=config.model.stem,
-    dtype=config.model.dtype,
-  )
+  module = models.from_config(config.model, info.num_classes)
   x = jax.ShapeDtypeStruct((1, *info.image_shape), jnp.float32)
   variables = jax.eval_shape(
     lambda x: module.init(jax.random.PRNGKey(0), x, train=False), x

@@ -87,13 +87,7 @@ def make_context(
   config: ml_collections.ConfigDict, workdir: str, info: Any
 ) -> Context:
   """Builds the model, mesh, keys, writer and stages every method shares."""
-  module = models.get_model(
-    config.model.name,
-    num_classes=info.num_classes,
-    width=config.model.width,
-    stem=config.model.stem,
-    dtype=config.model.dtype,
-  )
+  module = models.from_config(config.model, info.num_classes)
   uses_variations = (
     "csam" in config.methods or config.finetune.augment_variations
   )

@@ -108,6 +108,17 @@ def get_model(
   )
 
 
+def from_config(model_config: Any, num_classes: int) -> nn.Module:
+  """The model a ``config.model`` section names (name, width, stem, dtype)."""
+  return get_model(
+    model_config.name,
+    num_classes=num_classes,
+    width=model_config.width,
+    stem=model_config.stem,
+    dtype=model_config.dtype,
+  )
+
+
 __all__ = (
   "DTYPES",
   "GoogLeNet",
@@ -116,6 +127,7 @@ __all__ = (
   "ResNet",
   "STEMS",
   "TinyCNN",
+  "from_config",
   "get_model",
   "scale_channels",
 )
