@@ -97,6 +97,11 @@ def validate_study(study: ml_collections.ConfigDict) -> None:
       variants.get_variant(name)
   if not study.variants:
     raise ValueError("study.variants must name at least one variant")
+  outside = [v for v in study.extra_variants if v not in study.variants]
+  if outside:
+    raise ValueError(
+      f"study.extra_variants {outside} must also be in study.variants"
+    )
   for s in (study.sparsity, *study.extra_sparsities):
     if not 0.0 < float(s) < 1.0:
       raise ValueError(f"study sparsities must be in (0, 1), got {s}")
@@ -116,22 +121,40 @@ def validate_study(study: ml_collections.ConfigDict) -> None:
 
 
 def cells(study: ml_collections.ConfigDict) -> list[Cell]:
-  """The grid, seed-major (a seed's pretraining is reused soon).
+  """The grid, in the order that answers the main question first.
+
+  Three tiers, each seed by seed: the main comparison (``extra_variants``,
+  i.e. the main variant and the strongest baselines, at the main sparsity),
+  then the other variants at the main sparsity, then ``extra_variants`` at
+  the extra sparsities. A study stopped part-way has therefore measured its
+  headline on every seed before any ablation.
 
   Example:
     >>> from experiments.configs import study_cpu
     >>> grid = cells(study_cpu.get_config().study)
-    >>> grid[0].id, len({c.seed for c in grid})
-    ('dense__s0.90__seed0', 3)
+    >>> [c.id for c in grid[:4]]  # doctest: +NORMALIZE_WHITESPACE
+    ['csam__s0.90__seed0', 'hydra__s0.90__seed0', 'gmp__s0.90__seed0',
+     'csam__s0.90__seed1']
+    >>> len(grid), len({c.seed for c in grid})
+    (54, 3)
   """
-  grid = []
-  for seed in study.seeds:
-    for name in study.variants:
-      grid.append(Cell(name, float(study.sparsity), int(seed)))
-    for sparsity in study.extra_sparsities:
-      for name in study.extra_variants:
-        grid.append(Cell(name, float(sparsity), int(seed)))
-  return grid
+  main = float(study.sparsity)
+  rest = [v for v in study.variants if v not in study.extra_variants]
+  tiers = [
+    [(name, main) for name in study.extra_variants],
+    [(name, main) for name in rest],
+    [
+      (name, float(s))
+      for s in study.extra_sparsities
+      for name in study.extra_variants
+    ],
+  ]
+  return [
+    Cell(name, sparsity, int(seed))
+    for tier in tiers
+    for seed in study.seeds
+    for name, sparsity in tier
+  ]
 
 
 def cell_config(

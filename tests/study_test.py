@@ -43,7 +43,12 @@ def test_grid_and_cell_configs():
   config = study_cpu.get_config()
   grid = study.cells(config.study)
   assert len(grid) == 3 * (12 + 2 * 3)
-  assert grid[0] == study.Cell("dense", 0.9, 0)
+  assert grid[0] == study.Cell("csam", 0.9, 0)
+  assert len(set(grid)) == len(grid)
+  # The main comparison on every seed comes before any ablation.
+  first = {(c.variant, c.seed) for c in grid[:9]}
+  assert first == {(v, s) for v in ("csam", "hydra", "gmp") for s in (0, 1, 2)}
+  assert grid[9] == study.Cell("dense", 0.9, 0)
   assert study.Cell("csam", 0.95, 2) in grid
   cfg = study.cell_config(config, study.Cell("csam_car", 0.8, 1))
   assert (cfg.seed, cfg.sparsity, cfg.methods) == (1, 0.8, ("csam",))
@@ -78,6 +83,7 @@ def test_bad_study_fields():
     ("seeds", (), "distinct"),
     ("extra_sparsities", (1.0,), r"in \(0, 1\)"),
     ("main_variant", "gmp", "main_variant"),
+    ("extra_variants", ("gmp",), r"\[.gmp.\] must also be in"),
   ):
     config = _tiny_study()
     config.study[field] = value
