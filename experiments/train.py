@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from concurrent import futures
 from typing import Any, NamedTuple
 
 import jax
@@ -194,6 +196,8 @@ class StageRun(NamedTuple):
     started: wall-clock start of the stage in this session (before
       ``begin``), for the time to its first training step.
     compile0: compilation totals at ``started``.
+    step: the stage's step: ``stage.step`` or the program compiled ahead
+      for it (``_compile_ahead``).
   """
 
   label: tuple[str, str]
@@ -205,6 +209,7 @@ class StageRun(NamedTuple):
   t0: float
   started: float
   compile0: logging_utils.CompileTotals
+  step: Callable[..., Any]
 
 
 def _first_step_started(ctx: Context, sr: StageRun) -> float:
@@ -276,7 +281,7 @@ def run_stage(
       if stage.hook is not None:
         state = stage.hook(state, t)
       batch = parallel.global_batch(next(batches), ctx.mesh)
-      state, metrics = stage.step(state, batch)
+      state, metrics = sr.step(state, batch)
       if t == start:
         first_step_s = _first_step_started(ctx, sr)
       pending.append((t, metrics))
@@ -319,11 +324,11 @@ def _finish(ctx, sr, state, first_step_s):
   return state, records
 
 
-def _templates(ctx, recipe, init_state):
+def _templates(ctx, recipe):
   """Abstract states after each stage's begin (the restore targets)."""
   rep = parallel.replicated(ctx.mesh)
   key = jax.random.PRNGKey(0)
-  templates, abstract = [], jax.eval_shape(lambda s: s, init_state)
+  templates, abstract = [], jax.eval_shape(_init_fn(ctx), ctx.keys.init)
   for spec in recipe:
     abstract = jax.eval_shape(ctx.stages[spec].begin, abstract, key)
     templates.append(checkpointing.abstract_like(abstract, rep))
@@ -344,12 +349,8 @@ def _find_resume(ctx, method, recipe, templates):
   return None
 
 
-def init_state(ctx: Context) -> state_lib.TrainState:
-  """The initial (replicated) state from the run's ``init`` key.
-
-  The parameters are drawn with ``config.model.init_prng`` (a key derived
-  from the init key, ``state.init_key``).
-  """
+def _init_fn(ctx: Context):
+  """The jitted initialisation: the run's ``init`` key -> initial state."""
   impl = ctx.config.model.get("init_prng", "threefry")
   if ("init",) not in ctx.cache:
     ctx.cache[("init",)] = jax.jit(
@@ -358,15 +359,54 @@ def init_state(ctx: Context) -> state_lib.TrainState:
       ),
       out_shardings=parallel.replicated(ctx.mesh),
     )
-  return ctx.cache[("init",)](ctx.keys.init)
+  return ctx.cache[("init",)]
 
 
-def _resume(ctx, method, recipe, state):
+def init_state(ctx: Context) -> state_lib.TrainState:
+  """The initial (replicated) state from the run's ``init`` key.
+
+  The parameters are drawn with ``config.model.init_prng`` (a key derived
+  from the init key, ``state.init_key``).
+  """
+  return _init_fn(ctx)(ctx.keys.init)
+
+
+def _compile_ahead(
+  ctx: Context, spec: StageSpec, template: PyTree
+) -> futures.Future | None:
+  """Starts compiling ``spec``'s step in a thread: a Future of the program.
+
+  The step's argument shapes are known before the state it starts from
+  exists (``template``: the state after ``begin``, on the replicated
+  sharding; the batch from ``input_pipeline.train_batch_shapes``), so its
+  compilation, the longest part of a cold start, runs while the initial
+  state is drawn or a checkpoint is read (both compile programs of their
+  own). The program is the one ``stage.step`` compiles for those shapes.
+  None for a stage without a step.
+  """
+  step = ctx.stages[spec].step
+  if step is None:
+    return None
+  sharding = parallel.batch_sharded(ctx.mesh)
+  batch = {
+    name: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+    for name, (shape, dtype) in input_pipeline.train_batch_shapes(
+      ctx.info, ctx.config.batch_size
+    ).items()
+  }
+  pool = futures.ThreadPoolExecutor(max_workers=1)
+  future = pool.submit(lambda: step.lower(template, batch).compile())
+  pool.shutdown(wait=False)
+  return future
+
+
+def _resume(ctx, method, recipe, templates):
   """Where to start: (first stage, records, restored mid-stage state or
-  None, its meta, state to begin the first stage from)."""
-  found = _find_resume(ctx, method, recipe, _templates(ctx, recipe, state))
+  None, its meta, finished state to begin the first stage from or None for
+  the initial state)."""
+  found = _find_resume(ctx, method, recipe, templates)
   if found is None:
-    return 0, [], None, None, state
+    return 0, [], None, None, None
   first, restored, meta = found
   logging.info(
     "%s: resuming stage %d (%s) at step %d%s",
@@ -378,7 +418,7 @@ def _resume(ctx, method, recipe, state):
   )
   if meta["done"]:
     return first + 1, list(meta["records"]), None, None, restored
-  return first, list(meta["records"]), restored, meta, state
+  return first, list(meta["records"]), restored, meta, None
 
 
 def run_method(
@@ -398,9 +438,15 @@ def run_method(
     NonFiniteLossError: on a NaN/Inf loss.
   """
   recipe = methods.get_recipe(method)
+  templates = _templates(ctx, recipe)
   first, records, restored, meta, state = _resume(
-    ctx, method, recipe, init_state(ctx)
+    ctx, method, recipe, templates
   )
+  ahead = None
+  if first < len(recipe):
+    ahead = _compile_ahead(ctx, recipe[first], templates[first])
+  if state is None and restored is None:
+    state = init_state(ctx)  # While the first stage's step compiles.
   for i in range(first, len(recipe)):
     spec = recipe[i]
     stage = ctx.stages[spec]
@@ -410,6 +456,9 @@ def run_method(
       state = stage.begin(state, ctx.keys.stages[spec.role])
     else:
       state, elapsed, restored = restored, float(meta["elapsed_s"]), None
+    step = stage.step
+    if i == first and ahead is not None:
+      step = ahead.result()
     run = spec.role if spec.shared else method
     sr = StageRun(
       label=(method, spec.name),
@@ -427,6 +476,7 @@ def run_method(
       t0=time.time() - elapsed,
       started=started,
       compile0=compile0,
+      step=step,
     )
     state, records = run_stage(ctx, sr, state)
     sr.ckpt.close()

@@ -1,6 +1,7 @@
-"""Start-up: GMP compiles its mask update once; the persistent compilation
-cache gives bitwise-identical reruns; the timing fields of results.json;
-the initialisation PRNG."""
+"""Start-up: GMP compiles its mask update once; the first stage's step,
+compiled ahead from shapes, is the program ``stage.step`` runs; the
+persistent compilation cache gives bitwise-identical reruns; the timing
+fields of results.json; the initialisation PRNG."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from experiments import (
   config_validation,
+  input_pipeline,
   main,
   methods,
   stages,
@@ -55,6 +57,35 @@ def test_gmp_mask_update_compiles_once(tmp_path):
   # The finalized (static-count) mask holds exactly round(0.8 * n) zeros.
   flat = np.concatenate([np.ravel(m) for m in jax.tree.leaves(state.masks)])
   assert (flat == 0).sum() == round(0.8 * flat.size)
+
+
+@pytest.mark.parametrize("method", ["csam", "gmp"])
+def test_step_compiled_ahead_matches_the_jitted_step(tmp_path, method):
+  config = smoke.get_config()
+  config.methods = (method,)
+  info = config_validation.validate_config(config)
+  ctx = train.make_context(config, str(tmp_path), info)
+  recipe = methods.get_recipe(method)
+  templates = train._templates(ctx, recipe)
+  # The last stage too: its template is the state after all earlier begins.
+  for i in (0, len(recipe) - 1):
+    spec = recipe[i]
+    compiled = train._compile_ahead(ctx, spec, templates[i]).result()
+    state = train.init_state(ctx)
+    for earlier in recipe[: i + 1]:
+      state = ctx.stages[earlier].begin(state, ctx.keys.stages[earlier.role])
+    local = next(
+      input_pipeline.train_batches(
+        config.data, batch_size=config.batch_size, seed=0, normalize=False
+      )
+    )
+    shapes = input_pipeline.train_batch_shapes(info, config.batch_size)
+    assert {k: (v.shape, v.dtype) for k, v in local.items()} == shapes
+    batch = train.parallel.global_batch(local, ctx.mesh)
+    want = ctx.stages[spec].step(state, batch)
+    got = compiled(state, batch)  # raises on any shape/sharding mismatch
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def _run(run_main, workdir, cache_dir, *args):

@@ -52,6 +52,7 @@ __all__ = [
   "eval_batches",
   "get_default_data_config",
   "get_info",
+  "train_batch_shapes",
   "train_batches",
   "validate_data_config",
 ]
@@ -120,6 +121,25 @@ def get_info(data_config: Any) -> DatasetInfo:
   data = numpy_files.load_arrays(spec)
   counts = {role: len(split.labels) for role, split in data.splits.items()}
   return DatasetInfo(data.num_classes, counts, shape, data.mean, data.std)
+
+
+def train_batch_shapes(
+  info: DatasetInfo, batch_size: int
+) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """(global shape, dtype) of each field of a `train_batches` batch.
+
+  Known before any data is read: the training step can be compiled from it
+  while the first batch and the initial state are still being made.
+
+  Example:
+    >>> info = get_info(get_default_data_config())
+    >>> train_batch_shapes(info, 8)["image"]
+    ((8, 16, 16, 1), dtype('float32'))
+  """
+  return {
+    "image": ((batch_size, *info.image_shape), np.dtype(np.float32)),
+    "label": ((batch_size,), np.dtype(np.int32)),
+  }
 
 
 def _check_step(name: str, value: Any) -> int:

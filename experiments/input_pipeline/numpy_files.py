@@ -34,8 +34,6 @@ from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from sklearn import datasets as sk_datasets
-from sklearn import model_selection
 
 from experiments.input_pipeline.spec import DataSpec
 
@@ -209,6 +207,8 @@ def _carve(split: ArraySplit, fraction: float, seed: int):
   index = np.arange(len(split.labels))
   counts = np.bincount(split.labels)
   stratify = split.labels if counts[counts > 0].min() >= 2 else None
+  from sklearn import model_selection  # Lazy: a ~1.2 s import.
+
   train_idx, val_idx = model_selection.train_test_split(
     index, test_size=fraction, random_state=seed, stratify=stratify
   )
@@ -245,6 +245,8 @@ def stratified_subset(split: ArraySplit, size: int, seed: int) -> ArraySplit:
       f"config.data.train_examples={size} is smaller than the number of "
       f"classes ({classes}): a stratified subset needs one of each."
     )
+  from sklearn import model_selection  # Lazy: a ~1.2 s import.
+
   index, _ = model_selection.train_test_split(
     np.arange(total), train_size=size, random_state=seed, stratify=split.labels
   )
@@ -267,7 +269,9 @@ def channel_stats(images: np.ndarray) -> tuple[tuple, tuple]:
 
 
 def _load_digits(spec: DataSpec) -> tuple[dict[str, ArraySplit], int]:
-  digits = sk_datasets.load_digits()
+  from sklearn import datasets, model_selection  # Lazy: a ~1.2 s import.
+
+  digits = datasets.load_digits()
   pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
   labels = digits.target.astype(np.int32)
   train_idx, test_idx = model_selection.train_test_split(

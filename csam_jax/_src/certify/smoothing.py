@@ -15,7 +15,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.stats
 
 from csam_jax._src import validation
 from csam_jax._src.certify import inputs, montecarlo
@@ -142,6 +141,8 @@ def smoothing_certify(
   p_lower = clopper_pearson_lower(votes, n, alpha)
   abstain = p_lower < 0.5
   pred = np.where(abstain, ABSTAIN, top).astype(np.int64)
+  import scipy.stats  # Lazy: a 0.9 s import that only the bound needs.
+
   radius = np.where(abstain, 0.0, sigma * scipy.stats.norm.ppf(p_lower))
   return SmoothingCertificate(pred, radius.astype(np.float64))
 
@@ -152,6 +153,8 @@ def _binomial_test_pvalue(n_a: np.ndarray, n_b: np.ndarray) -> np.ndarray:
   Vectorised closed form for ``n_a >= n_b`` (``scipy.stats.binomtest`` takes
   one count at a time): by symmetry the two tails are equal.
   """
+  import scipy.stats  # Lazy, as above.
+
   return np.minimum(1.0, 2.0 * scipy.stats.binom.cdf(n_b, n_a + n_b, 0.5))
 
 
