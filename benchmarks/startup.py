@@ -17,6 +17,10 @@ r"""Start-up time: seconds before the first training step, cold and warm.
    the JPEG npz (``--npz``) once into a pixel npz before timing (its decode
    time is printed); ``--gn_data=jpeg`` times the runs on the JPEG npz,
    decode included.
+   ``--baseline=OTHER_CHECKOUT --rounds=R`` times cold starts of both
+   checkouts instead, alternating (R rounds, the order swapped each round,
+   every run with its own empty cache), and prints each checkout's median
+   and their ratio: a before/after comparison on one loaded machine.
 3. ``init``: compilation + run time of the jitted GoogLeNet initialisation
    with each ``config.model.init_prng`` (fresh processes, cache off).
 
@@ -33,6 +37,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -170,25 +175,35 @@ def pixel_npz(src: str, dst: str) -> float:
   return seconds
 
 
+def _googlenet_args(data: str, workdir: str, cache: str | None) -> list[str]:
+  args = [
+    "--config=experiments/configs/cifar10c.py",
+    "--config.model.name=googlenet",
+    "--config.data.source=npz",
+    f"--config.data.path={data}",
+    "--config.methods=dense",
+    "--config.logging.log_every_steps=1",
+    f"--workdir={workdir}",
+  ]
+  if cache is not None:
+    args.append(f"--config.compilation_cache_dir={cache}")
+  return args
+
+
+def _googlenet_data(opts, tmp: str) -> str:
+  if opts.gn_data == "jpeg":
+    return os.path.abspath(opts.npz)
+  data = os.path.join(tmp, "cifar10_pixels.npz")
+  seconds = pixel_npz(os.path.abspath(opts.npz), data)
+  print(f"JPEG npz decoded to pixels once, before timing: {seconds:.1f}s")
+  return data
+
+
 def bench_googlenet(opts, tmp: str) -> None:
-  cache = os.path.join(tmp, "gn_cache")
-  data = os.path.abspath(opts.npz)
-  if opts.gn_data == "pixels":
-    data = os.path.join(tmp, "cifar10_pixels.npz")
-    seconds = pixel_npz(os.path.abspath(opts.npz), data)
-    print(f"JPEG npz decoded to pixels once, before timing: {seconds:.1f}s")
+  data = _googlenet_data(opts, tmp)
+  cache = None if opts.legacy else os.path.join(tmp, "gn_cache")
   for name in ("cold", "warm"):
-    args = [
-      "--config=experiments/configs/cifar10c.py",
-      "--config.model.name=googlenet",
-      "--config.data.source=npz",
-      f"--config.data.path={data}",
-      "--config.methods=dense",
-      "--config.logging.log_every_steps=1",
-      f"--workdir={os.path.join(tmp, f'gn_{name}')}",
-    ]
-    if not opts.legacy:
-      args.append(f"--config.compilation_cache_dir={cache}")
+    args = _googlenet_args(data, os.path.join(tmp, f"gn_{name}"), cache)
     first, _ = time_to_first_step(
       opts.repo, args, full=False, timeout=opts.timeout
     )
@@ -199,6 +214,37 @@ def bench_googlenet(opts, tmp: str) -> None:
     )
     if opts.legacy:
       break  # No persistent cache: a second run is another cold run.
+
+
+def bench_googlenet_baseline(opts, tmp: str) -> None:
+  """Cold starts of ``--repo`` and ``--baseline``, alternating."""
+  data = _googlenet_data(opts, tmp)
+  repos = {"this": opts.repo, "baseline": opts.baseline}
+  times = {name: [] for name in repos}
+  for r in range(opts.rounds):
+    order = list(repos) if r % 2 == 0 else list(repos)[::-1]
+    for name in order:
+      run = os.path.join(tmp, f"gn_{name}_{r}")
+      cache = None if opts.legacy else run + "_cache"
+      first, _ = time_to_first_step(
+        repos[name],
+        _googlenet_args(data, run, cache),
+        full=False,
+        timeout=opts.timeout,
+      )
+      times[name].append(first)
+      print(f"round {r} {name} ({repos[name]}): cold start {first:.1f}s")
+  med = {name: statistics.median(t) for name, t in times.items()}
+  for name, t in times.items():
+    print(
+      f"googlenet cifar10c cold, {name}: median {med[name]:.1f}s "
+      f"(min {min(t):.1f}, max {max(t):.1f}, {len(t)} runs)"
+    )
+  verdict = "met" if med["this"] <= 30 else "NOT met"
+  print(
+    f"ratio this/baseline {med['this'] / med['baseline']:.3f}; "
+    f"target <= 30 s: {verdict}"
+  )
 
 
 def bench_init(opts) -> None:
@@ -229,6 +275,8 @@ def main() -> None:
   )
   parser.add_argument("--gn_data", choices=("pixels", "jpeg"), default="pixels")
   parser.add_argument("--timeout", type=float, default=900)
+  parser.add_argument("--baseline", default=None)
+  parser.add_argument("--rounds", type=int, default=3)
   opts = parser.parse_args()
   print(
     f"repo {opts.repo}; {os.cpu_count()} CPUs; load average {os.getloadavg()}"
@@ -237,7 +285,9 @@ def main() -> None:
   with tempfile.TemporaryDirectory() as tmp:
     if "quickstart" in parts:
       bench_quickstart(opts, tmp)
-    if "googlenet" in parts:
+    if "googlenet" in parts and opts.baseline:
+      bench_googlenet_baseline(opts, tmp)
+    elif "googlenet" in parts:
       bench_googlenet(opts, tmp)
     if "init" in parts:
       bench_init(opts)
