@@ -251,3 +251,23 @@ def test_sweep_table_in_the_grid_report(tmp_path):
   text = (grid / "RESULTS.md").read_text()
   assert "### The one-seed sweep that set C-SAM's defaults" in text
   assert "| sweep_rho0.2 | rho 0.2 | 80.0 | 50.0 | n/a |" in text
+
+
+def test_headline_compares_baselines_on_the_main_variant_seeds():
+  def group(variant, seeds, mean):
+    cert = {"semantic": {"cc_cert@1e-02": {"mean": mean}}}
+    return dict(variant=variant, sparsity=0.9, seeds=seeds, certified=cert)
+
+  groups = [
+    group("csam", [0, 1, 2], 0.21),
+    group("hydra", [0, 1, 2], 0.16),
+    group("gmp", [0, 1, 2], 0.14),
+    group("hydra_aug", [0], 0.26),  # higher, but one seed only
+  ]
+  (h,) = study_report.headline(groups, "csam", "semantic")
+  assert h["best_baseline"] == "hydra" and h["left_out"] == ["hydra_aug"]
+  assert h["relative_improvement"] == pytest.approx((0.21 - 0.16) / 0.16)
+  groups[3]["seeds"] = [0, 1, 2]
+  (h,) = study_report.headline(groups, "csam", "semantic")
+  assert h["best_baseline"] == "hydra_aug" and h["left_out"] == []
+  assert h["relative_improvement"] == pytest.approx((0.21 - 0.26) / 0.26)
