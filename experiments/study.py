@@ -123,11 +123,13 @@ def validate_study(study: ml_collections.ConfigDict) -> None:
 def cells(study: ml_collections.ConfigDict) -> list[Cell]:
   """The grid, in the order that answers the main question first.
 
-  Three tiers, each seed by seed: the main comparison (``extra_variants``,
-  i.e. the main variant and the strongest baselines, at the main sparsity),
-  then the other variants at the main sparsity, then ``extra_variants`` at
-  the extra sparsities. A study stopped part-way has therefore measured its
-  headline on every seed before any ablation.
+  Three tiers: the main comparison (``extra_variants``, i.e. the main
+  variant and the strongest baselines, at the main sparsity) seed by seed,
+  so each seed completes its paired comparisons; then the other variants at
+  the main sparsity, then ``extra_variants`` at the extra sparsities, each
+  variant on every seed before the next, so each control or ablation
+  completes its comparison with the main variant in turn. A study stopped
+  part-way has its headline on every seed before any ablation.
 
   Example:
     >>> from experiments.configs import study_cpu
@@ -135,25 +137,24 @@ def cells(study: ml_collections.ConfigDict) -> list[Cell]:
     >>> [c.id for c in grid[:4]]  # doctest: +NORMALIZE_WHITESPACE
     ['csam__s0.90__seed0', 'hydra__s0.90__seed0', 'gmp__s0.90__seed0',
      'csam__s0.90__seed1']
+    >>> [c.id for c in grid[9:11]]
+    ['hydra_aug__s0.90__seed0', 'hydra_aug__s0.90__seed1']
     >>> len(grid), len({c.seed for c in grid})
     (54, 3)
   """
   main = float(study.sparsity)
-  rest = [v for v in study.variants if v not in study.extra_variants]
-  tiers = [
-    [(name, main) for name in study.extra_variants],
-    [(name, main) for name in rest],
-    [
-      (name, float(s))
-      for s in study.extra_sparsities
-      for name in study.extra_variants
-    ],
+  seeds = [int(seed) for seed in study.seeds]
+  first = [
+    Cell(name, main, seed) for seed in seeds for name in study.extra_variants
   ]
-  return [
-    Cell(name, sparsity, int(seed))
-    for tier in tiers
-    for seed in study.seeds
-    for name, sparsity in tier
+  rest = [v for v in study.variants if v not in study.extra_variants]
+  later = [(name, main) for name in rest] + [
+    (name, float(s))
+    for s in study.extra_sparsities
+    for name in study.extra_variants
+  ]
+  return first + [
+    Cell(name, sparsity, seed) for name, sparsity in later for seed in seeds
   ]
 
 

@@ -49,7 +49,8 @@ def test_grid_and_cell_configs():
   # The main comparison on every seed comes before any ablation.
   first = {(c.variant, c.seed) for c in grid[:9]}
   assert first == {(v, s) for v in ("csam", "hydra", "gmp") for s in (0, 1, 2)}
-  assert grid[9] == study.Cell("hydra_aug", 0.9, 0)
+  # Then each other variant on every seed, in study.variants order.
+  assert grid[9:12] == [study.Cell("hydra_aug", 0.9, s) for s in (0, 1, 2)]
   assert {c.variant for c in grid} >= set(methods.METHODS)
   assert study.Cell("csam", 0.95, 2) in grid
   cfg = study.cell_config(config, study.Cell("csam_car", 0.8, 1))
