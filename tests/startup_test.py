@@ -18,6 +18,7 @@ from experiments import (
   input_pipeline,
   main,
   methods,
+  parallel,
   stages,
   train,
 )
@@ -81,7 +82,7 @@ def test_step_compiled_ahead_matches_the_jitted_step(tmp_path, method):
     )
     shapes = input_pipeline.train_batch_shapes(info, config.batch_size)
     assert {k: (v.shape, v.dtype) for k, v in local.items()} == shapes
-    batch = train.parallel.global_batch(local, ctx.mesh)
+    batch = parallel.global_batch(local, ctx.mesh)
     want = ctx.stages[spec].step(state, batch)
     got = compiled(state, batch)  # raises on any shape/sharding mismatch
     for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
