@@ -135,12 +135,12 @@ def cells(study: ml_collections.ConfigDict) -> list[Cell]:
     >>> from experiments.configs import study_cpu
     >>> grid = cells(study_cpu.get_config().study)
     >>> [c.id for c in grid[:4]]  # doctest: +NORMALIZE_WHITESPACE
-    ['csam__s0.90__seed0', 'hydra__s0.90__seed0', 'gmp__s0.90__seed0',
+    ['csam__s0.90__seed0', 'hydra_aug__s0.90__seed0', 'hydra__s0.90__seed0',
      'csam__s0.90__seed1']
     >>> [c.id for c in grid[9:11]]
-    ['hydra_aug__s0.90__seed0', 'hydra_aug__s0.90__seed1']
+    ['gmp__s0.90__seed0', 'gmp__s0.90__seed1']
     >>> len(grid), len({c.seed for c in grid})
-    (54, 3)
+    (57, 3)
   """
   main = float(study.sparsity)
   seeds = [int(seed) for seed in study.seeds]

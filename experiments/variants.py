@@ -16,6 +16,8 @@ setting of their reference code. Each variant is one `Variant` in
   csam_global         csam       search.csam.radius = "global"
   hydra_aug           hydra      finetune.augment_variations: fine-tuned
                                  on C-SAM's input variations (augmentation)
+  csam_aug            csam       the same for C-SAM's fine-tuning: does the
+                                 mask search add to augmentation?
   dense_aug           dense      the same for the dense continuation
   hydra_layer         hydra      scope = "layer": per-layer top-k (of the
                                  score; HYDRA's reference ranks |score|,
@@ -145,6 +147,11 @@ VARIANTS: dict[str, Variant] = {
   "hydra_aug": _variant(
     "hydra",
     "HYDRA fine-tuned with C-SAM's input variations as augmentation",
+    finetune__augment_variations=True,
+  ),
+  "csam_aug": _variant(
+    "csam",
+    "C-SAM fine-tuned with its input variations as augmentation",
     finetune__augment_variations=True,
   ),
   "dense_aug": _variant(

@@ -43,20 +43,27 @@ def _tiny_study():
 def test_grid_and_cell_configs():
   config = study_cpu.get_config()
   grid = study.cells(config.study)
-  assert len(grid) == 3 * (12 + 2 * 3)
+  assert len(grid) == 3 * (13 + 2 * 3)
   assert grid[0] == study.Cell("csam", 0.9, 0)
   assert len(set(grid)) == len(grid)
   # The main comparison on every seed comes before any ablation.
   first = {(c.variant, c.seed) for c in grid[:9]}
-  assert first == {(v, s) for v in ("csam", "hydra", "gmp") for s in (0, 1, 2)}
+  main = ("csam", "hydra_aug", "hydra")
+  assert first == {(v, s) for v in main for s in (0, 1, 2)}
   # Then each other variant on every seed, in study.variants order.
-  assert grid[9:12] == [study.Cell("hydra_aug", 0.9, s) for s in (0, 1, 2)]
+  assert grid[9:12] == [study.Cell("gmp", 0.9, s) for s in (0, 1, 2)]
+  assert grid[12:15] == [study.Cell("csam_no_cert", 0.9, s) for s in (0, 1, 2)]
+  # The extra sparsities come last, for the main comparison's variants.
+  assert grid[-3:] == [study.Cell("hydra", 0.95, s) for s in (0, 1, 2)]
   assert {c.variant for c in grid} >= set(methods.METHODS)
   assert study.Cell("csam", 0.95, 2) in grid
   cfg = study.cell_config(config, study.Cell("csam_car", 0.8, 1))
   assert (cfg.seed, cfg.sparsity, cfg.methods) == (1, 0.8, ("csam",))
   assert cfg.search.csam.forward == "soft" and cfg.certify.per_image
   assert "study" not in cfg
+  cfg = study.cell_config(config, study.Cell("csam_aug", 0.9, 0))
+  assert cfg.methods == ("csam",) and cfg.finetune.augment_variations
+  assert cfg.search.csam.lam_cert == config.search.csam.lam_cert
   # Pretraining is shared by every cell of a seed, not across seeds.
   key = lambda v, s, seed: study.pretrain_key(
     study.cell_config(config, study.Cell(v, s, seed))
@@ -74,7 +81,7 @@ def test_study_configs_validate():
   for arg in ("cifar10c", "flowers102/mobilenet_v2", "celebahq/googlenet"):
     paper = study_paper.get_config(arg)
     study.validate_study(paper.study)
-    assert len(study.cells(paper.study)) == 3 * (13 + 2 * 3)
+    assert len(study.cells(paper.study)) == 3 * (14 + 2 * 3)
   with pytest.raises(ValueError, match="unknown model 'vgg'"):
     study_paper.get_config("cifar10c/vgg")
 
