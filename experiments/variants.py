@@ -13,7 +13,9 @@ setting of their reference code. Each variant is one `Variant` in
   csam_no_cert        csam       search.csam.lam_cert = 0: no hinge
   csam_car            csam       the CAR description: percentile init,
                                  soft forward, consistency term on
-  csam_global         csam       search.csam.radius = "global"
+  csam_global         csam       search.csam.radius = "global" (the default
+                                 since the sweep: kept so older records
+                                 mean the same)
   hydra_aug           hydra      finetune.augment_variations: fine-tuned
                                  on C-SAM's input variations (augmentation)
   csam_aug            csam       the same for C-SAM's fine-tuning: does the
