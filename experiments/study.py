@@ -113,6 +113,16 @@ def validate_study(study: ml_collections.ConfigDict) -> None:
     raise ValueError(
       f"study.sweep_dir must be a directory path or None, got {sweep_dir!r}"
     )
+  for pair in study.get("pairs", ()):
+    if (
+      len(pair) != 2
+      or pair[0] == pair[1]
+      or not set(pair) <= set(study.variants)
+    ):
+      raise ValueError(
+        f"study.pairs: {tuple(pair)!r} must be two different variants of "
+        f"study.variants {tuple(study.variants)}"
+      )
   if study.main_variant not in study.variants:
     raise ValueError(
       f"study.main_variant={study.main_variant!r} must be one of "

@@ -163,6 +163,49 @@ def _bits(rec: dict, dist: str, level: str) -> np.ndarray | None:
   return np.frombuffer(per_image["cc_cert"][level].encode(), np.uint8) == 49
 
 
+def _paired(
+  by_key: dict, a: str, b: str, sparsity: float, dist: str, level: str
+) -> dict[str, Any] | None:
+  """``a`` vs ``b`` at one sparsity, pooled over seeds and per seed (None
+  when no seed has both)."""
+  pooled_a, pooled_b, per_seed = [], [], {}
+  for seed in sorted({k[2] for k in by_key}):
+    ra, rb = by_key.get((a, sparsity, seed)), by_key.get((b, sparsity, seed))
+    if ra is None or rb is None:
+      continue
+    bits_a, bits_b = _bits(ra, dist, level), _bits(rb, dist, level)
+    if bits_a is None or bits_b is None:
+      continue
+    if bits_a.shape != bits_b.shape:
+      raise ValueError(
+        f"{a} and {b} at s={sparsity}, seed {seed} were certified on "
+        "different numbers of images: not paired"
+      )
+    per_seed[seed] = study_stats.paired_comparison(bits_a, bits_b)._asdict()
+    pooled_a.append(bits_a)
+    pooled_b.append(bits_b)
+  if not per_seed:
+    return None
+  pooled = study_stats.paired_comparison(
+    np.concatenate(pooled_a), np.concatenate(pooled_b)
+  )
+  return dict(
+    main=a,
+    other=b,
+    sparsity=sparsity,
+    distribution=dist,
+    level=level,
+    pooled=pooled._asdict(),
+    per_seed=per_seed,
+  )
+
+
+def _compare(records, pairs, dist, level):
+  by_key = {(r["variant"], r["sparsity"], r["seed"]): r for r in records}
+  out = [_paired(by_key, a, b, s, dist, level) for a, b, s in pairs]
+  return [c for c in out if c is not None]
+
+
 def paired_comparisons(
   records: list[dict], main: str, dist: str, level: str = "1e-02"
 ) -> list[dict[str, Any]]:
@@ -171,47 +214,23 @@ def paired_comparisons(
   Pairs are (same sparsity, same seed, same image); seeds present for only
   one of the two variants are left out.
   """
-  by_key = {(r["variant"], r["sparsity"], r["seed"]): r for r in records}
-  out = []
+  pairs = []
   for sparsity in sorted({r["sparsity"] for r in records}):
-    others = sorted(
-      {r["variant"] for r in records if r["sparsity"] == sparsity} - {main}
-    )
-    for other in others:
-      pooled_a, pooled_b, per_seed = [], [], {}
-      for seed in sorted({r["seed"] for r in records}):
-        a = by_key.get((main, sparsity, seed))
-        b = by_key.get((other, sparsity, seed))
-        if a is None or b is None:
-          continue
-        bits_a, bits_b = _bits(a, dist, level), _bits(b, dist, level)
-        if bits_a is None or bits_b is None:
-          continue
-        if bits_a.shape != bits_b.shape:
-          raise ValueError(
-            f"{main} and {other} at s={sparsity}, seed {seed} were certified "
-            "on different numbers of images: not paired"
-          )
-        per_seed[seed] = study_stats.paired_comparison(bits_a, bits_b)._asdict()
-        pooled_a.append(bits_a)
-        pooled_b.append(bits_b)
-      if not per_seed:
-        continue
-      pooled = study_stats.paired_comparison(
-        np.concatenate(pooled_a), np.concatenate(pooled_b)
-      )
-      out.append(
-        dict(
-          main=main,
-          other=other,
-          sparsity=sparsity,
-          distribution=dist,
-          level=level,
-          pooled=pooled._asdict(),
-          per_seed=per_seed,
-        )
-      )
-  return out
+    others = {r["variant"] for r in records if r["sparsity"] == sparsity}
+    pairs += [(main, other, sparsity) for other in sorted(others - {main})]
+  return _compare(records, pairs, dist, level)
+
+
+def pair_comparisons(
+  records: list[dict], pairs: Any, dist: str, level: str = "1e-02"
+) -> list[dict[str, Any]]:
+  """Each ``(a, b)`` of ``pairs`` (``study.pairs``: an ablation or control
+  against the variant it modifies) at every sparsity both were run at,
+  the same statistics as `paired_comparisons`."""
+  sparsities = sorted({r["sparsity"] for r in records})
+  return _compare(
+    records, [(a, b, s) for a, b in pairs for s in sparsities], dist, level
+  )
 
 
 def headline(
@@ -447,23 +466,25 @@ def _groups_table(groups: list[dict], dists: list[str]) -> str:
   return "\n".join(lines)
 
 
-def _comparisons_table(comparisons: list[dict]) -> str:
-  header = [
-    "sparsity",
-    "C-SAM vs",
-    "difference (points) [95% CI]",
-    "only C-SAM / only other",
-    "McNemar p (pooled)",
-    "p per seed",
-  ]
+def _comparisons_table(comparisons: list[dict], named: bool = False) -> str:
+  if named:
+    first = ["A", "B", "A minus B (points) [95% CI]", "only A / only B"]
+  else:
+    first = [
+      "C-SAM vs",
+      "difference (points) [95% CI]",
+      "only C-SAM / only other",
+    ]
+  header = ["sparsity", *first, "McNemar p (pooled)", "p per seed"]
   lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
   for c in comparisons:
     p = c["pooled"]
     seeds = ", ".join(
       f"{s}: {v['p_value']:.3g}" for s, v in c["per_seed"].items()
     )
+    names = f"{c['main']} | {c['other']}" if named else c["other"]
     lines.append(
-      f"| {c['sparsity']:.2f} | {c['other']} | {100 * p['difference']:+.1f} "
+      f"| {c['sparsity']:.2f} | {names} | {100 * p['difference']:+.1f} "
       f"[{100 * p['low']:+.1f}, {100 * p['high']:+.1f}] | {p['only_a']} / "
       f"{p['only_b']} | {p['p_value']:.3g} | {seeds} |"
     )
@@ -492,6 +513,11 @@ def aggregate(results_dir: str, study: Any) -> dict[str, Any]:
     if main_dist in dists
     else []
   )
+  pairs = (
+    pair_comparisons(records, study.get("pairs", ()), main_dist)
+    if main_dist in dists
+    else []
+  )
   sweep_dir = study.get("sweep_dir")
   sweep = (
     sweep_rows(sweep_dir, main_dist)
@@ -507,6 +533,7 @@ def aggregate(results_dir: str, study: Any) -> dict[str, Any]:
     main_distribution=main_dist,
     groups=groups,
     comparisons=comparisons,
+    pair_comparisons=pairs,
     headline=headline(groups, study.main_variant, main_dist),
     search_guard=search_guard(records),
     headline_definition=HEADLINE_DEFINITION,
@@ -554,6 +581,14 @@ def results_markdown(
       f"{summary['main_variant']} minus the other's, with its Wald 95% "
       "interval for paired proportions.\n\n"
       + _comparisons_table(summary["comparisons"])
+    )
+  if summary.get("pair_comparisons"):
+    parts.append(
+      "### What each ablation and control changes (paired, "
+      f"{summary['main_distribution']}, CC-Cert @1e-2)\n\nEach variant "
+      "against the one it modifies (`study.pairs`), the same test: A minus "
+      "B, pooled over the seeds both were run on.\n\n"
+      + _comparisons_table(summary["pair_comparisons"], named=True)
     )
   lines = [f"### Headline\n\n{summary['headline_definition']}\n"]
   for h in summary["headline"]:

@@ -36,6 +36,7 @@ def _tiny_study():
     seeds=(0,),
     main_variant="csam",
     main_distribution="semantic",
+    pairs=(),
   )
   return config
 
@@ -94,6 +95,8 @@ def test_bad_study_fields():
     ("extra_sparsities", (1.0,), r"in \(0, 1\)"),
     ("main_variant", "gmp", "main_variant"),
     ("extra_variants", ("gmp",), r"\[.gmp.\] must also be in"),
+    ("pairs", (("hydra", "hydra"),), "two different variants"),
+    ("pairs", (("hydra", "gmp"),), r"study.pairs: \('hydra', 'gmp'\)"),
   ):
     config = _tiny_study()
     config.study[field] = value
@@ -199,6 +202,15 @@ def test_aggregate_hand_made_records(tmp_path):
   comp = {c["other"]: c for c in summary["comparisons"]}
   assert comp["hydra"]["pooled"] == pytest.approx(expected._asdict())
   assert comp["hydra"]["pooled"]["only_b"] == 0  # C-SAM adds images only
+  assert summary["pair_comparisons"] == []  # the tiny study has no pairs
+  config.study.pairs = (("hydra", "gmp"),)
+  summary = study_report.aggregate(str(tmp_path), config.study)
+  (pair,) = summary["pair_comparisons"]
+  expected = study_stats.paired_comparison(bits("hydra"), bits("gmp"))
+  assert (pair["main"], pair["other"]) == ("hydra", "gmp")
+  assert pair["pooled"] == pytest.approx(expected._asdict())
+  assert pair["pooled"]["only_b"] == 0  # gmp certifies a subset of base
+  assert "| 0.90 | hydra | gmp | +" in (tmp_path / "RESULTS.md").read_text()
   (h,) = summary["headline"]
   assert h["best_baseline"] == "hydra"
   cert = lambda v: groups[v]["certified"]["semantic"]["cc_cert@1e-02"]["mean"]

@@ -51,6 +51,17 @@ VARIANTS_AT_MAIN = (
   "dense_sam",
 )
 
+# Paired comparisons besides C-SAM's (study.pairs): each ablation or
+# control against the variant it modifies (RESULTS.md, "What each ablation
+# and control changes").
+PAIRS = (
+  ("csam_no_cert", "hydra"),  # the perturbation without the hinge
+  ("csam_rho0", "hydra"),  # the hinge without the perturbation
+  ("hydra_aug", "hydra"),  # what augmentation buys HYDRA
+  ("csam_aug", "hydra_aug"),  # C-SAM's search on top of augmentation
+  ("hydra_ref", "hydra"),  # HYDRA's reference settings
+)
+
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the CPU study config."""
@@ -104,6 +115,7 @@ def get_config() -> ml_collections.ConfigDict:
       extra_variants=("csam", "hydra_aug", "hydra"),
       seeds=(0, 1, 2),
       main_variant="csam",
+      pairs=PAIRS,
       main_distribution="semantic",
       # Records of the one-seed sweep that set C-SAM's defaults
       # (experiments/configs/study_sweep.py): RESULTS.md shows its table.

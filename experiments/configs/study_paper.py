@@ -78,6 +78,7 @@ def get_config(arg: str = "cifar10c") -> ml_collections.ConfigDict:
       extra_variants=("csam", "hydra_aug", "hydra"),
       seeds=(0, 1, 2),
       main_variant="csam",
+      pairs=study_cpu.PAIRS,
       main_distribution="semantic",
     )
   )
