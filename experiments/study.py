@@ -150,7 +150,7 @@ def cells(study: ml_collections.ConfigDict) -> list[Cell]:
     >>> [c.id for c in grid[9:11]]
     ['gmp__s0.90__seed0', 'gmp__s0.90__seed1']
     >>> len(grid), len({c.seed for c in grid})
-    (57, 3)
+    (60, 3)
   """
   main = float(study.sparsity)
   seeds = [int(seed) for seed in study.seeds]

@@ -20,6 +20,9 @@ setting of their reference code. Each variant is one `Variant` in
                                  on C-SAM's input variations (augmentation)
   csam_aug            csam       the same for C-SAM's fine-tuning: does the
                                  mask search add to augmentation?
+  csam_rho0_aug       csam       rho = 0 and fine-tuned on the variations:
+                                 the hinge and augmentation without the
+                                 perturbation (two passes a step, not four)
   dense_aug           dense      the same for the dense continuation
   hydra_layer         hydra      scope = "layer": per-layer top-k (of the
                                  score; HYDRA's reference ranks |score|,
@@ -154,6 +157,12 @@ VARIANTS: dict[str, Variant] = {
   "csam_aug": _variant(
     "csam",
     "C-SAM fine-tuned with its input variations as augmentation",
+    finetune__augment_variations=True,
+  ),
+  "csam_rho0_aug": _variant(
+    "csam",
+    "C-SAM without the mask perturbation, fine-tuned on its variations",
+    search__csam__rho=0.0,
     finetune__augment_variations=True,
   ),
   "dense_aug": _variant(

@@ -44,7 +44,7 @@ def _tiny_study():
 def test_grid_and_cell_configs():
   config = study_cpu.get_config()
   grid = study.cells(config.study)
-  assert len(grid) == 3 * (13 + 2 * 3)
+  assert len(grid) == 3 * (14 + 2 * 3)
   assert grid[0] == study.Cell("csam", 0.9, 0)
   assert len(set(grid)) == len(grid)
   # The main comparison on every seed comes before any ablation.
@@ -65,6 +65,8 @@ def test_grid_and_cell_configs():
   cfg = study.cell_config(config, study.Cell("csam_aug", 0.9, 0))
   assert cfg.methods == ("csam",) and cfg.finetune.augment_variations
   assert cfg.search.csam.lam_cert == config.search.csam.lam_cert
+  cfg = study.cell_config(config, study.Cell("csam_rho0_aug", 0.9, 0))
+  assert cfg.search.csam.rho == 0.0 and cfg.finetune.augment_variations
   # Pretraining is shared by every cell of a seed, not across seeds.
   key = lambda v, s, seed: study.pretrain_key(
     study.cell_config(config, study.Cell(v, s, seed))
@@ -82,7 +84,7 @@ def test_study_configs_validate():
   for arg in ("cifar10c", "flowers102/mobilenet_v2", "celebahq/googlenet"):
     paper = study_paper.get_config(arg)
     study.validate_study(paper.study)
-    assert len(study.cells(paper.study)) == 3 * (14 + 2 * 3)
+    assert len(study.cells(paper.study)) == 3 * (15 + 2 * 3)
   with pytest.raises(ValueError, match="unknown model 'vgg'"):
     study_paper.get_config("cifar10c/vgg")
 

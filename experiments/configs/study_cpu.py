@@ -16,11 +16,11 @@ one model on 1,000 images x 1,000 draws takes about 5 minutes, training a
 cell 1.5 (baselines) to 3.5 minutes (C-SAM: four passes a step), each
 seed's two pretraining runs about 12. The issue's minimums (every method
 and ablation at 0.9, three variants at two more sparsities, three seeds,
-1,000 images, N = 1,000) and the control csam_aug hold 57 cells and about
-4.75 hours of certification alone, so the grid needs about 7.5 hours, not
-6: the augmentation-fair dense model (variant dense_aug) is left out
-(HYDRA's, hydra_aug, stays: the comparison is among pruned models), and
-corruption accuracy uses 250 images.
+1,000 images, N = 1,000) and the controls csam_aug and csam_rho0_aug hold
+60 cells and about 5 hours of certification alone, so the grid needs about
+8 hours, not 6: the augmentation-fair dense model (variant dense_aug) is
+left out (HYDRA's, hydra_aug, stays: the comparison is among pruned
+models), and corruption accuracy uses 250 images.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from experiments.configs import default
 # study.extra_variants on every seed): the controls that say whether and
 # why C-SAM gains (HYDRA fine-tuned on C-SAM's input variations; C-SAM
 # without its hinge, without its perturbation; C-SAM fine-tuned on the
-# variations too), the reference variants, then the paper's other
-# baselines (dense_sam last: its own pretraining).
+# variations too; HYDRA's reference settings; C-SAM without the
+# perturbation but with augmentation), the CAR description, then the
+# paper's other baselines (dense_sam last: its own pretraining).
 VARIANTS_AT_MAIN = (
   "csam",
   "hydra",
@@ -44,6 +45,7 @@ VARIANTS_AT_MAIN = (
   "csam_rho0",
   "csam_aug",
   "hydra_ref",
+  "csam_rho0_aug",
   "csam_car",
   "dense",
   "sam_prune",
@@ -59,6 +61,8 @@ PAIRS = (
   ("csam_rho0", "hydra"),  # the hinge without the perturbation
   ("hydra_aug", "hydra"),  # what augmentation buys HYDRA
   ("csam_aug", "hydra_aug"),  # C-SAM's search on top of augmentation
+  ("csam_rho0_aug", "hydra_aug"),  # the hinge on top of augmentation
+  ("csam_aug", "csam_rho0_aug"),  # the perturbation, with augmentation
   ("hydra_ref", "hydra"),  # HYDRA's reference settings
 )
 
