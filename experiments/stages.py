@@ -75,9 +75,26 @@ class Stage(NamedTuple):
 
 
 def all_finite(tree: PyTree) -> jax.Array:
-  """True when every entry of every leaf is finite (NaN/Inf check)."""
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+  """True when every entry of every leaf is finite (NaN/Inf check).
+
+  One reduction over the floating leaves concatenated (integer leaves are
+  always finite): a reduction per leaf compiles to a fusion per leaf, about
+  a quarter of a GoogLeNet training step's XLA compilation on the CPU.
+
+  >>> import numpy as np
+  >>> bool(all_finite({"w": jnp.ones(3), "n": jnp.arange(2), "z": None}))
+  True
+  >>> bool(all_finite([jnp.ones(2), jnp.array([1.0, np.inf], jnp.bfloat16)]))
+  False
+  """
+  leaves = [
+    jnp.ravel(x)
+    for x in jax.tree.leaves(tree)
+    if jnp.issubdtype(x.dtype, jnp.inexact)
+  ]
+  if not leaves:
+    return jnp.array(True)
+  return jnp.all(jnp.isfinite(jnp.concatenate(leaves)))
 
 
 def _magnitude_scores(params: PyTree, masks: PyTree) -> PyTree:

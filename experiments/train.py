@@ -382,7 +382,9 @@ def _compile_ahead(
   compilation, the longest part of a cold start, runs while the initial
   state is drawn or a checkpoint is read (both compile programs of their
   own). The program is the one ``stage.step`` compiles for those shapes.
-  None for a stage without a step.
+  The step is traced and lowered here, before the caller traces anything
+  else (tracing holds the GIL); only XLA's compilation, which releases it,
+  runs in the thread. None for a stage without a step.
   """
   step = ctx.stages[spec].step
   if step is None:
@@ -394,8 +396,9 @@ def _compile_ahead(
       ctx.info, ctx.config.batch_size
     ).items()
   }
+  lowered = step.lower(template, batch)
   pool = futures.ThreadPoolExecutor(max_workers=1)
-  future = pool.submit(lambda: step.lower(template, batch).compile())
+  future = pool.submit(lowered.compile)
   pool.shutdown(wait=False)
   return future
 

@@ -565,3 +565,19 @@ def test_real_cifar10_counts_and_mean(real_cifar):
   train = numpy_files.load_arrays(resolve_spec(cfg)).splits["train"]
   assert np.bincount(train.labels).tolist() == [5000] * 10
   assert train.images.shape == (50000, 32, 32, 3)
+
+
+def test_channel_stats_are_the_exact_histogram_moments():
+  """Counted in chunks, the statistics equal one whole-channel histogram's
+  bit for bit, and the exact moments of the pixel values."""
+  rng = np.random.default_rng(0)
+  # 70,000 pixels: one full chunk of 65,536 and a partial one; a strided view.
+  images = rng.integers(0, 256, (70, 40, 50, 3), np.uint8)[:, :, ::2]
+  mean, std = numpy_files.channel_stats(images)
+  values = np.arange(256) / 255.0
+  for c in range(3):
+    p = np.bincount(images[..., c].ravel(), minlength=256) / images[..., c].size
+    assert mean[c] == float(p @ values)
+    assert std[c] == float(np.sqrt(p @ (values - mean[c]) ** 2))
+    x = images[..., c].astype(np.float64) / 255.0
+    np.testing.assert_allclose((mean[c], std[c]), (x.mean(), x.std()), 1e-12)

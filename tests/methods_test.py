@@ -64,6 +64,22 @@ def _sampler(config):
   return samplers.make_sampler(csam.variation_kind, csam.variations)
 
 
+@pytest.mark.parametrize(
+  "tree, expected",
+  [
+    ({"w": jnp.ones((2, 3)), "none": None, "n": jnp.arange(3)}, True),
+    ({"w": jnp.ones(2), "b": jnp.array([0.0, jnp.nan])}, False),
+    ([jnp.ones(2), jnp.array([1.0, -jnp.inf], jnp.bfloat16)], False),
+    ([jnp.ones(2), jnp.array([65504.0], jnp.float16)], True),
+    ({"n": jnp.arange(2)}, True),
+    ({}, True),
+  ],
+)
+def test_all_finite_over_leaves_of_mixed_dtypes(tree, expected):
+  assert bool(stages.all_finite(tree)) is expected
+  assert bool(jax.jit(stages.all_finite)(tree)) is expected
+
+
 def test_every_method_has_the_same_budget():
   config = default.get_config()
   totals = {m: methods.method_steps(config, m, 100) for m in methods.METHODS}

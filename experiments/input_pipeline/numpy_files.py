@@ -254,12 +254,28 @@ def stratified_subset(split: ArraySplit, size: int, seed: int) -> ArraySplit:
   return ArraySplit(split.images[index], split.labels[index])
 
 
+_HISTOGRAM_PIXELS = 1 << 16  # Pixels counted per np.bincount call.
+
+
 def channel_stats(images: np.ndarray) -> tuple[tuple, tuple]:
-  """Exact per-channel mean/std in [0, 1] units via 256-bin histograms."""
+  """Exact per-channel mean/std in [0, 1] units via 256-bin histograms.
+
+  The histograms are counted in chunks of pixels: ``np.bincount`` copies
+  its input to int64, and that copy of a whole channel (8 bytes a pixel,
+  fresh memory) took ~1.7 s of a cold start on CIFAR-10, ~0.2 s chunked.
+
+  >>> channel_stats(np.array([[[0], [255]]], np.uint8))
+  ((0.5,), (0.5,))
+  """
+  pixels = images.reshape(-1, images.shape[-1])
+  hists = np.zeros((pixels.shape[1], 256), np.int64)
+  for start in range(0, len(pixels), _HISTOGRAM_PIXELS):
+    chunk = pixels[start : start + _HISTOGRAM_PIXELS]
+    for c, hist in enumerate(hists):
+      hist += np.bincount(chunk[:, c], minlength=256)
   values = np.arange(256, dtype=np.float64) / 255.0
   means, stds = [], []
-  for c in range(images.shape[-1]):
-    hist = np.bincount(images[..., c].ravel(), minlength=256)
+  for hist in hists:
     p = hist / hist.sum()
     mean = float(p @ values)
     means.append(mean)
