@@ -325,10 +325,13 @@ def _finish(ctx, sr, state, first_step_s):
 
 
 def _templates(ctx, recipe):
-  """Abstract states after each stage's begin (the restore targets)."""
+  """Abstract states: ``[initial, after stage 0's begin, after stage 1's
+  begin, ...]`` on the replicated sharding (``[1:]``: the restore
+  targets)."""
   rep = parallel.replicated(ctx.mesh)
   key = jax.random.PRNGKey(0)
-  templates, abstract = [], jax.eval_shape(_init_fn(ctx), ctx.keys.init)
+  abstract = jax.eval_shape(_init_fn(ctx), ctx.keys.init)
+  templates = [checkpointing.abstract_like(abstract, rep)]
   for spec in recipe:
     abstract = jax.eval_shape(ctx.stages[spec].begin, abstract, key)
     templates.append(checkpointing.abstract_like(abstract, rep))
@@ -342,7 +345,7 @@ def _find_resume(ctx, method, recipe, templates):
     if not os.path.isdir(directory):
       continue
     ckpt = _checkpointer(ctx, directory)
-    found = ckpt.restore_latest(templates[i])
+    found = ckpt.restore_latest(templates[i + 1])
     ckpt.close()
     if found is not None:
       return i, found[0], found[1]
@@ -371,6 +374,18 @@ def init_state(ctx: Context) -> state_lib.TrainState:
   return _init_fn(ctx)(ctx.keys.init)
 
 
+def _compile_in_thread(fn, *args) -> futures.Future:
+  """Lowers the jitted ``fn`` for ``args`` (arrays or ShapeDtypeStructs)
+  here and compiles it in a thread: a Future of the program, the one
+  ``fn`` compiles for those shapes. Lowering traces Python and holds the
+  GIL; XLA's compilation releases it."""
+  lowered = fn.lower(*args)
+  pool = futures.ThreadPoolExecutor(max_workers=1)
+  future = pool.submit(lowered.compile)
+  pool.shutdown(wait=False)
+  return future
+
+
 def _compile_ahead(
   ctx: Context, spec: StageSpec, template: PyTree
 ) -> futures.Future | None:
@@ -381,10 +396,7 @@ def _compile_ahead(
   sharding; the batch from ``input_pipeline.train_batch_shapes``), so its
   compilation, the longest part of a cold start, runs while the initial
   state is drawn or a checkpoint is read (both compile programs of their
-  own). The program is the one ``stage.step`` compiles for those shapes.
-  The step is traced and lowered here, before the caller traces anything
-  else (tracing holds the GIL); only XLA's compilation, which releases it,
-  runs in the thread. None for a stage without a step.
+  own). None for a stage without a step.
   """
   step = ctx.stages[spec].step
   if step is None:
@@ -396,11 +408,7 @@ def _compile_ahead(
       ctx.info, ctx.config.batch_size
     ).items()
   }
-  lowered = step.lower(template, batch)
-  pool = futures.ThreadPoolExecutor(max_workers=1)
-  future = pool.submit(lowered.compile)
-  pool.shutdown(wait=False)
-  return future
+  return _compile_in_thread(step, template, batch)
 
 
 def _resume(ctx, method, recipe, templates):
@@ -445,18 +453,29 @@ def run_method(
   first, records, restored, meta, state = _resume(
     ctx, method, recipe, templates
   )
-  ahead = None
+  ahead = begin_ahead = None
   if first < len(recipe):
-    ahead = _compile_ahead(ctx, recipe[first], templates[first])
+    # The step first: the longest compilation, then the first begin (not
+    # run when resuming mid-stage), both beside the initialisation's.
+    ahead = _compile_ahead(ctx, recipe[first], templates[first + 1])
+    if restored is None:
+      begin_ahead = _compile_in_thread(
+        ctx.stages[recipe[first]].begin,
+        templates[0] if state is None else state,
+        ctx.keys.stages[recipe[first].role],
+      )
   if state is None and restored is None:
-    state = init_state(ctx)  # While the first stage's step compiles.
+    state = init_state(ctx)  # While the first stage's programs compile.
   for i in range(first, len(recipe)):
     spec = recipe[i]
     stage = ctx.stages[spec]
     elapsed, started = 0.0, time.time()
     compile0 = logging_utils.compile_totals()
     if restored is None:
-      state = stage.begin(state, ctx.keys.stages[spec.role])
+      begin = stage.begin
+      if i == first and begin_ahead is not None:
+        begin = begin_ahead.result()
+      state = begin(state, ctx.keys.stages[spec.role])
     else:
       state, elapsed, restored = restored, float(meta["elapsed_s"]), None
     step = stage.step

@@ -68,10 +68,21 @@ def test_step_compiled_ahead_matches_the_jitted_step(tmp_path, method):
   ctx = train.make_context(config, str(tmp_path), info)
   recipe = methods.get_recipe(method)
   templates = train._templates(ctx, recipe)
+  assert len(templates) == len(recipe) + 1
+  # The first begin, compiled from the initial state's template.
+  key0 = ctx.keys.stages[recipe[0].role]
+  begin = train._compile_in_thread(
+    ctx.stages[recipe[0]].begin, templates[0], key0
+  ).result()
+  init = train.init_state(ctx)
+  want = ctx.stages[recipe[0]].begin(init, key0)
+  got = begin(init, key0)  # raises on any shape/sharding mismatch
+  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # The last stage too: its template is the state after all earlier begins.
   for i in (0, len(recipe) - 1):
     spec = recipe[i]
-    compiled = train._compile_ahead(ctx, spec, templates[i]).result()
+    compiled = train._compile_ahead(ctx, spec, templates[i + 1]).result()
     state = train.init_state(ctx)
     for earlier in recipe[: i + 1]:
       state = ctx.stages[earlier].begin(state, ctx.keys.stages[earlier.role])
