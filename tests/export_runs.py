@@ -36,7 +36,7 @@ def channel_config():
 
 
 def channel_run(tmp_path_factory) -> str:
-  """The work directory of the run (trained once per pytest session)."""
+  """The work directory of the run (trained once per pytest worker)."""
   workdir = str(tmp_path_factory.getbasetemp() / "export_channel_run")
   if not os.path.exists(os.path.join(workdir, "results.json")):
     experiment.run(channel_config(), workdir)
