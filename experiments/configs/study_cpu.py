@@ -64,6 +64,7 @@ PAIRS = (
   ("csam_rho0_aug", "hydra_aug"),  # the hinge on top of augmentation
   ("csam_aug", "csam_rho0_aug"),  # the perturbation, with augmentation
   ("hydra_ref", "hydra"),  # HYDRA's reference settings
+  ("dense_sam", "dense"),  # weight-space SAM on the unpruned model
 )
 
 
