@@ -27,6 +27,9 @@ RADII = ("global", "layerwise")
 SEARCH_INITS = ("percentile", "hydra", "magnitude")
 FORWARD_MODES = ("soft", "ste")
 HINGE_BN = ("running", "batch")
+PERTURBATIONS = ("scores", "hard_swap")
+EVALUATION_SPLITS = ("eval", "validation")
+DIRECTIONS = ("gradient", "random")
 
 
 def _choice(field: str, value: Any, valid: tuple) -> None:
@@ -99,6 +102,33 @@ def _check_pruning(config: ml_collections.ConfigDict) -> None:
   _at_least("gmp.update_every", g.update_every, 1)
 
 
+def _check_perturbation(config: ml_collections.ConfigDict) -> None:
+  c = config.search.csam
+  _choice("search.csam.perturbation", c.perturbation, PERTURBATIONS)
+  _choice("search.csam.direction", c.direction, DIRECTIONS)
+  target = c.flip_target
+  if isinstance(target, bool) or not 0.0 <= target < 1.0:
+    raise ValueError(
+      f"config.search.csam.flip_target={target!r} must be a fraction in [0, 1)."
+    )
+  if c.perturbation == "hard_swap":
+    if target == 0.0:
+      raise ValueError(
+        "config.search.csam.perturbation='hard_swap' needs flip_target > 0 "
+        "(the swapped fraction of kept entries)."
+      )
+    if config.structure != "unstructured":
+      raise ValueError(
+        "config.search.csam.perturbation='hard_swap' swaps single entries: "
+        f"it needs config.structure='unstructured', got {config.structure!r}."
+      )
+  elif target > 0.0 and c.radius != "global":
+    raise ValueError(
+      "config.search.csam.flip_target > 0 chooses one global radius each "
+      f"step: it needs search.csam.radius='global', got {c.radius!r}."
+    )
+
+
 def _check_search(config: ml_collections.ConfigDict) -> None:
   _at_least("sam.rho", config.sam.rho, 0.0)
   _choice("sam.radius", config.sam.radius, RADII)
@@ -108,6 +138,7 @@ def _check_search(config: ml_collections.ConfigDict) -> None:
   _choice("search.csam.init", c.init, SEARCH_INITS)
   _choice("search.csam.forward", c.forward, FORWARD_MODES)
   _choice("search.csam.hinge_bn", c.hinge_bn, HINGE_BN)
+  _check_perturbation(config)
   for field in ("update_weights", "train_batchnorm"):
     if not isinstance(config.search[field], bool):
       raise ValueError(
@@ -167,6 +198,12 @@ def _check_robustness(config: ml_collections.ConfigDict) -> None:
     from experiments import certification
 
     certification.validate_certify_config(config.certify)
+  flat = config.get("flatness")
+  if flat is not None and flat.enabled:
+    from experiments import certification, flatness
+
+    flatness.validate(flat)
+    certification.validate_certify_config(config.certify)
   if config.corruptions.enabled:
     from experiments import corruption_eval
 
@@ -223,12 +260,28 @@ def _check_data(
       f"config.data.num_classes={config.data.num_classes} but the dataset has "
       f"{info.num_classes} classes."
     )
+  _check_evaluation_split(config, info)
   if config.batch_size > info.num_examples["train"]:
     raise ValueError(
       f"config.batch_size={config.batch_size} exceeds the "
       f"{info.num_examples['train']} training examples."
     )
   return info
+
+
+def _check_evaluation_split(config, info) -> None:
+  ev = config.evaluation
+  _choice("evaluation.split", ev.get("split", "eval"), EVALUATION_SPLITS)
+  seed = ev.get("image_seed")
+  if seed is not None and (isinstance(seed, bool) or not seed >= 0):
+    raise ValueError(
+      f"config.evaluation.image_seed={seed!r} must be an int >= 0 or None."
+    )
+  if ev.get("split") == "validation" and "validation" not in info.num_examples:
+    raise ValueError(
+      "config.evaluation.split='validation' needs a validation split: set "
+      "config.data.validation_fraction > 0."
+    )
 
 
 def validate_config(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from typing import Any
 
 import jax
@@ -30,6 +31,16 @@ def deployed_params(state: state_lib.TrainState, config: Any) -> PyTree:
     state.masks,
     mode="hard",
     sparsity=config.sparsity,
+    scope=config.scope,
+    structure=config.structure,
+  )
+
+
+def deployed_masks(state: state_lib.TrainState, config: Any) -> PyTree:
+  """The deployed hard 0/1 masks ``TopK_s(C)`` of a pruned state."""
+  return csam_jax.topk_masks(
+    state.masks,
+    config.sparsity,
     scope=config.scope,
     structure=config.structure,
   )
@@ -140,21 +151,59 @@ def evaluate_accuracy(
   return correct / total
 
 
-def evaluation_indices(config: Any, num_images: int, seed: int) -> np.ndarray:
-  """Sorted rows of the evaluation split drawn by `evaluation_subset`.
+def image_seed(config: Any) -> int:
+  """Seed of the evaluated image subsets: ``config.evaluation.image_seed``,
+  or the run's ``config.seed`` when None (a study sets one seed for every
+  model and training seed, so that all are evaluated on the same images).
+
+  Example:
+    >>> from experiments.configs import default
+    >>> cfg = default.get_config()
+    >>> cfg.seed = 3
+    >>> image_seed(cfg), image_seed(dict(seed=3, evaluation=dict(
+    ...   image_seed=7)))
+    (3, 7)
+  """
+  chosen = config["evaluation"].get("image_seed")
+  return int(config["seed"] if chosen is None else chosen)
+
+
+def evaluation_split(config: Any) -> str:
+  """The split models are evaluated and certified on:
+  ``config.evaluation.split``, "eval" (the test split) or "validation"
+  (carved from the training split; settings are chosen there)."""
+  return config["evaluation"].get("split") or "eval"
+
+
+def evaluation_indices(
+  config: Any, num_images: int, seed: int, split: str = "eval"
+) -> np.ndarray:
+  """Sorted rows of ``split`` drawn by `evaluation_subset`.
 
   ``num_images`` rows (all when fewer) uniformly without replacement, with
   ``numpy.random.default_rng(seed)``.
   """
-  total = input_pipeline.get_info(config.data).num_examples["eval"]
+  total = input_pipeline.get_info(config.data).num_examples[split]
   rng = np.random.default_rng(seed)
   return np.sort(rng.choice(total, min(num_images, total), replace=False))
 
 
+def indices_digest(indices: Any) -> str:
+  """SHA-256 of the rows as little-endian int64 (a short, exact identity
+  of an image set).
+
+  Example:
+    >>> indices_digest([1, 5, 9])[:12]
+    'dc2554190d72'
+  """
+  data = np.asarray(indices, dtype="<i8").tobytes()
+  return hashlib.sha256(data).hexdigest()
+
+
 def evaluation_subset(
-  config: Any, num_images: int, seed: int
+  config: Any, num_images: int, seed: int, split: str = "eval"
 ) -> tuple[np.ndarray, np.ndarray]:
-  """A seeded uniform random subset of the evaluation split ([0, 1] images).
+  """A seeded uniform random subset of a split ([0, 1] images).
 
   The split is read once and ``num_images`` examples (all when fewer) are
   kept, in split order, at indices drawn without replacement - not the
@@ -166,14 +215,18 @@ def evaluation_subset(
     config: the experiment config (data, evaluation batch size).
     num_images: subset size.
     seed: selection seed.
+    split: "eval" (the test split) or "validation".
 
   Returns:
     ``(images float32 NHWC, labels int)``, the rows `evaluation_indices`.
   """
-  chosen = evaluation_indices(config, num_images, seed)
+  chosen = evaluation_indices(config, num_images, seed, split)
   images, labels, offset = [], [], 0
   for batch in input_pipeline.eval_batches(
-    config.data, batch_size=config.evaluation.batch_size, normalize=False
+    config.data,
+    split=split,
+    batch_size=config.evaluation.batch_size,
+    normalize=False,
   ):
     valid = np.flatnonzero(batch["mask"])
     index = offset + np.arange(len(valid))

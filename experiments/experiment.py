@@ -32,6 +32,7 @@ from experiments import (
   config_validation,
   corruption_eval,
   evaluation,
+  flatness,
   keys,
   logging_utils,
   methods,
@@ -52,6 +53,9 @@ _OUTPUTS = (
   "results.md",
   "config.json",
 )
+
+
+PERTURBATION_METRICS = ("perturbation_radius", "loss_increase", "grad_cosine")
 
 
 def _comparable(config_dict: dict[str, Any]) -> dict[str, Any]:
@@ -151,8 +155,8 @@ def prepare_workdir(workdir: str, config_dict: dict[str, Any], overwrite: bool):
       json.dump(config_dict, f, indent=2)
 
 
-def _local_logits_fn(ctx: train.Context, state: state_lib.TrainState):
-  """Logits function of the deployed model on this process's devices."""
+def _local_state(state: state_lib.TrainState) -> state_lib.TrainState:
+  """The trained state on this process's first device (multi-process)."""
   if jax.process_count() > 1:
     local = jax.local_devices()[0]
     state = jax.device_put(
@@ -164,7 +168,37 @@ def _local_logits_fn(ctx: train.Context, state: state_lib.TrainState):
       ),
       local,
     )
-  return evaluation.make_logits_fn(ctx.model, state, ctx.config)
+  return state
+
+
+def _local_logits_fn(ctx: train.Context, state: state_lib.TrainState):
+  """Logits function of the deployed model on this process's devices."""
+  return evaluation.make_logits_fn(ctx.model, _local_state(state), ctx.config)
+
+
+def _flatness(ctx: train.Context, state: state_lib.TrainState) -> dict:
+  """The structural-flatness diagnostic on the certified image set."""
+  config = ctx.config
+  t0 = time.time()
+  images, labels = evaluation.evaluation_subset(
+    config,
+    config.certify.num_images,
+    evaluation.image_seed(config),
+    evaluation.evaluation_split(config),
+  )
+  run_keys = keys.run_keys(int(config.seed))
+  out = flatness.structural_flatness(
+    config,
+    ctx.model,
+    _local_state(state),
+    images,
+    labels,
+    run_keys.flatness,
+    run_keys.certification,
+  )
+  out["wall_time_s"] = time.time() - t0
+  logging.info("flatness diagnostic done in %.1fs", out["wall_time_s"])
+  return out
 
 
 def _robustness(ctx, state) -> dict[str, Any]:
@@ -200,10 +234,13 @@ def evaluate_robustness(
   """
   out = {}
   seed = int(config.seed)
+  images_seed = evaluation.image_seed(config)
+  split = evaluation.evaluation_split(config)
   if config.certify.get("enabled", False):
     t0 = time.time()
+    num_images = config.certify.num_images
     images, labels = evaluation.evaluation_subset(
-      config, config.certify.num_images, seed=seed
+      config, num_images, images_seed, split
     )
     out["certification"] = certification.certify(
       config.certify,
@@ -212,21 +249,39 @@ def evaluate_robustness(
       images,
       labels,
     )
+    out["certification"]["images"] = _image_set(
+      config, num_images, images_seed, split
+    )
     logging.info("certification done in %.1fs", time.time() - t0)
   if config.corruptions.get("enabled", False):
     t0 = time.time()
     num_images = config.corruptions.num_images
-    images, labels = evaluation.evaluation_subset(config, num_images, seed)
+    images, labels = evaluation.evaluation_subset(
+      config, num_images, images_seed
+    )
     out["corruptions"] = corruption_eval.evaluate_corruptions(
       config.corruptions,
       keys.run_keys(seed).corruptions,
       logits_fn,
       images,
       labels,
-      indices=evaluation.evaluation_indices(config, num_images, seed),
+      indices=evaluation.evaluation_indices(config, num_images, images_seed),
     )
     logging.info("corruptions done in %.1fs", time.time() - t0)
   return out
+
+
+def _image_set(config, num_images: int, seed: int, split: str) -> dict:
+  """Which images were certified: the rule, the rows and their digest."""
+  rows = evaluation.evaluation_indices(config, num_images, seed, split)
+  return dict(
+    split=split,
+    seed=seed,
+    rule="numpy.random.default_rng(seed).choice(split size, n, "
+    "replace=False), sorted",
+    indices=[int(i) for i in rows],
+    sha256=evaluation.indices_digest(rows),
+  )
 
 
 def method_entry(
@@ -261,7 +316,12 @@ def method_entry(
     sparsity_reached=evaluation.sparsity_reached(state, config),
     seed=int(config.seed),
     clean_accuracy=evaluation.evaluate_accuracy(
-      ctx.model, state, config, ctx.mesh, cache=ctx.cache
+      ctx.model,
+      state,
+      config,
+      ctx.mesh,
+      split=evaluation.evaluation_split(config),
+      cache=ctx.cache,
     ),
     wall_time_s=sum(r["wall_time_s"] for r in records),
     # This session: from the method's start (model initialisation
@@ -272,12 +332,21 @@ def method_entry(
   )
   if methods.searches_with(method, "csam") and jax.process_index() == 0:
     # How much of the kept mask C-SAM's perturbation flips (search stage).
-    flips = logging_utils.stage_means(ctx.workdir, method, "search", "flip")
-    entry["flip_fraction"] = flips.get("flip_fraction")
+    means = logging_utils.stage_means(ctx.workdir, method, "search")
+    entry["flip_fraction"] = means.get("flip_fraction")
     entry["flip_fraction_per_layer"] = {
-      k.removeprefix("flip/"): v for k, v in flips.items() if "/" in k
+      k.removeprefix("flip/"): v
+      for k, v in means.items()
+      if k.startswith("flip/")
     }
+    # What the ascent step did (means over the search steps; absent
+    # without a perturbation): ||C' - C||, L(C') - L(C), cos(g(C'), g(C)).
+    entry["perturbation"] = {
+      k: means[k] for k in PERTURBATION_METRICS if k in means
+    } or None
   entry.update(_robustness(ctx, state))
+  if config.flatness.enabled and methods.prunes(method):
+    entry["flatness"] = _flatness(ctx, state)
   entry["compile_time_s"] = (
     logging_utils.compile_totals().since(compile0).seconds
   )

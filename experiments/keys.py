@@ -13,6 +13,8 @@
   certification   CC-Cert / Clopper-Pearson / smoothing draws
                   (experiments/certification.py splits it per distribution)
   corruptions     the generated CIFAR-10-C corruptions
+  flatness        the random mask swaps of the structural-flatness
+                  diagnostic (experiments/flatness.py)
   ==============  ===========================================================
 
 Streams are keyed by purpose and role, never by method, so that every
@@ -35,7 +37,7 @@ from experiments import methods
 # fold_in tags of the root key. The role keys use the role's index in
 # methods.ROLES (0..3); the others sit far above any role index.
 _INIT_TAG = 2**20
-_ROBUSTNESS_TAG = 2**21  # then 0: certification, 1: corruptions
+_ROBUSTNESS_TAG = 2**21  # then 0: certification, 1: corruptions, 2: flatness
 # data seed of a role = seed * _DATA_STRIDE + role index (distinct seeds
 # for every (seed, role) pair below a million roles).
 _DATA_STRIDE = 1_000_003
@@ -50,6 +52,7 @@ class RunKeys(NamedTuple):
     data: a numpy/TFDS seed per stage role, ``{role: int}``.
     certification: the certification key.
     corruptions: the corruption-evaluation key.
+    flatness: the structural-flatness diagnostic's key.
   """
 
   init: jax.Array
@@ -57,6 +60,7 @@ class RunKeys(NamedTuple):
   data: dict[str, int]
   certification: jax.Array
   corruptions: jax.Array
+  flatness: jax.Array
 
 
 def run_keys(seed: int) -> RunKeys:
@@ -80,4 +84,5 @@ def run_keys(seed: int) -> RunKeys:
     },
     certification=jax.random.fold_in(robustness, 0),
     corruptions=jax.random.fold_in(robustness, 1),
+    flatness=jax.random.fold_in(robustness, 2),
   )

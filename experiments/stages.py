@@ -218,7 +218,23 @@ def passes_per_step(config: ml_collections.ConfigDict, spec: StageSpec) -> int:
   c = config.search.csam
   hinge = c.lam_cert > 0 and c.variation_kind != "none"
   objective = 1 + (hinge * (1 + (c.hinge_bn == "running")))
-  return objective * (2 if c.rho > 0 else 1)
+  return objective * (2 if perturbs(c) else 1)
+
+
+def perturbs(csam: ml_collections.ConfigDict) -> bool:
+  """Whether C-SAM's search perturbs the masks (a second objective pass).
+
+  Example:
+    >>> from experiments.configs import default
+    >>> c = default.get_config().search.csam
+    >>> perturbs(c), perturbs(ml_collections.ConfigDict(dict(c, rho=0.0)))
+    (True, False)
+  """
+  return (
+    csam.rho > 0
+    or csam.get("flip_target", 0.0) > 0
+    or csam.get("perturbation", "scores") == "hard_swap"
+  )
 
 
 def _weight_tx(config, spec: StageSpec, num_steps: int, steps_per_epoch: int):
@@ -342,11 +358,14 @@ def make_search_step(
       objective, argnums=(0, 1), has_aux=True
     )(state.masks, state.params)
 
-    perturbed = []  # the ascent point C + e, when csam_transform asks
+    perturbed = []  # the ascent point and its loss, when the tx asks
 
     def grad_fn(masks, _):
-      perturbed.append(masks)
-      return jax.grad(lambda m: objective(m, state.params)[0])(masks)
+      value, grads = jax.value_and_grad(
+        lambda m: objective(m, state.params)[0]
+      )(masks)
+      perturbed.append((masks, value, grads))
+      return grads
 
     mask_state = state.opt_state if weight_tx is None else state.opt_state[0]
     updates, mask_state = mask_tx.update(
@@ -374,14 +393,37 @@ def make_search_step(
       "finite": all_finite((new_state.params, new_state.masks)),
     }
     if log_flips:
-      metrics.update(
-        flip_fractions(
-          state.masks, perturbed[0] if perturbed else state.masks, settings
+      point = perturbed[0][0] if perturbed else state.masks
+      metrics.update(flip_fractions(state.masks, point, settings))
+      if perturbed:
+        metrics.update(
+          perturbation_metrics(state.masks, loss, g_masks, *perturbed[0])
         )
-      )
     return new_state, metrics
 
   return step
+
+
+def perturbation_metrics(masks, loss, grads, point, point_loss, point_grads):
+  """What the ascent step did to the objective, per step.
+
+  Returns:
+    ``{"perturbation_radius": ||C' - C||, "loss_increase": L(C') - L(C),
+    "grad_cosine": cos(g(C'), g(C))}`` for the ascent point ``C'``.
+  """
+  diff = jax.tree.map(jnp.subtract, point, masks)
+  dot = sum(
+    jnp.sum(a * b)
+    for a, b in zip(
+      jax.tree.leaves(grads), jax.tree.leaves(point_grads), strict=True
+    )
+  )
+  norms = optax.tree.norm(grads) * optax.tree.norm(point_grads)
+  return {
+    "perturbation_radius": optax.tree.norm(diff),
+    "loss_increase": point_loss - loss,
+    "grad_cosine": dot / jnp.maximum(norms, 1e-30),
+  }
 
 
 def flip_fractions(masks, perturbed, settings: losses.MaskObjective):
@@ -417,6 +459,54 @@ def flip_fractions(masks, perturbed, settings: losses.MaskObjective):
   return out
 
 
+def csam_mask_tx(
+  config: ml_collections.ConfigDict, base, direction_key=None
+) -> optax.GradientTransformationExtraArgs:
+  """C-SAM's mask optimizer: the perturbation, ``base``, the projection.
+
+  ``search.csam.perturbation``, ``flip_target`` and ``direction`` choose
+  the perturbation (docs/method.md, "Structural perturbations"):
+
+  ===========  ===========  =============================================
+  perturbation flip_target  ascent point
+  ===========  ===========  =============================================
+  scores       0            C + rho g/||g|| (or the layerwise radius)
+  scores       f > 0        C + rho_t g/||g||, rho_t such that TopK drops
+                            f of the kept entries (flip_targeted_radius)
+  hard_swap    f > 0        TopK(C) with f of each layer's kept entries
+                            swapped along g (swap_transform)
+  ===========  ===========  =============================================
+
+  ``direction="random"`` puts `csam_jax.random_direction` first: a Gaussian
+  direction in place of g, same radius or flip count (the noise control).
+  Its key lives in the optimizer state (``direction_key``, set by the
+  stage's ``begin``; any key builds a transformation with the same update).
+  """
+  c = config.search.csam
+  topk = functools.partial(
+    csam_jax.topk_masks,
+    sparsity=float(config.sparsity),
+    scope=config.scope,
+    structure=config.structure,
+  )
+  if c.perturbation == "hard_swap":
+    ascent = csam_jax.swap_transform(float(c.flip_target), topk)
+  elif c.flip_target > 0:
+    radius = csam_jax.flip_targeted_radius(float(c.flip_target), topk)
+    ascent = csam_jax.csam_transform(radius)
+  else:
+    ascent = csam_jax.csam_transform(c.rho, radius=c.radius)
+  parts = [ascent, base, csam_jax.project_unit_interval()]
+  if c.direction == "random":
+    key = jax.random.key(0) if direction_key is None else direction_key
+    parts.insert(0, csam_jax.random_direction(key))
+  return optax.chain(*parts)
+
+
+# fold_in tag of the random-direction control's key (above any step index).
+RANDOM_DIRECTION_PURPOSE = 2**30
+
+
 def _search_stage(config, spec, model, num_steps, steps_per_epoch, sampler):
   """HYDRA or C-SAM: the masks trained, the weights frozen (or joint)."""
   cfg = config.search[spec.algo]
@@ -424,11 +514,7 @@ def _search_stage(config, spec, model, num_steps, steps_per_epoch, sampler):
     config.search.optimizer, num_steps, steps_per_epoch
   )
   if spec.algo == "csam":
-    mask_tx = optax.chain(
-      csam_jax.csam_transform(cfg.rho, radius=cfg.radius),
-      base,
-      csam_jax.project_unit_interval(),
-    )
+    mask_tx = csam_mask_tx(config, base)
   else:
     # HYDRA: plain optimizer on unconstrained scores (Sehwag et al. 2020).
     mask_tx = optax.with_extra_args_support(base)
@@ -459,6 +545,10 @@ def _search_stage(config, spec, model, num_steps, steps_per_epoch, sampler):
       tau=cfg.get("tau"),
     )
     opt_state = mask_tx.init(masks)
+    if spec.algo == "csam" and cfg.direction == "random":
+      # The random direction's own stream: a named tag of the stage key.
+      direction_key = jax.random.fold_in(key, RANDOM_DIRECTION_PURPOSE)
+      opt_state = csam_mask_tx(config, base, direction_key).init(masks)
     if weight_tx is not None:
       opt_state = (opt_state, weight_tx.init(state.params))
     return state.replace(

@@ -33,6 +33,7 @@ import ml_collections
 from absl import app, flags, logging
 
 from experiments import (
+  evaluation,
   experiment,
   logging_utils,
   methods,
@@ -41,6 +42,7 @@ from experiments import (
   variants,
 )
 from experiments import main as main_lib
+from experiments import provenance as provenance_lib
 
 # --config and --workdir are experiments.main's flags (one definition: both
 # modules may be imported in one process).
@@ -108,6 +110,13 @@ def validate_study(study: ml_collections.ConfigDict) -> None:
   seeds = list(study.seeds)
   if not seeds or len(set(seeds)) != len(seeds):
     raise ValueError(f"study.seeds must be distinct ints, got {seeds}")
+  image_seed = study.get("image_seed")
+  if image_seed is not None and (
+    isinstance(image_seed, bool) or not isinstance(image_seed, int)
+  ):
+    raise ValueError(
+      f"study.image_seed must be an int or None, got {image_seed!r}"
+    )
   sweep_dir = study.get("sweep_dir")
   if sweep_dir is not None and not isinstance(sweep_dir, str):
     raise ValueError(
@@ -179,6 +188,9 @@ def cell_config(
   out.seed = cell.seed
   out.sparsity = cell.sparsity
   out.certify.per_image = True
+  # One image set for every model and seed of the study (None: each seed
+  # its own, as studies before this field).
+  out.evaluation.image_seed = config.study.get("image_seed")
   return out
 
 
@@ -237,7 +249,11 @@ def record(
     },
     flip_fraction=entry.get("flip_fraction"),
     flip_fraction_per_layer=entry.get("flip_fraction_per_layer"),
+    perturbation=entry.get("perturbation"),
     search_cross_entropy=search_cross_entropy,
+    flatness=entry.get("flatness"),
+    evaluation_split=evaluation.evaluation_split(cfg),
+    provenance=provenance_lib.provenance(),
     config=json.loads(cfg.to_json()),
   )
 

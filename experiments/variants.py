@@ -32,6 +32,17 @@ setting of their reference code. Each variant is one `Variant` in
                                  the search, score weight decay 1e-4
   gmp_layer           gmp        scope = "layer": per-layer magnitude
                                  pruning (Zhu & Gupta)
+  csam_f<p>           csam       flip-targeted radius: p% of the kept
+                                 entries flipped at every step
+  csam_rand_f<p>      csam       the same flip count along a random
+                                 direction (the noise control)
+  csam_swap_f<p>      csam       the ascent point is the hard mask with p%
+                                 of each layer swapped along the gradient
+  csam_randswap_f10   csam       a random hard-mask swap of 10%
+  csam_nocert_f<p>,   csam       without the hinge (flip-targeted; no
+  csam_nocert_rho0               perturbation: the [0, 1] projection alone)
+  csam_soft,          csam       soft forward + consistency, with and
+  csam_soft_rho0                 without the perturbation
   sweep_*             csam       the one-seed sweep that sets C-SAM's
                                  defaults (experiments/configs/
                                  study_sweep.py): `SWEEP_BASE` with one
@@ -129,6 +140,82 @@ SWEEP: dict[str, Variant] = {
   ),
 }
 
+
+def _flip(target_pct: float, **more: Any) -> dict[str, Any]:
+  """Overrides of a flip-targeted perturbation (target in percent)."""
+  return dict(search__csam__flip_target=target_pct / 100, **more)
+
+
+# The structure study (experiments/configs/study_structure_sweep.py): mask-
+# space sharpness where it changes structure, and the controls that say
+# why. A flip-targeted radius flips the given percentage of kept entries
+# at every step (csam_jax.flip_targeted_radius); "swap" perturbs the hard
+# mask itself (csam_jax.swap_transform); "rand" replaces the gradient
+# direction by Gaussian noise with the same flip count.
+STRUCTURE: dict[str, Variant] = {
+  **{
+    f"csam_f{pct:g}": _variant(
+      "csam",
+      f"flip-targeted radius: {pct:g}% of kept entries flipped a step",
+      **_flip(pct),
+    )
+    for pct in (0.3, 1, 3, 10)
+  },
+  **{
+    f"csam_rand_f{pct:g}": _variant(
+      "csam",
+      f"random direction, {pct:g}% of kept entries flipped a step",
+      **_flip(pct, search__csam__direction="random"),
+    )
+    for pct in (1, 10)
+  },
+  **{
+    f"csam_swap_f{pct:g}": _variant(
+      "csam",
+      f"hard-mask swap: {pct:g}% of each layer's kept entries swapped "
+      "along the gradient",
+      **_flip(pct, search__csam__perturbation="hard_swap"),
+    )
+    for pct in (1, 10)
+  },
+  "csam_randswap_f10": _variant(
+    "csam",
+    "random hard-mask swap of 10% of each layer's kept entries",
+    **_flip(
+      10,
+      search__csam__perturbation="hard_swap",
+      search__csam__direction="random",
+    ),
+  ),
+  **{
+    f"csam_nocert_f{pct:g}": _variant(
+      "csam",
+      f"no hinge, flip-targeted radius {pct:g}%",
+      **_flip(pct, search__csam__lam_cert=0.0),
+    )
+    for pct in (1, 10)
+  },
+  "csam_nocert_rho0": _variant(
+    "csam",
+    "no hinge, no perturbation: HYDRA's search with scores in [0, 1]",
+    search__csam__lam_cert=0.0,
+    search__csam__rho=0.0,
+  ),
+  "csam_soft": _variant(
+    "csam",
+    "soft forward + consistency term, rho 0.05",
+    search__csam__forward="soft",
+    search__csam__lam_cons=1.0,
+  ),
+  "csam_soft_rho0": _variant(
+    "csam",
+    "soft forward + consistency term, no perturbation",
+    search__csam__forward="soft",
+    search__csam__lam_cons=1.0,
+    search__csam__rho=0.0,
+  ),
+}
+
 VARIANTS: dict[str, Variant] = {
   **{m: _variant(m, f"{m} as configured") for m in methods.METHODS},
   "csam_rho0": _variant(
@@ -186,6 +273,7 @@ VARIANTS: dict[str, Variant] = {
     "gmp", "GMP with per-layer magnitude pruning (Zhu & Gupta)", scope="layer"
   ),
   **SWEEP,
+  **STRUCTURE,
 }
 
 

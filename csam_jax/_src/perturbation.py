@@ -20,6 +20,9 @@ from csam_jax._src.tree_utils import PyTree, Where, drop, map_chosen
 
 RADII = ("global", "layerwise")
 GradFn = Callable[[PyTree, int], PyTree]
+# A radius computed at every step from the params and the unit ascent
+# direction (e.g. csam_jax.flip_targeted_radius).
+RadiusFn = Callable[[PyTree, PyTree], jax.Array]
 
 
 class CSAMState(NamedTuple):
@@ -40,7 +43,7 @@ def ascent_perturbation(
   params: PyTree,
   chosen: PyTree,
   *,
-  rho: float,
+  rho: float | RadiusFn,
   radius: str,
   eps: float,
 ) -> tuple[PyTree, jax.Array]:
@@ -48,12 +51,16 @@ def ascent_perturbation(
 
   ``radius="global"``: ``e = rho * g / max(||g||, eps)`` with the norm over
   all chosen leaves. ``radius="layerwise"``: ``e_l = rho * ||p_l|| * g_l /
-  max(||g_l||, eps)`` per chosen leaf.
+  max(||g_l||, eps)`` per chosen leaf. A callable ``rho`` (global radius
+  only) is evaluated as ``rho(chosen params, g / max(||g||, eps))``.
   """
   chosen_grads = map_chosen(
     lambda g: g.astype(jnp.float32), chosen, grads, otherwise=drop
   )
   grad_norm = optax.tree.norm(chosen_grads).astype(jnp.float32)
+  if callable(rho):
+    unit = jax.tree.map(lambda g: g / jnp.maximum(grad_norm, eps), chosen_grads)
+    rho = rho(map_chosen(lambda p: p, chosen, params, otherwise=drop), unit)
 
   def leaf(g, p):
     if radius == "global":
@@ -74,7 +81,7 @@ def ascent_perturbation(
 
 
 def csam_transform(
-  rho: float = 0.05,
+  rho: float | RadiusFn = 0.05,
   *,
   where: Where = None,
   radius: str = "global",
@@ -101,7 +108,10 @@ def csam_transform(
 
   Args:
     rho: perturbation radius, >= 0. ``rho == 0`` returns ``grads`` unchanged
-      (and does not call ``grad_fn``).
+      (and does not call ``grad_fn``). Or a function ``(params, u) ->
+      radius`` evaluated at every step on the chosen leaves and the unit
+      ascent direction ``u = g / ||g||`` (``radius="global"`` only), such
+      as `csam_jax.flip_targeted_radius`.
     where: bool pytree or callable params -> bool pytree (as in
       ``optax.masked``) choosing the perturbed leaves; default all.
     radius: ``"global"`` or ``"layerwise"``.
@@ -114,7 +124,8 @@ def csam_transform(
     An ``optax.GradientTransformationExtraArgs``.
 
   Raises:
-    ValueError: negative rho, unknown radius, non-positive eps; at update:
+    ValueError: negative rho, unknown radius, a callable rho with the
+      layerwise radius, non-positive eps; at update:
       missing ``params``/``grad_fn``, a ``where`` of the wrong structure.
 
   Example:
@@ -130,9 +141,15 @@ def csam_transform(
     >>> [round(float(x), 4) for x in new]
     [0.7911, 1.5821]
   """
-  rho = validation.check_float("rho", rho)
-  rho = validation.check_in_range("rho", rho, 0, math.inf, high_open=True)
   validation.check_choice("radius", radius, RADII)
+  if callable(rho):
+    if radius != "global":
+      raise ValueError(
+        f"a callable rho needs radius='global', got radius={radius!r}."
+      )
+  else:
+    rho = validation.check_float("rho", rho)
+    rho = validation.check_in_range("rho", rho, 0, math.inf, high_open=True)
   validation.check_positive("eps", eps)
 
   def init_fn(params: PyTree) -> CSAMState:
@@ -158,7 +175,7 @@ def csam_transform(
     if params is None:
       raise ValueError("csam_transform.update needs `params`.")
     count = optax.safe_increment(state.count)
-    if rho == 0.0:
+    if not callable(rho) and rho == 0.0:
       return updates, CSAMState(count=count, grad_norm=state.grad_norm)
     chosen = tree_utils.resolve_where(where, params)
     e, grad_norm = ascent_perturbation(

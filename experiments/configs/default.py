@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments import input_pipeline, methods, samplers
+from experiments import flatness, input_pipeline, methods, samplers
 from experiments.configs import certify_config, corruptions_config
 
 
@@ -119,6 +119,20 @@ def search_config() -> ml_collections.ConfigDict:
           # radius broke the search in the sweep (search cross-entropy 1.45
           # vs 1.07; certified 13.4% vs 22.2%, p < 1e-6): "global".
           radius="global",  # "global" | "layerwise"
+          # What the perturbation acts on (docs/method.md, "Structural
+          # perturbations"): "scores" (SAM on the soft masks, C + e) or
+          # "hard_swap" (the ascent point is the hard mask with flip_target
+          # of every layer's kept entries swapped along the gradient).
+          perturbation="scores",  # "scores" | "hard_swap"
+          # > 0: the fraction of kept entries the perturbation flips at
+          # every step. "scores": the radius is chosen each step so that
+          # TopK(C + e) drops this fraction (rho is then unused; global
+          # radius only); "hard_swap": the swapped fraction. 0: the fixed
+          # radius rho ("scores"; "hard_swap" needs > 0).
+          flip_target=0.0,
+          # "gradient" (sharpness-aware) or "random" (the control: a
+          # Gaussian direction with the same radius or flip count).
+          direction="gradient",  # "gradient" | "random"
           # lam_cert 3: 25.2% (1: 22.2%, 0.3: 19.6%).
           lam_cert=3.0,
           # BatchNorm of the hinge's two predictions: "batch" (each pass
@@ -249,8 +263,19 @@ def get_config() -> ml_collections.ConfigDict:
       max_examples=ml_collections.FieldReference(None, field_type=int),
       # Clean accuracy (hard masks) after every stage, in the stage records.
       every_stage=True,
+      # The split of the final clean accuracy, certification and the
+      # structural-flatness diagnostic: "eval" (the test split) or
+      # "validation" (carved from the training split by
+      # data.validation_fraction; where settings are chosen).
+      split="eval",
+      # Seed of the certified / corruption / flatness image subsets; None:
+      # the run's seed (each seed its own images). A study sets one.
+      image_seed=ml_collections.FieldReference(None, field_type=int),
     )
   )
   config.certify = certify_config.get_certify_config()
   config.corruptions = corruptions_config.get_corruptions_config()
+  # The structural-flatness diagnostic of every pruned model
+  # (experiments/flatness.py): off by default, the studies turn it on.
+  config.flatness = flatness.get_config()
   return config
