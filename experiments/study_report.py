@@ -42,7 +42,14 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from experiments import methods, stages, study_stats, variants
+from experiments import (
+  methods,
+  stages,
+  study_inference,
+  study_stats,
+  study_structure,
+  variants,
+)
 
 # Baselines of the headline comparison: the pruning methods of the paper and
 # their reference-fidelity variants (not the dense models, not ablations).
@@ -115,6 +122,22 @@ def passes_of(rec: dict) -> dict[str, int] | None:
     return None
 
 
+def corruption_mean(rec: dict) -> float | None:
+  """A record's CIFAR-10-C accuracy: the mean over the corruptions, without
+  frost when it was generated (a synthetic texture, not the published
+  frost: experiments/corruption_eval.py).
+
+  Example:
+    >>> corruption_mean(dict(corruptions=dict(source="generated",
+    ...   mean_corruption_accuracy=0.5, mean_without_frost=0.4)))
+    0.4
+  """
+  c = rec.get("corruptions") or {}
+  if c.get("source") == "generated":
+    return c.get("mean_without_frost")
+  return c.get("mean_corruption_accuracy")
+
+
 def summarize_groups(records: list[dict]) -> list[dict[str, Any]]:
   """Per (variant, sparsity): seed intervals of every reported metric."""
   groups = collections.defaultdict(list)
@@ -129,12 +152,7 @@ def summarize_groups(records: list[dict]) -> list[dict[str, Any]]:
       seeds=sorted(r["seed"] for r in recs),
       clean_accuracy=_interval([r["clean_accuracy"] for r in recs]),
       wall_time_s=_interval([r["wall_time_s"] for r in recs]),
-      corruption_accuracy=_interval(
-        [
-          (r.get("corruptions") or {}).get("mean_corruption_accuracy")
-          for r in recs
-        ]
-      ),
+      corruption_accuracy=_interval([corruption_mean(r) for r in recs]),
       flip_fraction=_interval([r.get("flip_fraction") for r in recs]),
       passes_per_step=passes_of(recs[0]),
       search_cross_entropy=_interval(
@@ -439,7 +457,11 @@ def _groups_table(groups: list[dict], dists: list[str]) -> str:
   header = ["variant", "sparsity", "seeds", "clean acc. (%)"]
   for d in dists:
     header += [f"{d} CC-Cert@1e-2", f"{d} CC-Cert@1e-3", f"{d} CP@1e-2"]
-  header += ["CIFAR-10-C acc. (%)", "wall time (s)", "passes / step"]
+  header += [
+    "CIFAR-10-C (generated) acc. (%)",
+    "wall time (s)",
+    "passes / step",
+  ]
   lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
   for g in groups:
     cells = [
@@ -524,8 +546,22 @@ def aggregate(results_dir: str, study: Any) -> dict[str, Any]:
     if sweep_dir and os.path.isdir(os.path.join(sweep_dir, "cells"))
     else []
   )
+  inference = study_inference.adjust(study_inference.family(comparisons, pairs))
+  flatness_pairs = [(c["main"], c["other"]) for c in comparisons] + [
+    tuple(p) for p in study.get("pairs", ())
+  ]
   summary = dict(
     study=study.name,
+    image_sets=study_structure.image_sets(records),
+    inference=inference,
+    sign_agreement=study_inference.sign_agreement(inference),
+    flatness=study_structure.flatness_groups(records),
+    flatness_comparisons=study_structure.flatness_comparisons(
+      records, list(dict.fromkeys(flatness_pairs))
+    ),
+    perturbation=study_structure.perturbation_rows(
+      records, comparisons, main_dist
+    ),
     sweep=sweep,
     sweep_dir=sweep_dir,
     num_records=len(records),
@@ -547,6 +583,9 @@ def aggregate(results_dir: str, study: Any) -> dict[str, Any]:
     groups, main_dist, os.path.join(results_dir, "vs_sparsity.png")
   )
   plot_vs_clean(groups, main_dist, os.path.join(results_dir, "vs_clean.png"))
+  study_structure.plot_flatness(
+    summary["flatness"], os.path.join(results_dir, "flatness.png")
+  )
   return summary
 
 
@@ -572,6 +611,12 @@ def results_markdown(
     "and backward passes of the model in one step of each stage."
   )
   parts.append(_groups_table(summary["groups"], dists))
+  parts.append(
+    study_structure.describe_image_sets(summary["image_sets"])
+    + " CIFAR-10-C (generated): the mean accuracy over the corruptions "
+    "generated in JAX without frost (a synthetic texture standing in for "
+    "the published frost photographs)."
+  )
   if summary["comparisons"]:
     parts.append(
       f"### Paired comparisons ({summary['main_distribution']}, CC-Cert "
@@ -590,6 +635,7 @@ def results_markdown(
       "B, pooled over the seeds both were run on.\n\n"
       + _comparisons_table(summary["pair_comparisons"], named=True)
     )
+  parts.extend(_structure_sections(summary))
   lines = [f"### Headline\n\n{summary['headline_definition']}\n"]
   for h in summary["headline"]:
     lines.append(
@@ -652,6 +698,68 @@ def results_markdown(
   if conv:
     parts.append(f"Certification conventions: {json.dumps(conv)}.")
   return "\n\n".join(parts) + "\n"
+
+
+INFERENCE_NOTE = (
+  "Every comparison of this report at two levels. Per image: the exact "
+  "McNemar test on the images only one model certifies, pooled over "
+  "seeds; it is conditional on the trained models (it measures the noise "
+  "of the test images and of the Monte Carlo draws, not of training). Per "
+  "seed: the mean of the per-seed differences with its Student-t 95% "
+  "interval and one-sample t-test, the seeds whose difference has the "
+  "sign of the mean, and Cochran's Q of whether the difference varies "
+  "across seeds beyond its within-seed noise (I² its share). Holm: the "
+  "p-values of each level adjusted over the {n} comparisons of the "
+  "report. Verdict: a difference holds across training runs when the "
+  "seed-level Holm p < 0.05; a per-image Holm p < 0.05 alone supports a "
+  "claim about these trained models only."
+)
+
+
+def _structure_sections(summary: dict) -> list[str]:
+  """The two-level inference, flatness and perturbation sections."""
+  out = []
+  if summary.get("inference"):
+    out.append(
+      "### Two levels of inference\n\n"
+      + INFERENCE_NOTE.format(n=len(summary["inference"]))
+      + "\n\n"
+      + study_inference.table(summary["inference"])
+    )
+  if summary.get("flatness"):
+    out.append(
+      "### Structural flatness (experiments/flatness.py)\n\nThe final "
+      "hard mask of each model with a fraction of every layer's kept "
+      "entries swapped for pruned ones (sparsity kept): the clean accuracy "
+      "lost (points; mean ± 95% t half-width over seeds) under random "
+      "swaps (mean of the draws) and under the gradient-directed swap of "
+      "the same size (the first-order worst case), on the certified "
+      "images; certified accuracy on a strided subset of them. "
+      "![flatness](flatness.png)\n\n"
+      + study_structure.flatness_table(summary["flatness"])
+    )
+  if summary.get("flatness_comparisons"):
+    out.append(
+      "#### Is one structure flatter than another? (A's drop minus B's, "
+      "points; seed-level mean [95% t CI] and seeds of that sign; negative: "
+      "A loses less)\n\n"
+      + study_structure.flatness_comparison_table(
+        summary["flatness_comparisons"]
+      )
+    )
+  if summary.get("perturbation"):
+    out.append(
+      "### What each C-SAM search's perturbation did\n\nMeans over the "
+      "search steps (then over seeds) of the fraction of kept entries the "
+      "ascent point's hard mask drops, its distance (norm of e) from the "
+      "scores, the loss increase L(C+e) - L(C) and the cosine between the "
+      "gradients at C+e and at C; certified accuracy and the per-image "
+      "comparison with the main variant.\n\n"
+      + study_structure.perturbation_table(
+        summary["perturbation"], summary["main_variant"]
+      )
+    )
+  return out
 
 
 def _save(fig: Figure, path: str) -> str:
