@@ -385,3 +385,56 @@ def test_provenance_names_the_commit_and_libraries():
   assert code["commit"] is None or len(code["commit"]) == 40
   assert out["libraries"]["jax"] == jax.__version__
   assert out["libraries"]["optax"] == optax.__version__
+
+
+def _sweep_record(variant, certified, split="validation"):
+  return dict(
+    cell=f"{variant}__s0.90__seed9",
+    variant=variant,
+    sparsity=0.9,
+    seed=9,
+    certification=dict(
+      semantic=dict(cc_cert={"1e-02": certified}),
+      images=dict(split=split, sha256="0" * 64, indices=[0]),
+    ),
+  )
+
+
+def test_the_sweep_rule_chooses_the_five_seed_setting(tmp_path, monkeypatch):
+  from experiments.configs import study_structure
+
+  candidates = study_structure_sweep.CANDIDATES
+  scores = dict(zip(candidates, (0.20, 0.26, 0.22, 0.25, 0.21), strict=True))
+  # A non-candidate certifying more does not compete.
+  scores["csam_rand_f10"] = 0.40
+  for name, cert in list(scores.items())[:-2]:
+    study.write_json(
+      str(tmp_path / "cells" / f"{name}.json"), _sweep_record(name, cert)
+    )
+  with pytest.raises(ValueError, match="no record of"):
+    study_structure.chosen_setting(str(tmp_path))
+  for name in ("csam_swap_f10", "csam_rand_f10"):
+    study.write_json(
+      str(tmp_path / "cells" / f"{name}.json"),
+      _sweep_record(name, scores[name]),
+    )
+  assert study_structure.chosen_setting(str(tmp_path)) == "csam_f3"
+  monkeypatch.setenv("CSAM_STRUCTURE_SWEEP_DIR", str(tmp_path))
+  config = study_structure.get_config()
+  study.validate_study(config.study)
+  grid = study.cells(config.study)
+  assert [c.id for c in grid[:4]] == [
+    "csam_f3__s0.90__seed0",
+    "csam_rho0__s0.90__seed0",
+    "hydra_aug__s0.90__seed0",
+    "csam_rho0_aug__s0.90__seed0",
+  ]
+  assert len(grid) == 7 * 5
+  cfg = study.cell_config(config, grid[0])
+  assert cfg.evaluation.split == "eval" and cfg.evaluation.image_seed == 2027
+  study.write_json(
+    str(tmp_path / "cells" / "csam_f1.json"),
+    _sweep_record("csam_f1", 0.5, split="eval"),
+  )
+  with pytest.raises(ValueError, match="not 'validation'"):
+    study_structure.chosen_setting(str(tmp_path))
