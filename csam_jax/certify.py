@@ -9,6 +9,8 @@ program (one compilation for any params), not constants baked into it.
 """
 
 from csam_jax._src.certify import ABSTAIN as ABSTAIN
+from csam_jax._src.certify import NOT_DRAWN as NOT_DRAWN
+from csam_jax._src.certify import NOT_DRAWN_BOUND as NOT_DRAWN_BOUND
 from csam_jax._src.certify import BinomialCertificate as BinomialCertificate
 from csam_jax._src.certify import CCCertResult as CCCertResult
 from csam_jax._src.certify import SmoothingCertificate as SmoothingCertificate
@@ -24,6 +26,8 @@ from csam_jax._src.certify import smoothing_predict as smoothing_predict
 
 __all__ = (
   "ABSTAIN",
+  "NOT_DRAWN",
+  "NOT_DRAWN_BOUND",
   "BinomialCertificate",
   "CCCertResult",
   "SmoothingCertificate",

@@ -4,6 +4,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 import scipy.stats
@@ -134,6 +135,118 @@ def test_certify_matches_direct_certificates():
   assert per_image["binomial"]["2e-01"] == bits(correct & (lower >= 0.8))
   for k, acc in out["semantic"]["cc_cert"].items():
     assert per_image["cc_cert"][k].count("1") / 12 == pytest.approx(acc)
+
+
+def test_skip_misclassified_keeps_every_certificate_bit_for_bit():
+  """Skipping the draws of misclassified images changes no accuracy, no
+  per-image bit, only what is averaged over the drawn images."""
+  w = jax.random.normal(jax.random.key(1), (4 * 4 * 3, 3))
+  logits_fn = jax.tree_util.Partial(
+    lambda weights, b: 0.3 * b.reshape(b.shape[0], -1) @ weights, w
+  )
+  images = np.random.default_rng(1).uniform(size=(12, 4, 4, 3))
+  labels = np.array(jnp.argmax(logits_fn(jnp.asarray(images)), -1))
+  labels[[0, 5, 7]] = (labels[[0, 5, 7]] + 1) % 3  # three misclassified
+  cfg = _small_cfg(num_images=12, num_samples=40, num_bounds=5)
+  cfg.eps = (1e-3, 6e-2, 1e-1, 2e-1, 5e-1)
+  cfg.smoothing.enabled = False
+  cfg.per_image = True
+  key = jax.random.key(2)
+  out = {}
+  for skip in (False, True):
+    cfg.skip_misclassified = skip
+    out[skip] = certification.certify(cfg, key, logits_fn, images, labels)
+  full, skip = out[False]["semantic"], out[True]["semantic"]
+  assert (full["num_skipped"], skip["num_skipped"]) == (0, 3)
+  res = certify_lib.cc_cert(
+    jax.random.fold_in(key, cfg.seed_offsets.semantic),
+    logits_fn,
+    images,
+    certification.sampler_for("semantic", cfg.variations),
+    num_samples=40,
+    num_bounds=5,
+  )
+  changed = np.asarray(res.num_changed, np.int64)
+  drawn = np.ones(12, bool)
+  drawn[[0, 5, 7]] = False
+  assert full["mean_changed_fraction"] == np.mean(changed) / 200
+  assert skip["mean_changed_fraction"] == np.mean(changed[drawn]) / 200
+  assert skip["mean_changed_fraction"] != full["mean_changed_fraction"]
+  for sem in (full, skip):
+    del sem["mean_changed_fraction"], sem["num_skipped"]
+  assert skip == full  # accuracies, per-image bits, binomial: all equal
+  # The case is informative: levels certify different images.
+  assert len(set(full["cc_cert"].values())) >= 3
+  assert len({v for v in full["binomial"].values() if v is not None}) >= 2
+  assert full["per_image"]["correct"] == "011110101111"
+
+
+def test_skip_misclassified_when_every_image_is_misclassified():
+  cfg = _small_cfg(num_samples=10, num_bounds=2, eps=(1e-2, 0.5))
+  cfg.smoothing.enabled = False
+  images = np.random.default_rng(0).uniform(size=(3, 4, 4, 3))
+  labels = np.array([0, 2, 0])  # the constant model predicts 1
+  sem = certification.certify(
+    cfg, jax.random.key(0), _constant_logits, images, labels
+  )["semantic"]
+  assert sem["num_skipped"] == 3
+  assert sem["mean_changed_fraction"] is None
+  assert sem["clean_accuracy"] == 0.0
+  assert sem["cc_cert"] == {"1e-02": 0.0, "5e-01": 0.0}
+  # 20 draws: eps_min = 0.29, so 1e-2 is n/a.
+  assert sem["binomial"] == {"1e-02": None, "5e-01": 0.0}
+
+
+def test_skip_misclassified_config_default_and_validation():
+  cfg = get_certify_config()
+  assert cfg.skip_misclassified is True
+  certification.validate_certify_config(cfg)
+  bad = cfg.to_dict()
+  bad["skip_misclassified"] = "yes"
+  with pytest.raises(ValueError, match="skip_misclassified must be a bool"):
+    certification.validate_certify_config(ml_collections.ConfigDict(bad))
+  # A config stored before the field ran as its default: no difference.
+  from experiments import experiment
+  from experiments.configs import default
+
+  new = json.loads(default.get_config().to_json())
+  old = json.loads(default.get_config().to_json())
+  del old["certify"]["skip_misclassified"]
+  assert experiment.differing_fields(old, new) == []
+  new["certify"]["skip_misclassified"] = False
+  assert experiment.differing_fields(old, new) == ["certify.skip_misclassified"]
+
+
+def test_certify_reuses_compiled_draw_program_across_models():
+  """A second model (new weights, a new but equal config) is certified by
+  the compiled program of the first: no retrace, no recompilation."""
+  from csam_jax._src.certify import chernoff_cramer
+
+  def apply_fn(weights, b):  # defined here: a program of its own
+    return b.reshape(b.shape[0], -1) @ weights
+
+  images = np.random.default_rng(0).uniform(size=(3, 4, 4, 3))
+  sizes = []
+  for seed in (0, 1):
+    w = jax.random.normal(jax.random.key(seed), (4 * 4 * 3, 3))
+    cfg = _small_cfg(num_samples=10, num_bounds=2)
+    cfg.smoothing.enabled = False
+    certification.certify(
+      cfg,
+      jax.random.key(0),
+      jax.tree_util.Partial(apply_fn, w),
+      images,
+      np.array([0, 1, 2]),
+    )
+    sizes.append(chernoff_cramer._cc_draws._cache_size())
+  assert sizes[1] == sizes[0]
+  v = _small_cfg().variations
+  assert certification.sampler_for("semantic", v) is (
+    certification.sampler_for("semantic", _small_cfg().variations)
+  )
+  assert certification.sampler_for("rotation", v) is not (
+    certification.sampler_for("semantic", v)
+  )
 
 
 def _grey(values, size=8):

@@ -210,6 +210,128 @@ def test_cc_cert_deterministic_for_key():
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
+# ------------------------------------------ cc_cert: misclassified skip --
+
+
+class _RecordingNoise:
+  """Gaussian noise on features 1: of [id, features] vectors; its batched
+  form (one call per chunk of draws) records the ids of every chunk."""
+
+  def __init__(self):
+    self.chunks = []
+
+  def __call__(self, key, v):
+    return v.at[1:].add(0.05 * jax.random.normal(key, v[1:].shape))
+
+  def sample_batch(self, keys, vs):
+    jax.debug.callback(
+      lambda ids: self.chunks.append(np.asarray(ids, int)), vs[:, 0]
+    )
+    return jax.vmap(self)(keys, vs)
+
+
+def _skip_problem():
+  """12 [id, features] inputs, a linear model on the features, and labels
+  that make images 1, 3, 5 and 10 misclassified."""
+  w = jax.random.normal(jax.random.key(0), (6, 3))
+  logits_fn = jax.tree_util.Partial(lambda w, v: 0.05 * v[:, 1:] @ w, w)
+  feats = jax.random.normal(jax.random.key(1), (12, 6))
+  x = jnp.concatenate([jnp.arange(12.0)[:, None], feats], axis=1)
+  pred = np.asarray(jnp.argmax(logits_fn(x), axis=-1))
+  labels = pred.copy()
+  labels[[1, 3, 5, 10]] = (pred[[1, 3, 5, 10]] + 1) % 3
+  return logits_fn, x, pred, labels
+
+
+def _run_recorded(logits_fn, x, sampler, labels=None):
+  """cc_cert (N = 100, chunks of 7 straddling images) and its chunks."""
+  sampler.chunks.clear()
+  res = certify.cc_cert(
+    jax.random.key(2),
+    logits_fn,
+    x,
+    sampler,
+    num_samples=20,
+    num_bounds=5,
+    batch_size=7,
+    labels=labels,
+  )
+  jax.effects_barrier()
+  return res, list(sampler.chunks)
+
+
+def test_cc_cert_skips_misclassified_bit_for_bit():
+  logits_fn, x, pred, labels = _skip_problem()
+  sampler = _RecordingNoise()
+  full, full_chunks = _run_recorded(logits_fn, x, sampler)
+  skip, skip_chunks = _run_recorded(logits_fn, x, sampler, labels)
+  drawn = pred == labels
+  # The case is informative: bounds of drawn images from 0 to 0.35.
+  assert np.asarray(full.bound)[drawn].tolist() == pytest.approx(
+    [1.43e-23, 0, 0, 0, 0, 2.46e-5, 0, 0.349], rel=0.02
+  )
+  # Drawn images: the draws, bounds and flip counts of the full run.
+  np.testing.assert_array_equal(skip.pred, full.pred)
+  np.testing.assert_array_equal(skip.margin, full.margin)
+  np.testing.assert_array_equal(
+    np.asarray(skip.bound)[drawn], np.asarray(full.bound)[drawn]
+  )
+  np.testing.assert_array_equal(
+    np.asarray(skip.num_changed)[drawn], np.asarray(full.num_changed)[drawn]
+  )
+  # Skipped images: the documented fills, and never a draw.
+  assert np.asarray(skip.bound)[~drawn].tolist() == [1.0] * 4
+  assert np.asarray(skip.num_changed)[~drawn].tolist() == [-1] * 4
+  assert certify.NOT_DRAWN == -1 and certify.NOT_DRAWN_BOUND == 1.0
+  assert len(full_chunks) == 172  # ceil(12 * 100 / 7)
+  assert len(skip_chunks) == 115  # ceil(8 * 100 / 7)
+  seen = np.concatenate(skip_chunks)
+  assert sorted(set(seen.tolist())) == np.flatnonzero(drawn).tolist()
+  assert np.bincount(seen[:800], minlength=12).tolist() == [
+    100 * int(d) for d in drawn
+  ]
+  # Same certified accuracies and certified images at every level.
+  levels = EPS_GRID + [1e-1, 0.3, 0.5, 0.99]
+  accs = certify.certified_accuracy(skip, labels, levels)
+  assert accs == certify.certified_accuracy(full, labels, levels)
+  assert accs == [6 / 12] * 6 + [7 / 12] * 5 + [8 / 12] * 2
+  for e in levels:
+    np.testing.assert_array_equal(
+      drawn & (np.asarray(skip.bound) < e), drawn & (np.asarray(full.bound) < e)
+    )
+
+
+def test_cc_cert_skip_none_or_all_misclassified():
+  logits_fn, x, pred, _ = _skip_problem()
+  sampler = _RecordingNoise()
+  full, full_chunks = _run_recorded(logits_fn, x, sampler)
+  # None misclassified: every field and every chunk as without labels.
+  none, none_chunks = _run_recorded(logits_fn, x, sampler, pred)
+  jax.tree.map(np.testing.assert_array_equal, none, full)
+  assert len(none_chunks) == len(full_chunks) == 172  # ceil(1200 / 7)
+  np.testing.assert_array_equal(
+    np.concatenate(none_chunks), np.concatenate(full_chunks)
+  )
+  # All misclassified: no draw at all, nothing certified.
+  wrong = (pred + 1) % 3
+  res, chunks = _run_recorded(logits_fn, x, sampler, wrong)
+  assert chunks == []
+  np.testing.assert_array_equal(res.pred, full.pred)
+  assert np.asarray(res.bound).tolist() == [1.0] * 12
+  assert np.asarray(res.num_changed).tolist() == [-1] * 12
+  levels = EPS_GRID + [0.99]
+  assert certify.certified_accuracy(res, wrong, levels) == [0.0] * 10
+  assert certify.certified_accuracy(full, wrong, levels) == [0.0] * 10
+
+
+def test_cc_cert_skip_bad_labels_raise():
+  logits_fn, x, _, _ = _skip_problem()
+  with pytest.raises(ValueError, match="labels"):
+    certify.cc_cert(
+      jax.random.key(0), logits_fn, x, _RecordingNoise(), labels=[0, 1]
+    )
+
+
 # ---------------------------------------------------- binomial certificate --
 
 

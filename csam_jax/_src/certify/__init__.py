@@ -27,6 +27,10 @@ from csam_jax._src.certify.binomial import (
 from csam_jax._src.certify.binomial import (
   clopper_pearson_lower as clopper_pearson_lower,
 )
+from csam_jax._src.certify.chernoff_cramer import NOT_DRAWN as NOT_DRAWN
+from csam_jax._src.certify.chernoff_cramer import (
+  NOT_DRAWN_BOUND as NOT_DRAWN_BOUND,
+)
 from csam_jax._src.certify.chernoff_cramer import CCCertResult as CCCertResult
 from csam_jax._src.certify.chernoff_cramer import cc_bound as cc_bound
 from csam_jax._src.certify.chernoff_cramer import cc_cert as cc_cert

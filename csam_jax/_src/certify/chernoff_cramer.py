@@ -20,6 +20,10 @@ from csam_jax._src import validation
 from csam_jax._src.certify import inputs, montecarlo
 
 Array = jax.Array
+# The bound and flip count of an image `cc_cert` draws nothing for (its clean
+# prediction is not its label): a bound that no eps in (0, 1) certifies.
+NOT_DRAWN_BOUND = 1.0
+NOT_DRAWN = -1
 LogitsFn = Callable[[Array], Array]
 SampleFn = Callable[[Array, Array], Array]
 
@@ -31,9 +35,12 @@ class CCCertResult(NamedTuple):
     pred: (B,) int32, the clean prediction ``argmax f(x)``.
     margin: (B,) float32, half the clean top-2 probability gap
       ``(p_(1) - p_(2)) / 2``.
-    bound: (B,) float32, the CC-Cert bound on ``P(Z >= margin)``, in [0, 1].
+    bound: (B,) float32, the CC-Cert bound on ``P(Z >= margin)``, in [0, 1];
+      `NOT_DRAWN_BOUND` (1.0, the trivial bound, never certified) for an
+      image `cc_cert` drew nothing for.
     num_changed: (B,) int32, transformed samples whose prediction differs
-      from ``pred`` (out of ``num_samples * num_bounds``).
+      from ``pred`` (out of ``num_samples * num_bounds``); `NOT_DRAWN`
+      (-1) for an image `cc_cert` drew nothing for.
   """
 
   pred: Array
@@ -132,11 +139,14 @@ def _cc_bound_jit(z, margin, num_bounds, delta, t_min, t_max, t_steps):
 
 
 @functools.partial(jax.jit, static_argnames=("num_draws", "batch_size"))
-def _cc_draws(key, x, logits_fn, sample_fn, num_draws, batch_size):
+def _cc_draws(key, x, logits_fn, sample_fn, num_draws, batch_size, labels=None):
   """Clean pred / margin, discrepancies z (B, num_draws) and flip counts.
 
   ``logits_fn`` and ``sample_fn`` are `jax.tree_util.Partial` pytrees
-  (`inputs.as_pytree_fn`): their arrays are traced arguments.
+  (`inputs.as_pytree_fn`): their arrays are traced arguments. With
+  ``labels``, only the images whose clean prediction is the label get draws
+  (`montecarlo.scan_draws` ``select``); the others keep z = 0 and flip
+  count 0.
   """
   probs0 = montecarlo.map_images(
     lambda b: montecarlo.probs(logits_fn, b), x, batch_size
@@ -160,8 +170,9 @@ def _cc_draws(key, x, logits_fn, sample_fn, num_draws, batch_size):
     jnp.zeros((x.shape[0], num_draws), jnp.float32),
     jnp.zeros((x.shape[0],), jnp.int32),
   )
+  select = None if labels is None else pred == labels
   z, changed = montecarlo.scan_draws(
-    key, x, num_draws, batch_size, init, update
+    key, x, num_draws, batch_size, init, update, select=select
   )
   return pred.astype(jnp.int32), margin, z, changed
 
@@ -176,6 +187,7 @@ def cc_cert(
   num_bounds: int = 10,
   delta: float = 0.9,
   batch_size: int = 1000,
+  labels: Any = None,
 ) -> CCCertResult:
   """CC-Cert (Pautov et al. 2022) for every image of a batch.
 
@@ -185,6 +197,14 @@ def cc_cert(
   returns `cc_bound` of the groups. The image is certified at level eps iff
   ``pred == label`` and ``bound < eps`` (`certified_accuracy`). The draws
   run in one ``jax.jit`` program, so ``x`` may be sharded across devices.
+
+  With ``labels``, an image whose clean prediction is not its label, which
+  no eps certifies, gets no draws: its ``bound`` is `NOT_DRAWN_BOUND` (1.0)
+  and its ``num_changed`` `NOT_DRAWN` (-1); ``pred`` and ``margin`` are
+  computed for every image. The other images get exactly the draws, bounds
+  and flip counts of the call without ``labels`` (same keys, same chunk
+  size), so `certified_accuracy` and which images are certified do not
+  change, and the draws cost ``num_drawn / B`` of theirs.
 
   Args:
     key: PRNG key.
@@ -207,6 +227,8 @@ def cc_cert(
     num_bounds: number of groups (CC-Cert ``nbounds``).
     delta: Paley-Zygmund factor in (0, 1].
     batch_size: transformed images per forward pass.
+    labels: optional (B,) integer labels: draw only for the images whose
+      clean prediction is the label.
 
   Returns:
     A `CCCertResult` of per-image arrays.
@@ -227,12 +249,19 @@ def cc_cert(
     ...               shift, num_samples=10, num_bounds=2, batch_size=8)
     >>> res.pred.tolist(), res.num_changed.tolist()
     ([1, 1], [0, 0])
+    >>> res = cc_cert(jax.random.key(0), logits_fn, jnp.ones((2, 4, 4, 1)),
+    ...               shift, num_samples=10, num_bounds=2, batch_size=8,
+    ...               labels=[1, 0])  # image 1 is misclassified: no draws
+    >>> res.num_changed.tolist(), float(res.bound[1])
+    ([0, -1], 1.0)
   """
   num_samples = validation.check_int("num_samples", num_samples)
   num_bounds = validation.check_int("num_bounds", num_bounds)
   batch_size = validation.check_int("batch_size", batch_size)
   delta = validation.check_in_range("delta", delta, 0, 1, low_open=True)
   x = inputs.check_images(x)
+  if labels is not None:
+    labels = jnp.asarray(inputs.check_labels(labels, x.shape[0]))
   pred, margin, z, changed = _cc_draws(
     key,
     x,
@@ -240,6 +269,11 @@ def cc_cert(
     inputs.as_pytree_fn("sample_fn", sample_fn),
     num_samples * num_bounds,
     batch_size,
+    labels,
   )
   bound = cc_bound(z, margin, num_bounds=num_bounds, delta=delta)
+  if labels is not None:
+    drawn = pred == labels
+    bound = jnp.where(drawn, bound, jnp.asarray(NOT_DRAWN_BOUND, bound.dtype))
+    changed = jnp.where(drawn, changed, NOT_DRAWN)
   return CCCertResult(pred, margin, bound, changed)

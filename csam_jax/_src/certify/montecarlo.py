@@ -8,7 +8,9 @@ are enumerated image-major and processed ``batch_size`` at a time by a
 ``lax.scan`` over chunks; inside a chunk the transformation and the model
 are ``jax.vmap``-ed / batched. So peak memory is set by ``batch_size`` (plus
 what the caller accumulates per draw or per image), and results are
-deterministic for a key and do not depend on ``batch_size``.
+deterministic for a key and do not depend on ``batch_size``. A ``select``
+mask leaves some images out of the enumeration without changing the keys or
+the chunk size of the others (`scan_draws`).
 
 A chunk's draws are transformed by `transform`: ``jax.vmap(sample_fn)``, or,
 for a batched sampler (one whose function has a ``sample_batch(keys,
@@ -49,6 +51,8 @@ def scan_draws(
   batch_size: int,
   carry: Any,
   update: Callable,
+  *,
+  select: Array | None = None,
 ) -> Any:
   """Scans ``update`` over the ``B * num_draws`` draws, ``batch_size`` each.
 
@@ -56,24 +60,53 @@ def scan_draws(
   the draw keys, the images to transform and their indices; padding draws
   of the last chunk have ``image_index == B`` so that scatters with
   ``mode="drop"`` ignore them.
+
+  With ``select``, a (B,) bool array (traced), only the selected images get
+  draws: theirs are enumerated image-major as without it, the others' left
+  out, so ``ceil(sum(select) * num_draws / size)`` chunks run (a while loop
+  of dynamic trip count: one compilation for every mask) and only the last
+  one is padded. Chunks keep their size ``min(batch_size, B * num_draws)``
+  and every selected image its key ``split(key, B)[i]`` and draw keys, so
+  it gets exactly the draws of the run without ``select``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> def update(count, keys, images, image_index, draw_index):
+    ...   return count.at[image_index].add(1, mode="drop")
+    >>> scan_draws(jax.random.key(0), jnp.zeros((3, 2)), 4, 5,
+    ...            jnp.zeros(3, int), update,
+    ...            select=jnp.array([True, False, True])).tolist()
+    [4, 0, 4]
   """
   num_images = x.shape[0]
   total = num_images * num_draws
   size = min(batch_size, total)
   image_keys = jax.random.split(key, num_images)
+  if select is None:
+    order, drawn = None, total
+  else:  # The selected images first, in image order.
+    order = jnp.nonzero(select, size=num_images, fill_value=0)[0]
+    drawn = jnp.sum(select, dtype=jnp.int32) * num_draws
 
   def body(carry, chunk):
     flat = chunk * size + jnp.arange(size)
-    valid = flat < total
-    flat = jnp.minimum(flat, total - 1)
+    valid = flat < drawn
+    flat = jnp.minimum(flat, jnp.maximum(drawn - 1, 0))
     image_index, draw_index = flat // num_draws, flat % num_draws
+    if order is not None:
+      image_index = order[image_index]
     keys = jax.vmap(jax.random.fold_in)(image_keys[image_index], draw_index)
     image_index_or_drop = jnp.where(valid, image_index, num_images)
     carry = update(carry, keys, x[image_index], image_index_or_drop, draw_index)
     return carry, None
 
-  carry, _ = jax.lax.scan(body, carry, jnp.arange(-(-total // size)))
-  return carry
+  if select is None:
+    carry, _ = jax.lax.scan(body, carry, jnp.arange(-(-total // size)))
+    return carry
+  num_chunks = (drawn + size - 1) // size
+  return jax.lax.fori_loop(
+    0, num_chunks, lambda chunk, carry: body(carry, chunk)[0], carry
+  )
 
 
 def transform(sample_fn: Callable, keys: Array, images: Array) -> Array:
