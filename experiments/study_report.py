@@ -46,6 +46,7 @@ from experiments import (
   methods,
   stages,
   study_inference,
+  study_narrative,
   study_stats,
   study_structure,
   variants,
@@ -597,7 +598,8 @@ def results_markdown(
   narrative = os.path.join(results_dir, "narrative.md")
   if os.path.exists(narrative):
     with open(narrative) as f:
-      parts.append(f.read().strip())
+      # Its numbers are placeholders filled from the records.
+      parts.append(study_narrative.render(f.read(), summary, records).strip())
   else:
     parts.append(f"# Study {summary['study']}")
   parts.append(

@@ -5,10 +5,13 @@
 Real CIFAR-10 (the shared JPEG npz), a reduced ResNet-18 and a stratified
 10,000-image training subset; every variant at sparsity 0.9, C-SAM and the
 two strongest baselines (HYDRA with and without augmentation) also at 0.8
-and 0.95; three seeds. Each model is certified on the same seeded 1,000
-test images with N = 10 x 100 draws of
-the composed brightness (+-0.2) and contrast ([0.7, 1.3], x * c) variations,
-the distribution C-SAM's hinge trains on; CIFAR-10-C accuracy on 250 images.
+and 0.95; three seeds. Each model is certified on 1,000 test images drawn
+with numpy.random.default_rng(seed) for its seed (evaluation.image_seed is
+unset): the models of a seed share their images, so comparisons are paired
+within a seed, but the sets of two seeds share only about 100 images. The
+certificates use N = 10 x 100 draws of the composed brightness (+-0.2) and
+contrast ([0.7, 1.3], x * c) variations, the distribution C-SAM's hinge
+trains on; CIFAR-10-C accuracy on 250 images (drawn with the same seed).
 Records go to results/study_cpu/cells/ (commit them as cells finish).
 
 Budget (measured on this 2-core machine, width 0.125, batch 128): certifying

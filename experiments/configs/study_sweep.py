@@ -35,6 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
       extra_variants=(),
       seeds=(9,),
       main_variant="sweep_base",
+      pairs=(),  # study_cpu's pairs name variants the sweep did not run
       sweep_dir=None,  # this is the sweep
     )
   )

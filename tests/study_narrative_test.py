@@ -1,0 +1,377 @@
+"""The narrative template: placeholders, errors, unverified numbers, and
+results/study_cpu/narrative.md rendered against its committed records."""
+
+import os
+import shutil
+
+import data_files
+import pytest
+
+from experiments import evaluation, study_narrative, study_report
+from experiments.configs import study_cpu
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STUDY_DIR = os.path.join(REPO, "results", "study_cpu")
+
+
+def _rec(variant, sparsity, seed, clean, cert, **kw):
+  """A hand-made cell record (the fields the placeholders read)."""
+  return dict(
+    variant=variant,
+    sparsity=sparsity,
+    seed=seed,
+    clean_accuracy=clean,
+    certification=dict(
+      semantic=dict(
+        cc_cert={"1e-02": cert}, binomial={"1e-02": kw.get("cp", cert + 0.1)}
+      )
+    ),
+    corruptions=dict(
+      source="generated",
+      mean_corruption_accuracy=0.99,  # with frost: never reported
+      mean_without_frost=kw.get("corr", 0.5),
+    ),
+    flip_fraction=kw.get("flip"),
+    search_cross_entropy=kw.get("ce"),
+    wall_time_s=kw.get("wall", 100.0),
+    pretrain_wall_time_s=kw.get("pretrain", 240.0),
+    stages=[
+      dict(
+        name="search", wall_time_s=kw.get("search", 50.0), eval_accuracy=0.58
+      ),
+      dict(name="finetune", wall_time_s=50.0, eval_accuracy=clean),
+    ],
+    passes_per_step=dict(search=kw.get("passes", 1), finetune=1),
+  )
+
+
+RECORDS = [
+  _rec("a", 0.9, 0, 0.60, 0.20, flip=0.003, ce=1.10, wall=200, passes=4),
+  _rec("a", 0.9, 1, 0.62, 0.16, flip=0.004, ce=1.06, wall=210, corr=0.46),
+  _rec("b", 0.9, 0, 0.61, 0.25, wall=95),
+  _rec("b", 0.9, 1, 0.63, 0.22, wall=105),
+  _rec("a", 0.8, 0, 0.64, 0.24, flip=0.002, ce=1.0),
+  _rec("a", 0.8, 1, 0.66, 0.21, flip=0.002, ce=1.0),
+  _rec("b", 0.8, 0, 0.65, 0.27),
+  _rec("b", 0.8, 1, 0.65, 0.24),
+]
+
+
+def _paired(only_a, only_b, diff, low, high, p):
+  return dict(
+    n=1000 * 2,
+    only_a=only_a,
+    only_b=only_b,
+    difference=diff,
+    low=low,
+    high=high,
+    p_value=p,
+  )
+
+
+SUMMARY = dict(
+  main_distribution="semantic",
+  inference=[
+    dict(
+      main="a",
+      other="b",
+      sparsity=0.9,
+      pooled=_paired(40, 110, -0.035, -0.05, -0.02, 1.2e-8),
+      # As in summary.json: seeds as strings.
+      per_seed={
+        "0": _paired(30, 50, -0.02, -0.04, 0.0, 0.033),
+        "1": _paired(10, 60, -0.05, -0.07, -0.03, 1e-6),
+      },
+      seed_level=dict(
+        mean=-0.035, low=-0.2256, high=0.1556, p_value=0.33, n=2, agree=2
+      ),
+      holm_image=2.4e-8,
+      holm_seed=0.66,
+      verdict="images",
+    ),
+    dict(  # stored as b vs a: the sign is turned for "a b"
+      main="b",
+      other="a",
+      sparsity=0.8,
+      pooled=_paired(90, 30, 0.03, 0.02, 0.04, 1e-7),
+      per_seed={
+        0: _paired(45, 15, 0.03, 0.01, 0.05, 1e-4),
+        1: _paired(45, 15, 0.03, 0.01, 0.05, 1e-4),
+      },
+      seed_level=dict(
+        mean=0.03, low=0.03, high=0.03, p_value=0.0, n=2, agree=2
+      ),
+      holm_image=1e-7,
+      holm_seed=0.0,
+      verdict="seeds",
+    ),
+  ],
+  sign_agreement=[dict(main="a", other="b", cells=4, agree=4, mean=-0.0325)],
+  headline=[
+    dict(
+      sparsity=0.9,
+      main="a",
+      main_certified=0.18,
+      best_baseline="b",
+      best_certified=0.235,
+      relative_improvement=-0.2340425,
+    )
+  ],
+  sweep=[
+    dict(variant="centre", cc_cert=0.222, vs_base=None),
+    dict(
+      variant="s1",
+      cc_cert=0.246,
+      vs_base=dict(difference=0.024, low=-0.0042, high=0.0522, p_value=0.126),
+    ),
+  ],
+)
+
+
+@pytest.mark.parametrize(
+  "placeholder, expected",
+  [
+    ("{{clean a 0.9}}", "61.0"),
+    ("{{clean a 0.9 1}}", "62.0"),
+    ("{{cert a 0.9}}", "18.0"),
+    ("{{cert_ci a 0.9}}", "18.0 ± 25.4"),  # t_{0.975,1} = 12.706, se 0.02
+    ("{{cp b 0.9 0}}", "35.0"),
+    ("{{corr a 0.9}}", "48.0"),  # without frost
+    ("{{flip a 0.9}}", "0.35"),
+    ("{{flip_range a 0.9,0.8}}", None),  # (not a list of sparsities)
+    ("{{ce_range a 0.9}}", "1.06-1.10"),
+    ("{{wall a 0.9 0}}", "200"),
+    ("{{wall_range a,b 0.9}}", "95-210"),
+    ("{{wall_range b 0.9 1}}", "105"),
+    ("{{search_acc a 0.9 0}}", "58.0"),
+    ("{{search_s a 0.9}}", "50"),
+    ("{{finetune_s_range a 0.9 0,1}}", "50"),
+    ("{{pretrain_s b 0.8}}", "240"),
+    ("{{halfwidths cert}}", "19.1 to 25.4"),
+    ("{{passes a 0.9 search}}", "4"),
+    ("{{seedgap a 0.9 1 0}}", "-4.0"),
+    ("{{seedgaps 1 0}}", "-4.0 to -3.0"),
+    (
+      "{{diff a b 0.9}}",
+      "-3.5 points [-5.0, -2.0], McNemar p = 1.2e-08, Holm 2.4e-08",
+    ),
+    (
+      "{{diff b a 0.9}}",
+      "+3.5 points [+2.0, +5.0], McNemar p = 1.2e-08, Holm 2.4e-08",
+    ),
+    ("{{diff a b 0.9 1}}", "-5.0 points, p = 1e-06"),
+    ("{{diff a b 0.8 0}}", "-3.0 points, p = 0.0001"),
+    ("{{only a b 0.9}}", "40 / 110"),
+    ("{{only b a 0.9 0}}", "50 / 30"),
+    (
+      "{{seeddiff a b 0.9}}",
+      "-3.5 points [-22.6, +15.6], t-test p = 0.33, Holm 0.66, same sign "
+      "on 2 of 2 seeds",
+    ),
+    (
+      "{{seeddiff a b 0.8}}",
+      "-3.0 points [-3.0, -3.0], t-test p = 0, Holm 0, same sign on 2 of 2 "
+      "seeds",
+    ),
+    ("{{verdict a b 0.9}}", "holds for these trained models only"),
+    ("{{verdict a b 0.8}}", "holds across training runs"),
+    ("{{verdicts seeds}}", "`b` minus `a` at 0.8 (+3.0)"),
+    ("{{verdicts none}}", "none"),
+    ("{{agree b a}}", "4 of 4"),
+    ("{{diffs a b}}", "-3.0 at 0.8, -3.5 at 0.9"),
+    ("{{rel a b 0.9}}", "-23.4"),
+    ("{{headline 0.9}}", "-23.4% relative to `b` (18.0% vs 23.5%)"),
+    ("{{records}}", "8"),
+    ("{{family}}", "2"),
+    ("{{sweep s1}}", "24.6"),
+    ("{{sweepdiff s1}}", "+2.4 points [-0.4, +5.2], McNemar p = 0.126"),
+  ],
+)
+def test_placeholders_render_exact_strings(placeholder, expected):
+  if expected is None:  # a sparsity list is malformed
+    with pytest.raises(ValueError, match="not a sparsity"):
+      study_narrative.render(placeholder, SUMMARY, RECORDS)
+    return
+  text = f"x {placeholder} y\n"
+  assert study_narrative.render(text, SUMMARY, RECORDS) == f"x {expected} y\n"
+
+
+def test_render_keeps_text_and_replaces_every_placeholder():
+  text = "# Title\n\nA: {{cert a 0.9}}%, B: {{cert b 0.9}}%.\nNo numbers."
+  assert study_narrative.render(text, SUMMARY, RECORDS) == (
+    "# Title\n\nA: 18.0%, B: 23.5%.\nNo numbers."
+  )
+
+
+@pytest.mark.parametrize(
+  "text, message",
+  [
+    ("ok\n{{nope a 0.9}}", r"line 2: \{\{nope a 0.9\}\}: unknown placeholder"),
+    ("{{}}", r"line 1: \{\{\}\}: empty placeholder"),
+    ("{{cert a}}", r"\{\{cert a\}\}: cert takes V S \[SEED\]"),
+    ("{{cert a 0.9 0 1}}", "cert takes V S"),
+    ("{{cert a x}}", "not a sparsity: 'x'"),
+    ("{{cert a 0.9 x}}", "not a seed: 'x'"),
+    ("{{cert c 0.9}}", "no records of c at sparsity 0.9"),
+    ("{{cert a 0.7}}", "no records of a at sparsity 0.7"),
+    ("{{cert a 0.9 5}}", r"no records of a at sparsity 0.9, seed \[5\]"),
+    ("{{flip b 0.9}}", "b at sparsity 0.9, seed 0 has no flip"),
+    ("{{cert_ci a 0.9 0}}", "cert_ci takes V S"),
+    ("{{halfwidths nope}}", "unknown metric 'nope'"),
+    ("{{passes a 0.9 gmp}}", "a has no stage 'gmp'"),
+    ("{{diff a c 0.9}}", "no comparison of a and c at sparsity 0.9"),
+    ("{{diff a b 0.9 7}}", "the comparison has no seed 7"),
+    ("{{seeddiff a b 0.9 0}}", "seeddiff takes A B S"),
+    ("{{verdicts maybe}}", "unknown verdict 'maybe'"),
+    ("{{agree a c}}", "no comparison of a and c"),
+    ("{{headline 0.5}}", "no headline at sparsity 0.5"),
+    ("{{sweep s9}}", "the sweep has no setting 's9'"),
+    ("{{sweepdiff centre}}", "centre is the sweep's centre"),
+    ("{{records 1}}", "records takes"),
+    ("\n\n{{cert a 0.9", r"line 3: unclosed placeholder"),
+    ("{{cert a 0.9}} }}", r"line 1: unclosed placeholder"),
+  ],
+)
+def test_bad_placeholders_raise_naming_placeholder_and_line(text, message):
+  with pytest.raises(ValueError, match=message):
+    study_narrative.render(text, SUMMARY, RECORDS)
+
+
+def test_a_summary_without_inference_raises():
+  with pytest.raises(ValueError, match="the summary has no 'inference'"):
+    study_narrative.render("{{diff a b 0.9}}", {}, RECORDS)
+
+
+@pytest.mark.parametrize(
+  "text, expected",
+  [
+    ("At sparsity 0.9, seeds 0, 1, 2: 21.3%.", ["21.3 (line 1)"]),
+    ("{{cert a 0.9}} and {{diff a b 0.9 1}}", []),
+    ("ok\n~~5-7 points,\n+-6 to +-9~~ now", []),  # retracted, across lines
+    ("`csam_rho0`, `csam__s0.90__seed0`, CIFAR-10-C, ResNet-18", []),
+    ("eps 1e-2 and 1e-3; 1,000 and 3,000 images", []),
+    ("ResNet-18 width\n0.125", []),  # an allowed phrase over a line break
+    ("at +0.9 points", ["+0.9 (line 1)"]),  # signed: not a sparsity
+    ("at 0.951", ["0.951 (line 1)"]),
+    ("3.3x faster, 2,000 images", ["3.3 (line 1)", "2,000 (line 1)"]),
+    ("decay 1e-4\nweight decay 1e-4", ["1e-4 (line 1)"]),
+    ("1. first\n2. second item of 5", ["5 (line 2)"]),  # list numbering
+    ("-4.6 to -6.9 points", ["-4.6 (line 1)", "-6.9 (line 1)"]),
+  ],
+)
+def test_unverified_numbers(text, expected):
+  assert study_narrative.unverified_numbers(text) == expected
+
+
+# --- The committed study -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def study_summary(tmp_path_factory):
+  """The records of results/study_cpu and their summary, aggregated (as
+  `experiments.study` does) in a copy that holds only the cells."""
+  results = tmp_path_factory.mktemp("study_cpu")
+  shutil.copytree(os.path.join(STUDY_DIR, "cells"), results / "cells")
+  study = study_cpu.get_config().study
+  study.sweep_dir = os.path.join(REPO, study.sweep_dir)
+  summary = study_report.aggregate(str(results), study)
+  return summary, study_report.load_records(str(results))
+
+
+def _narrative() -> str:
+  with open(os.path.join(STUDY_DIR, "narrative.md")) as f:
+    return f.read()
+
+
+def test_study_narrative_renders_with_every_number_generated(study_summary):
+  summary, records = study_summary
+  text = _narrative()
+  assert study_narrative.unverified_numbers(text) == []
+  rendered = study_narrative.render(text, summary, records)
+  assert "{{" not in rendered and "}}" not in rendered
+  assert rendered.count("\n") == text.count("\n")
+  # One value traced by hand through the records: the headline at 0.9.
+  (h,) = [h for h in summary["headline"] if h["sparsity"] == 0.9]
+  assert f"{100 * h['relative_improvement']:+.1f}% relative" in rendered
+
+
+def _get(summary, a, b, s):
+  (c,) = [
+    c
+    for c in summary["inference"]
+    if (c["main"], c["other"], c["sparsity"]) == (a, b, s)
+  ]
+  return c
+
+
+def test_study_narrative_claims_in_words_hold(study_summary):
+  """What narrative.md states in words (not generated) about its records."""
+  summary, records = study_summary
+  get = lambda *k: _get(summary, *k)
+  for s in (0.8, 0.9, 0.95):  # C-SAM vs the two HYDRAs: these models only
+    assert get("csam", "hydra_aug", s)["verdict"] == "images"
+    assert get("csam", "hydra", s)["verdict"] == "images"
+  crosses = {
+    s: get("csam", "hydra_aug", s)["seed_level"]["high"] > 0
+    for s in (0.8, 0.9, 0.95)
+  }
+  assert crosses == {0.8: False, 0.9: True, 0.95: True}
+  agree = {(r["main"], r["other"]): r for r in summary["sign_agreement"]}
+  for pair in (("csam", "hydra_aug"), ("csam", "hydra")):
+    assert agree[pair]["agree"] == agree[pair]["cells"] == 9
+  aug = get("csam_aug", "hydra_aug", 0.9)
+  assert aug["holm_image"] < 0.05 and aug["seed_level"]["low"] < 0
+  verdicts = {
+    ("csam", "csam_no_cert"): "seeds",
+    ("csam_rho0", "hydra"): "seeds",
+    ("csam", "csam_rho0"): "none",
+    ("csam_no_cert", "hydra"): "none",
+    ("csam_aug", "csam_rho0_aug"): "none",
+    ("csam", "dense"): "none",
+    ("csam_rho0_aug", "hydra_aug"): "images",
+    ("dense_sam", "dense"): "images",
+  }
+  for (a, b), verdict in verdicts.items():
+    assert get(a, b, 0.9)["verdict"] == verdict, (a, b)
+  certified = {
+    (g["variant"], g["sparsity"]): g["certified"]["semantic"]["cc_cert@1e-02"][
+      "mean"
+    ]
+    for g in summary["groups"]
+  }
+  at = lambda s: {v: c for (v, sp), c in certified.items() if sp == s}
+  assert max(at(0.9), key=at(0.9).get) == "csam_rho0_aug"  # highest at 0.9
+  baselines = sorted(
+    (c, v) for v, c in at(0.9).items() if v in study_report.BASELINES
+  )
+  assert {v for _, v in baselines[-2:]} == {"hydra_aug", "hydra"}
+  for v in ("csam", "hydra", "hydra_aug"):  # more at 0.8, less at 0.95
+    assert certified[(v, 0.8)] > certified[(v, 0.9)] > certified[(v, 0.95)]
+  searched = [
+    stage["eval_accuracy"]
+    for r in records
+    if r["variant"] == "csam_car"
+    for stage in r["stages"]
+    if stage["name"] == "search"
+  ]
+  assert len(searched) == 3 and max(searched) < 0.12  # chance: 10 classes
+
+
+def test_seed_image_set_overlaps_match_the_whitelist():
+  """The overlaps narrative.md types by hand (`ALLOWED`): each seed's 1,000
+  certified images as `experiments.evaluation` draws them."""
+  config = study_cpu.get_config()
+  config.data.path = data_files.cifar10_npz()
+  sets = [
+    set(evaluation.evaluation_indices(config, 1000, seed).tolist())
+    for seed in (0, 1, 2)
+  ]
+  pairs = [len(sets[i] & sets[j]) for i, j in ((0, 1), (0, 2), (1, 2))]
+  common = len(sets[0] & sets[1] & sets[2])
+  phrases = [
+    f"{min(pairs)} to {max(pairs)} images",
+    f"{common} images are in all three",
+  ]
+  text = " ".join(_narrative().split())
+  for phrase in phrases:
+    assert phrase in study_narrative.ALLOWED and phrase in text
