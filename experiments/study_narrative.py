@@ -46,6 +46,8 @@ stored as B vs A, the sign is then turned):
 * ``{{agree A B}}``: seed x sparsity cells whose difference has the sign of
   the mean over all of them ("9 of 9");
 * ``{{diffs A B}}``: the pooled per-image difference at every sparsity;
+* ``{{diffwidths}}``: the lowest and highest half-width of the pooled
+  per-image intervals of every comparison;
 * ``{{rel A B S}}``: relative difference of the mean certified accuracies,
   ``(A - B) / B`` in percent;
 * ``{{headline S}}``: the report's headline at sparsity S.
@@ -97,6 +99,14 @@ ALLOWED = (
   "seed 9",  # the sweep's seed and images (study_sweep.py)
   "500 images",
   "lam_cert 3",  # C-SAM's default weight of the hinge, set by the sweep
+  "lam_cert 1",  # the sweep's settings (variants.SWEEP_BASE, SWEEP)
+  "lam_cert 0.3",
+  "rho 0.01",
+  "rho 0.05",
+  "rho 0.2",
+  "mask learning rate 0.1",
+  "mask learning rate 0.3",
+  "batch 128",  # batch_size
   "1,000",  # certify.num_images per seed; pooled over the three seeds:
   "3,000",
   "N = 10 x 100",  # certify.num_bounds x certify.num_samples
@@ -119,6 +129,7 @@ ALLOWED = (
   "95%",  # the level of the intervals (study_stats.LEVEL)
   "[0, 1]",  # the interval C-SAM projects its scores onto
   "up to +42%",  # the paper's claim
+  "width 0.25",  # where the layerwise radius was reported not to search
   "93 to 104 images",  # image-set overlaps of seeds 0, 1, 2 (see above)
   "10 images are in all three",
   "issue 22",  # names
@@ -560,6 +571,17 @@ def _diffs(context: _Context, args: list[str]) -> str:
   )
 
 
+def _diffwidths(context: _Context, args: list[str]) -> str:
+  _arity("diffwidths", args, "", 0, 0)
+  halves = [
+    (c["pooled"]["high"] - c["pooled"]["low"]) / 2
+    for c in context.need("inference")
+  ]
+  if not halves:
+    raise ValueError("the summary has no comparisons")
+  return _span(_pct(1), min(halves), max(halves), " to ")
+
+
 def _rel(context: _Context, args: list[str]) -> str:
   a, b, s, _ = _pair_args("rel", args, seed=False)
   means = [
@@ -635,6 +657,7 @@ HANDLERS = {
   "verdicts": _verdicts,
   "agree": _agree,
   "diffs": _diffs,
+  "diffwidths": _diffwidths,
   "rel": _rel,
   "headline": _headline,
   "records": _records,

@@ -1,5 +1,6 @@
 """The narrative template: placeholders, errors, unverified numbers, and
-results/study_cpu/narrative.md rendered against its committed records."""
+results/study_cpu/narrative.md and results/study_sweep/narrative.md rendered
+against their committed records."""
 
 import os
 import shutil
@@ -7,11 +8,12 @@ import shutil
 import data_files
 import pytest
 
-from experiments import evaluation, study_narrative, study_report
-from experiments.configs import study_cpu
+from experiments import evaluation, study_narrative, study_report, variants
+from experiments.configs import default, study_cpu, study_sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDY_DIR = os.path.join(REPO, "results", "study_cpu")
+SWEEP_DIR = os.path.join(REPO, "results", "study_sweep")
 
 
 def _rec(variant, sparsity, seed, clean, cert, **kw):
@@ -179,6 +181,7 @@ SUMMARY = dict(
     ("{{verdicts none}}", "none"),
     ("{{agree b a}}", "4 of 4"),
     ("{{diffs a b}}", "-3.0 at 0.8, -3.5 at 0.9"),
+    ("{{diffwidths}}", "1.0 to 1.5"),
     ("{{rel a b 0.9}}", "-23.4"),
     ("{{headline 0.9}}", "-23.4% relative to `b` (18.0% vs 23.5%)"),
     ("{{records}}", "8"),
@@ -228,6 +231,7 @@ def test_render_keeps_text_and_replaces_every_placeholder():
     ("{{sweep s9}}", "the sweep has no setting 's9'"),
     ("{{sweepdiff centre}}", "centre is the sweep's centre"),
     ("{{records 1}}", "records takes"),
+    ("{{diffwidths a}}", "diffwidths takes"),
     ("\n\n{{cert a 0.9", r"line 3: unclosed placeholder"),
     ("{{cert a 0.9}} }}", r"line 1: unclosed placeholder"),
   ],
@@ -375,3 +379,73 @@ def test_seed_image_set_overlaps_match_the_whitelist():
   text = " ".join(_narrative().split())
   for phrase in phrases:
     assert phrase in study_narrative.ALLOWED and phrase in text
+
+
+# --- The committed sweep -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sweep_summary(tmp_path_factory):
+  """The records of results/study_sweep and their summary, aggregated in a
+  copy that holds only the cells."""
+  results = tmp_path_factory.mktemp("study_sweep")
+  shutil.copytree(os.path.join(SWEEP_DIR, "cells"), results / "cells")
+  summary = study_report.aggregate(str(results), study_sweep.get_config().study)
+  return summary, study_report.load_records(str(results))
+
+
+def test_sweep_narrative_renders_with_every_number_generated(sweep_summary):
+  summary, records = sweep_summary
+  with open(os.path.join(SWEEP_DIR, "narrative.md")) as f:
+    text = f.read()
+  assert study_narrative.unverified_numbers(text) == []
+  rendered = study_narrative.render(text, summary, records)
+  assert "{{" not in rendered and "}}" not in rendered
+  assert rendered.count("\n") == text.count("\n")
+  assert "## Corrections (issue 22)" in rendered
+  # The two p-values of the corrections, traced by hand through the summary:
+  # lam_cert 3 against the centre, unadjusted and Holm-adjusted.
+  c = _get(summary, "sweep_base", "sweep_cert3", 0.9)
+  p, holm = c["pooled"]["p_value"], c["holm_image"]
+  assert f"McNemar p = {p:.3g}, Holm {holm:.3g}" in rendered
+  assert p < 0.05 < holm
+
+
+def test_sweep_narrative_claims_in_words_hold(sweep_summary):
+  """What the sweep's narrative.md states in words about its records."""
+  summary, records = sweep_summary
+  verdicts = {c["other"]: c["verdict"] for c in summary["inference"]}
+  assert all(c["main"] == "sweep_base" for c in summary["inference"])
+  # Only the three settings that lose clearly differ after Holm.
+  lose = {"sweep_layerwise", "sweep_init_magnitude", "sweep_init_percentile"}
+  assert {v for v, k in verdicts.items() if k != "none"} == lose
+  for v in lose:
+    assert _get(summary, "sweep_base", v, 0.9)["pooled"]["difference"] > 0
+  by = {r["variant"]: r for r in records}
+  cert = lambda v: by[v]["certification"]["semantic"]["cc_cert"]["1e-02"]
+  # lam_cert 3 certified the most; lam_cert 0.3 at HYDRA's level; the
+  # settings above the centre, together, below lam_cert 3 alone.
+  assert max(by, key=cert) == "sweep_cert3"
+  assert round(cert("sweep_cert0.3"), 3) == round(cert("hydra"), 3)
+  above = ("sweep_soft", "sweep_lr0.3", "sweep_hinge_running")
+  assert all(cert(v) > cert("sweep_base") for v in above)
+  assert cert("sweep_chosen") < cert("sweep_cert3")
+  ce = lambda v: by[v]["search_cross_entropy"]
+  assert ce("sweep_chosen") > ce("sweep_base")
+  assert ce("sweep_layerwise") > ce("sweep_base") > ce("hydra")
+  flip = lambda v: by[v]["flip_fraction"]
+  assert flip("sweep_rho0.01") < flip("sweep_base") < flip("sweep_rho0.2")
+  assert flip("sweep_rho0.2") < flip("sweep_layerwise")
+  # The wall-time spread is over the C-SAM cells with the centre's passes a
+  # search step; the running hinge costs more passes than the batch one.
+  search = lambda v: study_report.passes_of(by[v])["search"]
+  same = {v for v in by if v != "hydra" and search(v) == search("sweep_base")}
+  assert same == set(variants.SWEEP) - {"sweep_chosen", "sweep_hinge_running"}
+  assert search("sweep_base") < search("sweep_hinge_running")
+  # The grid's defaults are sweep_cert3's settings.
+  config = default.get_config()
+  for path, value in variants.SWEEP["sweep_cert3"].overrides.items():
+    node = config
+    for key in path.split("."):
+      node = node[key]
+    assert node == value, path
