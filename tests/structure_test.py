@@ -99,7 +99,7 @@ def test_directed_swap_is_the_first_order_worst_case():
     assert gain(rand) < best
 
 
-@pytest.mark.parametrize("target", [0.003, 0.01, 0.03, 0.1])
+@pytest.mark.parametrize("target", [0.003, 0.1])
 def test_flip_targeted_radius_reaches_target(target):
   scores, _ = _masks(5)
   scores = {k: v for k, v in scores.items() if v is not None}
@@ -111,9 +111,12 @@ def test_flip_targeted_radius_reaches_target(target):
   norm = float(optax.tree.norm(direction))
   unit = jax.tree.map(lambda d: d / norm, direction)
 
-  def flips(r):
+  @jax.jit
+  def flip_at(r):
     moved = jax.tree.map(lambda c, u: c + r * u, scores, unit)
-    return float(csam_jax.flip_fraction(topk(scores), topk(moved)))
+    return csam_jax.flip_fraction(topk(scores), topk(moved))
+
+  flips = lambda r: float(flip_at(r))
 
   kept = sum(int(m.sum()) for m in jax.tree.leaves(topk(scores)))
   # The smallest radius reaching the target, to the bracket's precision
