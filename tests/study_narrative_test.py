@@ -449,3 +449,50 @@ def test_sweep_narrative_claims_in_words_hold(sweep_summary):
     for key in path.split("."):
       node = node[key]
     assert node == value, path
+
+
+# The results paragraph of README.md, as a template: the test renders it
+# from the committed records and finds it in README (whitespace aside).
+README_RESULTS = """
+  Results (numbers generated from the records by
+  `experiments/study_narrative.py`; a test checks this paragraph against
+  them). The grid,
+  [results/study_cpu/RESULTS.md](results/study_cpu/RESULTS.md) ({{records}}
+  cells, seeds 0, 1, 2): at sparsity 0.9 C-SAM certifies {{cert csam 0.9}}%
+  of the test images (CC-Cert at eps 1e-2, mean of three seeds) against
+  {{cert hydra 0.9}}% for HYDRA and {{cert hydra_aug 0.9}}% for `hydra_aug`,
+  HYDRA fine-tuned on the variations C-SAM's hinge trains on, at the same
+  clean accuracy ({{clean csam 0.9}}%, {{clean hydra 0.9}}%,
+  {{clean hydra_aug 0.9}}%). **C-SAM does not beat the best baseline.**
+  C-SAM minus `hydra_aug` is {{diff csam hydra_aug 0.9}} per image, and
+  across training runs {{seeddiff csam hydra_aug 0.9}}: negative in
+  {{agree csam hydra_aug}} seed x sparsity cells at 0.8, 0.9 and 0.95, but
+  its seed-level interval covers zero: this loss
+  {{verdict csam hydra_aug 0.9}}. C-SAM minus HYDRA is
+  {{seeddiff csam hydra 0.9}} across training runs
+  ({{verdict csam hydra 0.9}}). What C-SAM gains over HYDRA comes from the
+  hinge (with C-SAM's [0, 1] projection of the scores), not from the mask
+  perturbation: C-SAM minus `csam_rho0` (no perturbation) is
+  {{seeddiff csam csam_rho0 0.9}} ({{verdict csam csam_rho0 0.9}});
+  `csam_rho0` minus HYDRA is {{seeddiff csam_rho0 hydra 0.9}}
+  ({{verdict csam_rho0 hydra 0.9}}); without the hinge (`csam_no_cert`)
+  C-SAM minus HYDRA is {{seeddiff csam_no_cert hydra 0.9}}
+  ({{verdict csam_no_cert hydra 0.9}}). C-SAM with the same augmentation
+  (`csam_aug`) minus `hydra_aug`: {{diff csam_aug hydra_aug 0.9}} per image,
+  {{seeddiff csam_aug hydra_aug 0.9}} across training runs
+  ({{verdict csam_aug hydra_aug 0.9}}). The perturbation flips
+  {{flip csam 0.9}}% of the kept entries a step: the structure study
+  (`study_structure_sweep.py`, `study_structure.py`) tests perturbations
+  that flip one to ten percent.
+"""
+
+
+def test_readme_results_paragraph_is_generated_from_the_records(study_summary):
+  summary, records = study_summary
+  assert study_narrative.unverified_numbers(README_RESULTS) == []
+  rendered = " ".join(
+    study_narrative.render(README_RESULTS, summary, records).split()
+  )
+  with open(os.path.join(REPO, "README.md")) as f:
+    readme = " ".join(f.read().split())
+  assert rendered in readme
