@@ -9,7 +9,7 @@ from typing import Any
 
 from absl import logging
 
-from experiments import certification, corruption_eval, plots
+from experiments import certification, corruption_eval, markdown, plots
 
 BASE_COLUMNS = (
   ("method", "method"),
@@ -60,15 +60,12 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
   extra = [headline_columns(r) for r in runs]
   extra_names = list(dict.fromkeys(k for e in extra for k in e))
   header = [title for _, title in BASE_COLUMNS] + extra_names
-  lines = [
-    "| " + " | ".join(header) + " |",
-    "| " + " | ".join("---" for _ in header) + " |",
-  ]
+  rows = []
   for run, ex in zip(runs, extra, strict=True):
     cells = [_format(run[k], k) for k, _ in BASE_COLUMNS]
     cells += [_format(ex.get(k, float("nan"))) for k in extra_names]
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+    rows.append(cells)
+  return markdown.table(header, rows)
 
 
 def write_results(

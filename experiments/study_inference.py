@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments import study_stats
+from experiments import markdown, study_stats
 
 ALPHA = 0.05
 VERDICTS = {
@@ -153,7 +153,7 @@ def table(comparisons: list[dict]) -> str:
     "Cochran's Q p (I²)",
     "verdict",
   ]
-  lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+  rows = []
   for c in comparisons:
     p, s, h = c["pooled"], c["seed_level"], c["heterogeneity"]
     het = "n/a" if h is None else f"{_p(h['p_value'])} ({h['i_squared']:.2f})"
@@ -169,5 +169,5 @@ def table(comparisons: list[dict]) -> str:
       het,
       VERDICTS[c["verdict"]],
     ]
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+    rows.append(cells)
+  return markdown.table(header, rows)

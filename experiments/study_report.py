@@ -43,6 +43,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from experiments import (
+  markdown,
   methods,
   stages,
   study_inference,
@@ -416,7 +417,7 @@ def _sweep_table(rows: list[dict]) -> str:
     "flips (%)",
     "wall time (s)",
   ]
-  lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+  cells = []
   for r in rows:
     c = r["vs_base"]
     versus = (
@@ -425,24 +426,20 @@ def _sweep_table(rows: list[dict]) -> str:
       else f"{100 * c['difference']:+.1f} [{100 * c['low']:+.1f}, "
       f"{100 * c['high']:+.1f}], p = {c['p_value']:.3g}"
     )
-    lines.append(
-      "| "
-      + " | ".join(
-        [
-          r["variant"],
-          r["description"],
-          _num(r["clean"]),
-          _num(r["cc_cert"]),
-          _num(r["binomial"]),
-          versus,
-          _num(r["search_cross_entropy"], 1.0, 3),
-          _num(r["flip_fraction"], 100.0, 2),
-          _num(r["wall_time_s"], 1.0, 0),
-        ]
-      )
-      + " |"
+    cells.append(
+      [
+        r["variant"],
+        r["description"],
+        _num(r["clean"]),
+        _num(r["cc_cert"]),
+        _num(r["binomial"]),
+        versus,
+        _num(r["search_cross_entropy"], 1.0, 3),
+        _num(r["flip_fraction"], 100.0, 2),
+        _num(r["wall_time_s"], 1.0, 0),
+      ]
     )
-  return "\n".join(lines)
+  return markdown.table(header, cells)
 
 
 def _pct(iv: dict | None) -> str:
@@ -463,7 +460,7 @@ def _groups_table(groups: list[dict], dists: list[str]) -> str:
     "wall time (s)",
     "passes / step",
   ]
-  lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+  rows = []
   for g in groups:
     cells = [
       g["variant"],
@@ -485,8 +482,8 @@ def _groups_table(groups: list[dict], dists: list[str]) -> str:
       f"{wall['mean']:.0f}" if wall else "n/a",
       ", ".join(f"{k} {v}" for k, v in passes.items()) or "n/a",
     ]
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+    rows.append(cells)
+  return markdown.table(header, rows)
 
 
 def _comparisons_table(comparisons: list[dict], named: bool = False) -> str:
@@ -499,19 +496,25 @@ def _comparisons_table(comparisons: list[dict], named: bool = False) -> str:
       "only C-SAM / only other",
     ]
   header = ["sparsity", *first, "McNemar p (pooled)", "p per seed"]
-  lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+  rows = []
   for c in comparisons:
     p = c["pooled"]
     seeds = ", ".join(
       f"{s}: {v['p_value']:.3g}" for s, v in c["per_seed"].items()
     )
-    names = f"{c['main']} | {c['other']}" if named else c["other"]
-    lines.append(
-      f"| {c['sparsity']:.2f} | {names} | {100 * p['difference']:+.1f} "
-      f"[{100 * p['low']:+.1f}, {100 * p['high']:+.1f}] | {p['only_a']} / "
-      f"{p['only_b']} | {p['p_value']:.3g} | {seeds} |"
+    names = [c["main"], c["other"]] if named else [c["other"]]
+    rows.append(
+      [
+        f"{c['sparsity']:.2f}",
+        *names,
+        f"{100 * p['difference']:+.1f} [{100 * p['low']:+.1f}, "
+        f"{100 * p['high']:+.1f}]",
+        f"{p['only_a']} / {p['only_b']}",
+        f"{p['p_value']:.3g}",
+        seeds,
+      ]
     )
-  return "\n".join(lines)
+  return markdown.table(header, rows)
 
 
 HEADLINE_DEFINITION = (

@@ -23,7 +23,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from experiments import study_stats
+from experiments import markdown, study_stats
 
 KINDS = ("random", "directed")
 
@@ -175,7 +175,7 @@ def flatness_table(groups: list[dict]) -> str:
   header = ["variant", "sparsity", "seeds", "accuracy (%)"]
   header += [f"drop @{100 * float(f):g}% rand / dir" for f in fractions]
   header += ["certified (%) base / rand / dir"]
-  lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+  rows = []
   for g in groups:
     cells = [
       g["variant"],
@@ -198,8 +198,8 @@ def flatness_table(groups: list[dict]) -> str:
       if certified
       else "n/a"
     )
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+    rows.append(cells)
+  return markdown.table(header, rows)
 
 
 def _diff(s: dict) -> str:
@@ -218,14 +218,14 @@ def flatness_comparison_table(rows: list[dict]) -> str:
   fractions = list(rows[0]["random"])
   header = ["sparsity", "A", "B"]
   header += [f"@{100 * float(f):g}% rand; dir" for f in fractions]
-  lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+  table = []
   for r in rows:
     cells = [f"{r['sparsity']:.2f}", r["main"], r["other"]]
     cells += [
       f"{_diff(r['random'][f])}; {_diff(r['directed'][f])}" for f in fractions
     ]
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+    table.append(cells)
+  return markdown.table(header, table)
 
 
 def perturbation_table(rows: list[dict], main: str) -> str:
@@ -244,7 +244,7 @@ def perturbation_table(rows: list[dict], main: str) -> str:
     "CC-Cert@1e-2 (%)",
     f"minus {main} (points) [95% CI], McNemar p",
   ]
-  lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+  table = []
   for r in rows:
     c = r["versus"]
     versus = "-" if c is None else _versus(c["pooled"])
@@ -260,8 +260,8 @@ def perturbation_table(rows: list[dict], main: str) -> str:
       _mean(r["certified"]),
       versus,
     ]
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+    table.append(cells)
+  return markdown.table(header, table)
 
 
 def _versus(pooled: dict) -> str:
