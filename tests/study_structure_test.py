@@ -207,6 +207,6 @@ def test_aggregate_reports_both_levels_flatness_and_frostless_corruptions(
   assert "CIFAR-10-C (generated) acc. (%)" in text
   assert "### Structural flatness" in text
   # The flatness comparison of the main variant with HYDRA, one row.
-  assert text.count("| 0.90 | csam | hydra | +0.0; +0.0 |") == 1
+  assert text.count("| 0.90 | csam | hydra | +0.0 [+0.0, +0.0] 0/3;") == 1
   assert "Every model was certified on one image set" in text
   assert (tmp_path / "flatness.png").exists()
