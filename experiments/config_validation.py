@@ -58,10 +58,10 @@ def normalize_methods(value: Any) -> tuple[str, ...]:
   )
   if not names:
     raise ValueError(
-      f"config.methods is empty; valid values: {methods.METHODS}."
+      f"config.methods is empty; valid values: {methods.ALL_METHODS}."
     )
   for n in names:
-    _choice("methods", n, methods.METHODS)
+    _choice("methods", n, methods.ALL_METHODS)
   if len(set(names)) != len(names):
     raise ValueError(f"config.methods has duplicates: {names}.")
   return names
@@ -192,6 +192,35 @@ def _check_budget(config: ml_collections.ConfigDict) -> None:
   _at_least("logging.log_every_steps", config.logging.log_every_steps, 1)
 
 
+def _check_compression(config: ml_collections.ConfigDict) -> None:
+  """The CrAM and SAFE sections (checked whatever the methods)."""
+  c = config.cram
+  _at_least("cram.rho", c.rho, 0.0)
+  sparsities = tuple(c.sparsities)
+  if not sparsities or not all(
+    isinstance(s, (int, float)) and 0.0 <= s < 1.0 for s in sparsities
+  ):
+    raise ValueError(
+      f"config.cram.sparsities={c.sparsities!r} must be a non-empty list of "
+      "fractions in [0, 1)."
+    )
+  s = config.safe
+  _at_least("safe.lam", s.lam, 0.0)
+  _at_least("safe.rho", s.rho, 0.0)
+  _at_least("safe.dual_every", s.dual_every, 1)
+  try:
+    csam_jax.penalty_schedule(s.lam, s.schedule, 1)
+  except ValueError as e:
+    raise ValueError(f"config.safe.schedule: {e}") from e
+  for name in ("cram", "safe"):
+    _at_least(f"{name}.retune_batches", config[name].retune_batches, 0)
+    _at_least(f"{name}.retune_variance", config[name].retune_variance, 0.0)
+    try:
+      optimizers.make_optimizer(config[name].optimizer, 1, 1)
+    except ValueError as e:
+      raise ValueError(f"config.{name}.optimizer: {e}") from e
+
+
 def _check_robustness(config: ml_collections.ConfigDict) -> None:
   # Imported here: the robustness modules are only needed when enabled.
   if config.certify.enabled:
@@ -307,6 +336,7 @@ def validate_config(
   _check_pruning(config)
   _check_search(config)
   _check_budget(config)
+  _check_compression(config)
   _check_robustness(config)
   info = _check_data(config)
   _check_model_masks(config, info)

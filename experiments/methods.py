@@ -17,6 +17,19 @@ epochs (config sections of those names):
   csam       SGD                   C-SAM mask search (search)    fine-tune
   ========== ===================== ============================= ===========
 
+``METHODS`` (these seven) is the default set of a config. ``ALL_METHODS``
+adds the compression-aware trainings, run only when named (their stage 2
+spends the search and fine-tuning budgets; stage 3 is one-shot pruning and
+BatchNorm re-tuning, forward passes only):
+
+  ========== ===================== ============================= ===========
+  method     stage 1 (pretrain)    stage 2                       stage 3
+  ========== ===================== ============================= ===========
+  cram       SGD                   CrAM training (s.+f.)         prune + BNT
+  cram_plus  SGD                   CrAM+ Multi training (s.+f.)  prune + BNT
+  safe       SGD                   SAFE ADMM + SAM (s.+f.)       project + BNT
+  ========== ===================== ============================= ===========
+
 A stage declares its ``role`` (which batches and keys it draws, and whether
 it is a pretraining run shared by every method of a work directory), its
 ``kind`` (what one step does, experiments/stages.py), the config sections
@@ -31,8 +44,19 @@ from typing import NamedTuple
 
 import ml_collections
 
-STAGE_KINDS = ("pretrain", "prune", "search", "gmp", "finetune")
+STAGE_KINDS = (
+  "pretrain",
+  "prune",
+  "search",
+  "gmp",
+  "finetune",
+  "compression",
+  "retune",
+)
 SEARCH_ALGOS = ("hydra", "csam")
+# Algorithms of the "compression" and "retune" stages (experiments/
+# compression.py).
+COMPRESSION_ALGOS = ("cram", "cram_plus", "safe")
 # Roles: the two shared pretraining runs, then where in the
 # post-pretraining budget a stage starts ("from_search": the search-budget
 # stages of gmp/hydra/csam and the continuations of the other methods;
@@ -52,7 +76,9 @@ class StageSpec(NamedTuple):
     epochs: config sections whose step budgets add up to this stage's steps.
     optimizer: config section whose ``optimizer`` field trains this stage.
     sam: weight-space SAM (config.sam) for weight-training stages.
-    algo: the search algorithm for ``kind == "search"`` ("hydra", "csam").
+    algo: the search algorithm for ``kind == "search"`` (``SEARCH_ALGOS``),
+      the compression-aware one for ``"compression"`` and ``"retune"``
+      (``COMPRESSION_ALGOS``).
   """
 
   name: str
@@ -132,9 +158,43 @@ RECIPES: dict[str, tuple[StageSpec, ...]] = {
   "hydra": (_pretrain(sam=False), _search("hydra"), _FINETUNE),
   "csam": (_pretrain(sam=False), _search("csam"), _FINETUNE),
 }
+# The default set of a config (config.methods): the seven above.
 METHODS = tuple(RECIPES)
+
+
+def config_section(algo: str) -> str:
+  """The config section of a compression-aware algorithm's settings.
+
+  Example:
+    >>> config_section("cram_plus")
+    'cram'
+  """
+  if algo not in COMPRESSION_ALGOS:
+    raise ValueError(f"algo must be one of {COMPRESSION_ALGOS}, got {algo!r}.")
+  return algo.removesuffix("_plus")
+
+
+def _compression(algo: str) -> tuple[StageSpec, ...]:
+  """Compression-aware training, then one-shot pruning and BN re-tuning."""
+  return (
+    _pretrain(sam=False),
+    StageSpec(
+      name=algo,
+      role="from_search",
+      kind="compression",
+      epochs=("search", "finetune"),
+      optimizer=config_section(algo),
+      algo=algo,
+    ),
+    StageSpec(name="prune", role="from_finetune", kind="retune", algo=algo),
+  )
+
+
+RECIPES.update({algo: _compression(algo) for algo in COMPRESSION_ALGOS})
+# Every method a config may name.
+ALL_METHODS = tuple(RECIPES)
 # Stage kinds that set masks: a method with none of them stays dense.
-MASKING_KINDS = ("prune", "gmp", "search")
+MASKING_KINDS = ("prune", "gmp", "search", "retune")
 
 
 def prunes(method: str) -> bool:
@@ -156,7 +216,7 @@ def get_recipe(method: str) -> tuple[StageSpec, ...]:
   """Returns the recipe of ``method``: its stages, in order.
 
   Args:
-    method: one of ``METHODS``.
+    method: one of ``ALL_METHODS``.
 
   Returns:
     The method's stages, in order.
@@ -169,7 +229,7 @@ def get_recipe(method: str) -> tuple[StageSpec, ...]:
     [('pretrain', 'pretrain_sgd'), ('search', 'from_search'), ('finetune', 'from_finetune')]
   """  # noqa: E501 - a doctest output line.
   if method not in RECIPES:
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    raise ValueError(f"method must be one of {ALL_METHODS}, got {method!r}.")
   return RECIPES[method]
 
 
@@ -185,7 +245,10 @@ def section_steps(
 def stage_steps(
   config: ml_collections.ConfigDict, stage: StageSpec, steps_per_epoch: int
 ) -> int:
-  """Number of training steps of ``stage`` (0 for one-shot pruning).
+  """Number of steps of ``stage`` (0 for one-shot pruning).
+
+  A re-tuning stage takes ``config.<algo's section>.retune_batches`` steps
+  (forward passes), outside the training budget.
 
   Example:
     >>> from experiments.configs import default
@@ -194,13 +257,18 @@ def stage_steps(
     >>> stage_steps(cfg, get_recipe("dense")[1], steps_per_epoch=10)
     7
   """
+  if stage.kind == "retune":
+    return int(config[config_section(stage.algo)].retune_batches)
   return sum(section_steps(config[s], steps_per_epoch) for s in stage.epochs)
 
 
 def method_steps(
   config: ml_collections.ConfigDict, method: str, steps_per_epoch: int
 ) -> int:
-  """Total training steps of a method (equal for all methods)."""
+  """Total training steps of a method (equal for all methods; re-tuning's
+  forward passes are not training steps)."""
   return sum(
-    stage_steps(config, s, steps_per_epoch) for s in get_recipe(method)
+    stage_steps(config, s, steps_per_epoch)
+    for s in get_recipe(method)
+    if s.kind != "retune"
   )

@@ -14,6 +14,11 @@ pure; the loop that drives them (experiments/train.py) knows no method.
   search       `make_search_step` (HYDRA or C-SAM objective)   none
   finetune     `make_weight_step` (SAM / variation
                augmentation when configured)                   none
+  compression  `make_weight_step` with CrAM's / SAFE's update
+               (experiments/compression.py; variation
+               augmentation when configured)                   none
+  retune       BN re-tuning forward pass (masks and reset
+               statistics in ``begin``)                        none
   ===========  ==============================================  ============
 
 BatchNorm under SAM and C-SAM: the running statistics written into
@@ -38,7 +43,7 @@ import numpy as np
 import optax
 
 import csam_jax
-from experiments import losses, methods, optimizers, samplers
+from experiments import compression, losses, methods, optimizers, samplers
 from experiments import state as state_lib
 from experiments.methods import StageSpec
 from experiments.samplers import Sampler
@@ -197,11 +202,12 @@ def passes_per_step(config: ml_collections.ConfigDict, spec: StageSpec) -> int:
   """Forward (and backward) passes of the model in one step of ``spec``.
 
   A weight step is one pass, two under SAM (rho > 0: the gradient again at
-  the perturbed weights). A mask-search step evaluates its objective once,
-  twice under C-SAM with rho > 0; C-SAM's objective is one clean pass plus,
-  with the hinge (lam_cert > 0 and a variation kind), one pass on the
-  varied inputs and, under ``hinge_bn="running"``, one more clean pass
-  with the running statistics. One-shot pruning takes no step (0).
+  the perturbed weights) and under CrAM (at the compressed ascent point);
+  a BN re-tuning step is one forward pass. A mask-search step evaluates its
+  objective once, twice under C-SAM with rho > 0; C-SAM's objective is one
+  clean pass plus, with the hinge (lam_cert > 0 and a variation kind), one
+  pass on the varied inputs and, under ``hinge_bn="running"``, one more
+  clean pass with the running statistics. One-shot pruning takes no step.
 
   Example:
     >>> from experiments.configs import default
@@ -211,6 +217,10 @@ def passes_per_step(config: ml_collections.ConfigDict, spec: StageSpec) -> int:
   """
   if spec.kind == "prune":
     return 0
+  if spec.kind == "compression":
+    return 2
+  if spec.kind == "retune":
+    return 1
   if spec.kind != "search":
     return 2 if spec.sam and config.sam.rho > 0 else 1
   if spec.algo == "hydra":
@@ -626,13 +636,8 @@ def _weight_stage(config, spec, model, num_steps, steps_per_epoch, sampler):
     )
 
   step = make_weight_step(model, tx)
-  if spec.kind == "finetune" and config.finetune.augment_variations:
-    if sampler is None:
-      raise ValueError(
-        "config.finetune.augment_variations needs the input-variation "
-        "sampler of config.search.csam.variation_kind ('none' builds none)"
-      )
-    step = augmented_step(step, sampler)
+  if spec.kind == "finetune":
+    step = _augment(config, step, sampler)
   if spec.kind != "gmp":
     return Stage(spec, num_steps, begin, step, lambda s: s)
 
@@ -658,6 +663,68 @@ def _weight_stage(config, spec, model, num_steps, steps_per_epoch, sampler):
     finalize,
     GmpSchedule(config, num_steps, update),
   )
+
+
+def _augment(config, step: StepFn, sampler: Sampler | None) -> StepFn:
+  """``step`` on varied inputs when ``finetune.augment_variations``."""
+  if not config.finetune.augment_variations:
+    return step
+  if sampler is None:
+    raise ValueError(
+      "config.finetune.augment_variations needs the input-variation "
+      "sampler of config.search.csam.variation_kind ('none' builds none)"
+    )
+  return augmented_step(step, sampler)
+
+
+def _compression_stage(
+  config, spec, model, num_steps, steps_per_epoch, sampler
+):
+  """CrAM / CrAM+ / SAFE: dense weights, the compression-aware update.
+
+  The compression's key (CrAM's sparsity draw) is the stage key's
+  ``compression.SPARSITY_PURPOSE`` stream, kept in the optimizer state.
+  Its variation augmentation (``finetune.augment_variations``) is that of
+  the dense continuation it replaces.
+  """
+
+  def make_tx(key=None):
+    return compression.make_tx(
+      config, spec.algo, num_steps, steps_per_epoch, key
+    )
+
+  def begin(state, key):
+    sparsity_key = jax.random.fold_in(key, compression.SPARSITY_PURPOSE)
+    params = compression.begin_params(state.params, config, spec.algo)
+    return state.replace(
+      params=params,
+      masks=None,
+      opt_state=make_tx(sparsity_key).init(params),
+      step=jnp.zeros((), jnp.int32),
+      key=key,
+    )
+
+  step = _augment(config, make_weight_step(model, make_tx()), sampler)
+  return Stage(spec, num_steps, begin, step, lambda s: s)
+
+
+def _retune_stage(config, spec, model, num_steps, sampler):
+  """One-shot pruning with the algorithm's tie rule, then BN re-tuning."""
+  c = compression.section(config, spec.algo)
+
+  def begin(state, key):
+    return state.replace(
+      masks=compression.final_masks(state.params, config, spec.algo),
+      batch_stats=compression.reset_batch_stats(
+        state.batch_stats, float(c.retune_variance)
+      ),
+      opt_state=None,
+      step=jnp.zeros((), jnp.int32),
+      key=key,
+    )
+
+  step = _augment(config, compression.make_retune_step(model), sampler)
+  return Stage(spec, num_steps, begin, step, lambda s: s)
 
 
 def _jit(stage: Stage, out_sharding) -> Stage:
@@ -726,6 +793,12 @@ def build(
     )
   elif spec.kind == "prune":
     stage = _prune_stage(config, spec)
+  elif spec.kind == "compression":
+    stage = _compression_stage(
+      config, spec, model, num_steps, steps_per_epoch, sampler
+    )
+  elif spec.kind == "retune":
+    stage = _retune_stage(config, spec, model, num_steps, sampler)
   else:
     stage = _weight_stage(
       config, spec, model, num_steps, steps_per_epoch, sampler

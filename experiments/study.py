@@ -67,6 +67,8 @@ POST_PRETRAINING = (
   "structure",
   "search",
   "gmp",
+  "cram",
+  "safe",
   "finetune",
   "checkpoint",
   "logging",

@@ -9,6 +9,13 @@ setting of their reference code. Each variant is one `Variant` in
   variant             method     overrides
   ==================  =========  =========================================
   dense ... csam      itself     none (the harness's defaults)
+  cram, cram_plus,    itself     none (run only when named: not in
+  safe                           methods.METHODS)
+  cram_aug,           itself     finetune.augment_variations: trained
+  cram_plus_aug,                 (and re-tuned) on C-SAM's input
+  safe_aug                       variations (augmentation)
+  safe_ref            safe       safe.hold_biases_at_zero: the reference
+                                 code's biases held at 0
   csam_rho0           csam       search.csam.rho = 0: no mask perturbation
   csam_no_cert        csam       search.csam.lam_cert = 0: no hinge
   csam_car            csam       the CAR description: percentile init,
@@ -271,6 +278,23 @@ VARIANTS: dict[str, Variant] = {
   ),
   "gmp_layer": _variant(
     "gmp", "GMP with per-layer magnitude pruning (Zhu & Gupta)", scope="layer"
+  ),
+  **{
+    m: _variant(m, f"{m} as configured (the reference's CIFAR settings)")
+    for m in methods.COMPRESSION_ALGOS
+  },
+  **{
+    f"{m}_aug": _variant(
+      m,
+      f"{m} trained on C-SAM's input variations as augmentation",
+      finetune__augment_variations=True,
+    )
+    for m in methods.COMPRESSION_ALGOS
+  },
+  "safe_ref": _variant(
+    "safe",
+    "SAFE as its reference code runs: biases held at 0 (aliasing)",
+    safe__hold_biases_at_zero=True,
   ),
   **SWEEP,
   **STRUCTURE,

@@ -20,7 +20,15 @@ Epoch budget (the same for every method): each method runs
   csam       pretrain (SGD)        -> C-SAM mask search (search ep.) -> finet.
 
 The two pretraining runs (SGD and SAM) are computed once per work directory
-and shared by the methods that start from them.
+and shared by the methods that start from them. ``config.methods`` defaults
+to these seven (``methods.METHODS``); the compression-aware trainings of
+``methods.ALL_METHODS`` run only when named:
+
+  cram       pretrain (SGD)        -> CrAM training (search+finetune ep.)
+                                   -> one-shot prune + BN re-tuning
+  cram_plus  the same with CrAM+ Multi (the reference's CIFAR run)
+  safe       pretrain (SGD)        -> SAFE training (search+finetune ep.)
+                                   -> projection + BN re-tuning
 """
 
 from __future__ import annotations
@@ -163,6 +171,70 @@ def search_config() -> ml_collections.ConfigDict:
   )
 
 
+def cram_config() -> ml_collections.ConfigDict:
+  """CrAM / CrAM+ (experiments/compression.py): the reference's CIFAR-10
+  ResNet-20 settings (IST-DASLab/CrAM, cifar10_resnet20_cram_plus_multi_
+  spgrad.yaml and its run script)."""
+  return ml_collections.ConfigDict(
+    dict(
+      # Ascent radius: e = rho * g (not normalised, the reference's
+      # default grad_norm=False; normalize=True divides by ||g|| + 1e-12).
+      rho=0.2,
+      normalize=False,
+      # cram_plus: the sparsity of each step's compression, drawn
+      # uniformly (cram compresses at config.sparsity).
+      sparsities=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+      # Mask the gradient at the compressed point (reference sparse_grad).
+      sparse_grad=True,
+      # torch SGD with L2 weight decay on every parameter; the reference
+      # steps its 5-epoch warm-up and cosine once per epoch, this schedule
+      # once per step.
+      optimizer=optimizer_config(0.1, weight_decay=5e-4, warmup_epochs=5.0),
+      # BN re-tuning after the one-shot pruning: running statistics reset
+      # to mean 0 / variance retune_variance (PyTorch's
+      # reset_running_stats), then retune_batches train-mode forward
+      # passes of the training stream (momentum 0.1), as the reference's
+      # fix_bn_stats(iters=100).
+      retune_batches=100,
+      retune_variance=1.0,
+    )
+  )
+
+
+def safe_config() -> ml_collections.ConfigDict:
+  """SAFE (experiments/compression.py): the reference's CIFAR-10 settings
+  (LOG-postech/safe-jax, scripts/cifar10_resnet20.sh and train.py's flag
+  defaults); the target sparsity is config.sparsity (the script's 0.95)."""
+  return ml_collections.ConfigDict(
+    dict(
+      # Final penalty coefficient and its ramp lambda_t from 0 ("cosine":
+      # lam (1 - cos(pi t / T)) / 2 over the stage's T steps).
+      lam=1e-3,
+      schedule="cosine",  # "cosine" | "linear" | "constant"
+      # Normalised SAM ascent radius.
+      rho=0.1,
+      # Steps between the z/u (projection and dual) updates.
+      dual_every=32,
+      # False: the intended ADMM update (penalty on the prunable kernels,
+      # biases trained). True: the reference code's behaviour, a side
+      # effect of aliasing in its only_weights (docs/method.md): every bias
+      # (BatchNorm shift, dense bias) zeroed and held at 0, and the penalty
+      # on every non-bias leaf (BatchNorm scales pulled towards their value
+      # at the last z/u update).
+      hold_biases_at_zero=False,
+      # chain(add_decayed_weights(1e-4), sgd(0.1, momentum 0.9)); warm-up
+      # from 0 over 5 epochs, then cosine to 0 at the end of the stage (the
+      # reference's reaches 0 five epochs early, optax decay_steps).
+      optimizer=optimizer_config(0.1, weight_decay=1e-4, warmup_epochs=5.0),
+      # BN re-tuning after the final projection: mean and variance reset to
+      # 0 (the reference's zeros_like), then 79 train-mode forward batches
+      # of the training stream (momentum 0.1): 10,000 images at 128.
+      retune_batches=79,
+      retune_variance=0.0,
+    )
+  )
+
+
 def get_config() -> ml_collections.ConfigDict:
   """Returns the default (CIFAR-10, ResNet-18, sparsity 0.9) configuration."""
   config = ml_collections.ConfigDict()
@@ -238,6 +310,8 @@ def get_config() -> ml_collections.ConfigDict:
       update_every=100,
     )
   )
+  config.cram = cram_config()
+  config.safe = safe_config()
   config.finetune = ml_collections.ConfigDict(
     dict(
       epochs=20.0,
