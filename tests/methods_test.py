@@ -7,26 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import tiny_model
 
 import csam_jax
 from csam_jax import objectives
-from experiments import losses, methods, models, samplers, stages
+from experiments import losses, methods, samplers, stages
 from experiments import state as state_lib
 from experiments.configs import default, smoke
 
-NUM_CLASSES = 3
-
-
-def _setup(seed: int = 0):
-  module = models.get_model("tiny_cnn", num_classes=NUM_CLASSES)
-  model = state_lib.Model(module, (0.5,), (0.25,))
-  state = state_lib.init_train_state(model, jax.random.PRNGKey(seed), (8, 8, 1))
-  kx, ky = jax.random.split(jax.random.PRNGKey(seed + 1))
-  batch = {
-    "image": jax.random.uniform(kx, (8, 8, 8, 1)),
-    "label": jax.random.randint(ky, (8,), 0, NUM_CLASSES),
-  }
-  return model, state, batch
+NUM_CLASSES = tiny_model.NUM_CLASSES
+_setup = tiny_model.setup
 
 
 def _plain_sgd(config, section, lr):
