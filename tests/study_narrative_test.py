@@ -496,3 +496,22 @@ def test_readme_results_paragraph_is_generated_from_the_records(study_summary):
   with open(os.path.join(REPO, "README.md")) as f:
     readme = " ".join(f.read().split())
   assert rendered in readme
+
+
+def test_structure_sweep_narrative_renders_with_every_number_generated(
+  tmp_path,
+):
+  from experiments.configs import study_structure_sweep
+
+  source = os.path.join(REPO, "results", "study_structure_sweep")
+  shutil.copytree(os.path.join(source, "cells"), tmp_path / "cells")
+  summary = study_report.aggregate(
+    str(tmp_path), study_structure_sweep.get_config().study
+  )
+  with open(os.path.join(source, "narrative.md")) as f:
+    narrative = f.read()
+  assert study_narrative.unverified_numbers(narrative) == []
+  rendered = study_narrative.render(
+    narrative, summary, study_report.load_records(str(tmp_path))
+  )
+  assert "{{" not in rendered and "}}" not in rendered
