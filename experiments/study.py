@@ -75,6 +75,7 @@ POST_PRETRAINING = (
   "evaluation",
   "certify",
   "corruptions",
+  "flatness",
   "compilation_cache_dir",  # how fast programs compile, not what they do
 )
 

@@ -413,11 +413,15 @@ def test_the_sweep_rule_chooses_the_five_seed_setting(tmp_path, monkeypatch):
   config = study_structure.get_config()
   study.validate_study(config.study)
   grid = study.cells(config.study)
-  assert [c.id for c in grid[:4]] == [
+  # The main pair on every seed first, then each other variant in turn.
+  assert [c.id for c in grid[:3]] == [
     "csam_f3__s0.90__seed0",
     "csam_rho0__s0.90__seed0",
+    "csam_f3__s0.90__seed1",
+  ]
+  assert [c.id for c in grid[10:12]] == [
     "hydra_aug__s0.90__seed0",
-    "csam_rho0_aug__s0.90__seed0",
+    "hydra_aug__s0.90__seed1",
   ]
   assert len(grid) == 7 * 5
   cfg = study.cell_config(config, grid[0])

@@ -9,7 +9,8 @@ perturbation (csam_rho0) and the two augmentation-fair variants
 (hydra_aug, csam_rho0_aug), then the controls that separate what makes a
 mask flat under the structural-flatness diagnostic: HYDRA (none of C-SAM's
 ingredients), csam_nocert_rho0 (the [0, 1] projection alone), today's
-C-SAM (rho 0.05). Sparsity 0.9, seeds 0-4 (the sweep ran seed 9), the
+C-SAM (rho 0.05). The grid runs the chosen setting and csam_rho0 on all
+five seeds first, then the other variants one by one. Sparsity 0.9, seeds 0-4 (the sweep ran seed 9), the
 study_cpu model, data and budget with the sweep's validation carve (the
 training subsets never hold a validation image).
 
@@ -97,7 +98,10 @@ def get_config() -> ml_collections.ConfigDict:
       variants=main + CONTROLS,
       sparsity=0.9,
       extra_sparsities=(),
-      extra_variants=main,
+      # The grid's first tier: the main pair on every seed before anything
+      # else (a study stopped part-way has its question answered across
+      # training runs first); the rest follow variant by variant.
+      extra_variants=main[:2],
       seeds=(0, 1, 2, 3, 4),
       image_seed=2027,
       main_variant=best,
