@@ -44,7 +44,9 @@ class StageCheckpointer:
     every_steps: int,
     enabled: bool = True,
   ):
-    self.directory = os.path.abspath(directory)
+    # A bucket path (gs://...) as given: orbax writes there itself.
+    local = "://" not in str(directory)
+    self.directory = os.path.abspath(directory) if local else str(directory)
     self.every_steps = int(every_steps)
     self.enabled = enabled
     self._manager = None

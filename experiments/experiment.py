@@ -17,8 +17,6 @@ Only process 0 writes files other than checkpoints.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from typing import Any
 
@@ -37,6 +35,7 @@ from experiments import (
   logging_utils,
   methods,
   parallel,
+  storage,
   train,
 )
 from experiments import state as state_lib
@@ -123,20 +122,19 @@ def prepare_workdir(workdir: str, config_dict: dict[str, Any], overwrite: bool):
       unknown origin) and ``overwrite`` is False.
   """
   chief = jax.process_index() == 0
-  path = os.path.join(workdir, "config.json")
-  existing = [p for p in _OUTPUTS if os.path.exists(os.path.join(workdir, p))]
+  path = storage.path(workdir, "config.json")
+  existing = [p for p in _OUTPUTS if storage.path(workdir, p).exists()]
   if existing and overwrite:
     logging.warning("overwrite=True: deleting %s in %s", existing, workdir)
     if chief:
       for p in existing:
-        full = os.path.join(workdir, p)
-        shutil.rmtree(full) if os.path.isdir(full) else os.remove(full)
+        full = storage.path(workdir, p)
+        full.rmtree() if full.is_dir() else full.unlink()
   elif existing:
     old = None
-    if os.path.exists(path):
-      with open(path) as f:
-        # Stored before a field was renamed: compared in today's shape.
-        old = config_validation.upgrade_config_dict(json.load(f))
+    if path.exists():
+      # Stored before a field was renamed: compared in today's shape.
+      old = config_validation.upgrade_config_dict(storage.read_json(path))
     diff = (
       ["config.json"] if old is None else differing_fields(old, config_dict)
     )
@@ -150,9 +148,8 @@ def prepare_workdir(workdir: str, config_dict: dict[str, Any], overwrite: bool):
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("prepare_workdir")
   if chief:
-    os.makedirs(os.path.join(workdir, "runs"), exist_ok=True)
-    with open(path, "w") as f:
-      json.dump(config_dict, f, indent=2)
+    storage.path(workdir, "runs").mkdir(parents=True, exist_ok=True)
+    storage.write_json(path, config_dict, indent=2)
 
 
 def _local_state(state: state_lib.TrainState) -> state_lib.TrainState:
@@ -368,12 +365,18 @@ def _write_results(workdir: str, config_dict: dict, runs: list) -> None:
   reporting.write_results(workdir, config_dict, runs)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def run(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  shared_dir: str | None = None,
+) -> dict[str, Any]:
   """Validates the config, trains and evaluates every method, reports.
 
   Args:
     config: the experiment config.
-    workdir: the work directory (created if needed).
+    workdir: the work directory (created if needed; local or a bucket).
+    shared_dir: where the shared pretraining keeps its checkpoints
+      (default ``<workdir>/checkpoints``; a study shares one per seed).
 
   Returns:
     ``{"config": ..., "runs": [entry, ...]}`` as written to results.json.
@@ -386,15 +389,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   t0, compile0 = time.time(), logging_utils.compile_totals()
   info = config_validation.validate_config(config)
   config_dict = json.loads(config.to_json())
-  os.makedirs(workdir, exist_ok=True)
+  storage.path(workdir).mkdir(parents=True, exist_ok=True)
   prepare_workdir(workdir, config_dict, bool(config.overwrite))
-  ctx = train.make_context(config, workdir, info)
+  ctx = train.make_context(config, workdir, info, shared_dir)
   runs = []
   for method in config.methods:
-    path = os.path.join(workdir, "runs", f"{method}.json")
-    if os.path.exists(path):
-      with open(path) as f:
-        runs.append(json.load(f))
+    path = storage.path(workdir, "runs", f"{method}.json")
+    if path.exists():
+      runs.append(storage.read_json(path))
       logging.info("%s: finished earlier, reusing %s", method, path)
       continue
     started, compile_start = time.time(), logging_utils.compile_totals()
@@ -409,8 +411,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       )
     runs.append(entry)
     if jax.process_index() == 0:
-      with open(path, "w") as f:
-        json.dump(entry, f, indent=2)
+      storage.write_json(path, entry, indent=2)
       _write_results(workdir, config_dict, runs)
     ctx.writer.flush()
   if jax.process_index() == 0:

@@ -13,6 +13,8 @@ from typing import Any, NamedTuple
 import jax
 from absl import logging
 
+from experiments import storage
+
 
 class _DropInfoFrom(logging_std.Filter):
   """Drops INFO-and-below records logged from files under ``fragment``."""
@@ -78,8 +80,9 @@ class MetricWriter:
       return
     row = {"run": run, "stage": stage, "step": int(step), "time": time.time()}
     row.update({k: float(v) for k, v in metrics.items()})
-    with open(os.path.join(self.workdir, "metrics.jsonl"), "a") as f:
-      f.write(json.dumps(row) + "\n")
+    storage.append_text(
+      os.path.join(self.workdir, "metrics.jsonl"), json.dumps(row) + "\n"
+    )
     if self.tensorboard:
       import tensorflow as tf
 
@@ -114,15 +117,14 @@ def stage_means(
   Returns:
     ``{metric: mean}``; empty when the file or the stage's rows are absent.
   """
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = storage.path(workdir) / "metrics.jsonl"
+  if not path.exists():
     return {}
   rows = {}
-  with open(path) as f:
-    for line in f:
-      row = json.loads(line)
-      if row.get("run") == run and row.get("stage") == stage:
-        rows[row["step"]] = row
+  for line in path.read_text().splitlines():
+    row = json.loads(line)
+    if row.get("run") == run and row.get("stage") == stage:
+      rows[row["step"]] = row
   sums, weights, previous = {}, {}, 0
   for step in sorted(rows):
     width = step - previous

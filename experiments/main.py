@@ -111,13 +111,18 @@ def setup_compilation_cache(directory: str | None) -> str | None:
   return path
 
 
-def main(argv: list[str]) -> None:
+def setup(argv: list[str], example: str):
+  """The set-up every entry point shares; returns the config.
+
+  Checks the command line (``example``: a config to suggest when --config
+  is missing), quiets library logs, starts counting compilations, turns on
+  the persistent compilation cache, initialises jax.distributed when asked
+  and checks ``config.model.init_prng``.
+  """
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if _CONFIG.value is None:
-    raise app.UsageError(
-      "--config is required, e.g. --config=experiments/configs/quickstart.py"
-    )
+    raise app.UsageError(f"--config is required, e.g. --config={example}")
   logging_utils.quiet_library_logs()
   logging_utils.compile_totals()  # Counts every compilation from here.
   cache_dir = _CONFIG.value.get("compilation_cache_dir")
@@ -140,6 +145,11 @@ def main(argv: list[str]) -> None:
       f"config.model.init_prng must be one of {state.INIT_PRNGS}, got "
       f"{config.model.init_prng!r}."
     )
+  return config
+
+
+def main(argv: list[str]) -> None:
+  config = setup(argv, "experiments/configs/quickstart.py")
   workdir = _WORKDIR.value or default_workdir(config.name)
   logging.info("Config %s, work directory %s", config.name, workdir)
   results = experiment.run(config, workdir)

@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from experiments import storage
 from experiments.certification import DISTRIBUTIONS, HEADLINE_EPS
 
 _METHODS = (("cc_cert", "CC-Cert"), ("binomial", "Clopper-Pearson"))
@@ -29,7 +30,7 @@ def _label(run: dict[str, Any], with_sparsity: bool) -> str:
 
 def _save(fig: Figure, path: str) -> str:
   FigureCanvasAgg(fig)
-  fig.savefig(path, dpi=120, bbox_inches="tight")
+  storage.save_figure(fig, path)
   return path
 
 

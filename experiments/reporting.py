@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any
 
 from absl import logging
 
-from experiments import certification, corruption_eval, markdown, plots
+from experiments import (
+  certification,
+  corruption_eval,
+  markdown,
+  plots,
+  storage,
+)
 
 BASE_COLUMNS = (
   ("method", "method"),
@@ -78,10 +83,14 @@ def write_results(
     config_dict: the config as a JSON-able dict.
     runs: run entries (`experiments.experiment.method_entry`).
   """
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump({"config": config_dict, "runs": runs}, f, indent=2)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(results_markdown(config_dict.get("name", ""), runs))
+  storage.write_json(
+    os.path.join(workdir, "results.json"),
+    {"config": config_dict, "runs": runs},
+    indent=2,
+  )
+  storage.path(workdir, "results.md").write_text(
+    results_markdown(config_dict.get("name", ""), runs)
+  )
   for name, plot in (
     ("certified_vs_eps.png", plots.plot_certified_vs_eps),
     ("vs_sparsity.png", plots.plot_vs_sparsity),

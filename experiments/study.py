@@ -26,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -33,12 +35,14 @@ import ml_collections
 from absl import app, flags, logging
 
 from experiments import (
+  config_validation,
   evaluation,
   experiment,
-  logging_utils,
   methods,
   stages,
+  storage,
   study_report,
+  train,
   variants,
 )
 from experiments import main as main_lib
@@ -53,6 +57,20 @@ _RESULTS_DIR = flags.DEFINE_string(
 )
 _AGGREGATE = flags.DEFINE_bool(
   "aggregate", False, "Only aggregate the existing records; run nothing."
+)
+_LIST = flags.DEFINE_bool(
+  "list", False, "Print the jobs (id, the jobs it needs, state); run nothing."
+)
+_CELL = flags.DEFINE_string(
+  "cell", None, "Run one job (a cell or a pretraining) by its --list id."
+)
+_SHARD = flags.DEFINE_string(
+  "shard", None, "Run the slice i/n of the jobs: every n-th from the i-th."
+)
+_WAIT_S = flags.DEFINE_float(
+  "wait_s",
+  86400.0,
+  "How long a cell waits for a pretraining another worker is running.",
 )
 
 # Config fields that only act after pretraining (or not on results): they do
@@ -78,6 +96,11 @@ POST_PRETRAINING = (
   "flatness",
   "compilation_cache_dir",  # how fast programs compile, not what they do
 )
+
+
+# The exit status of a worker stopped by SIGTERM (128 + 15, as a shell
+# reports it): its work is checkpointed; rerun the same command to resume.
+PREEMPTED_STATUS = 143
 
 
 class Cell(NamedTuple):
@@ -204,19 +227,87 @@ def pretrain_key(cfg: ml_collections.ConfigDict) -> str:
   return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def link_pretraining(workdir: str, cfg: ml_collections.ConfigDict) -> str:
-  """Links the shared pretraining checkpoints into ``workdir``; returns the
-  shared directory."""
-  shared = os.path.join(os.path.dirname(workdir), "pretrain", pretrain_key(cfg))
-  checkpoints = os.path.join(workdir, "checkpoints")
-  os.makedirs(checkpoints, exist_ok=True)
-  for run in ("pretrain_sgd", "pretrain_sam"):
-    target = os.path.join(shared, run)
-    os.makedirs(target, exist_ok=True)
-    link = os.path.join(checkpoints, run)
-    if not os.path.lexists(link):
-      os.symlink(os.path.abspath(target), link)
-  return shared
+def shared_dir(workdir: str, cfg: ml_collections.ConfigDict) -> str:
+  """``<workdir>/pretrain/<key>``: the pretraining checkpoints every cell
+  of ``cfg``'s key (`pretrain_key`) shares (``pretrain_sgd/``,
+  ``pretrain_sam/``)."""
+  return os.path.join(workdir, "pretrain", pretrain_key(cfg))
+
+
+class Job(NamedTuple):
+  """One unit of work for a scheduler: a shared pretraining or a cell.
+
+  Attributes:
+    id: the job id: a cell's id, or ``pretrain__seed<seed>__<key>``.
+    cell: the cell (a pretraining job: the first cell that needs it).
+    methods: the methods whose stages the job runs (a pretraining job: one
+      per shared role its cells need, run through their shared stages).
+    needs: ids of the jobs that must finish first.
+  """
+
+  id: str
+  cell: Cell
+  methods: tuple[str, ...]
+  needs: tuple[str, ...]
+
+  @property
+  def pretraining(self) -> bool:
+    """True for a shared-pretraining job."""
+    return not self.needs
+
+
+def jobs(config: ml_collections.ConfigDict) -> list[Job]:
+  """The study as jobs: every shared pretraining first, then the cells in
+  grid order (`cells`), each needing its seed's pretraining.
+
+  Example:
+    >>> from experiments.configs import study_cpu
+    >>> grid = jobs(study_cpu.get_config())
+    >>> [j.id[:15] for j in grid[:4]]
+    ['pretrain__seed0', 'pretrain__seed1', 'pretrain__seed2', 'csam__s0.90__se']
+    >>> grid[3].needs == (grid[0].id,), grid[0].methods
+    (True, ('csam', 'sam_then_prune'))
+  """
+  pretraining: dict[str, tuple[Cell, dict[str, str]]] = {}
+  out = []
+  for cell in cells(config.study):
+    cfg = cell_config(config, cell)
+    job_id = f"pretrain__seed{cell.seed}__{pretrain_key(cfg)}"
+    _, roles = pretraining.setdefault(job_id, (cell, {}))
+    for method in cfg.methods:
+      for spec in methods.get_recipe(method):
+        if spec.shared:
+          roles.setdefault(spec.role, method)
+    out.append(Job(cell.id, cell, tuple(cfg.methods), (job_id,)))
+  first = [
+    Job(job_id, cell, tuple(dict.fromkeys(roles.values())), ())
+    for job_id, (cell, roles) in pretraining.items()
+  ]
+  return first + out
+
+
+def shard(all_jobs: list[Job], spec: str) -> list[Job]:
+  """The slice ``i/n`` of ``all_jobs``: every n-th job from the i-th
+  (0-based), in order, so a scheduler's array index maps onto a shard and
+  each shard runs its pretraining jobs before its cells.
+
+  Example:
+    >>> grid = [Job(str(k), None, (), ()) for k in range(5)]
+    >>> [j.id for j in shard(grid, "1/2")]
+    ['1', '3']
+
+  Raises:
+    ValueError: ``spec`` is not ``i/n`` with ``0 <= i < n``.
+  """
+  try:
+    i, n = (int(x) for x in spec.split("/"))
+  except ValueError:
+    i = n = -1
+  if not 0 <= i < n:
+    raise ValueError(
+      f"--shard must be i/n with 0 <= i < n (e.g. 0/4), got {spec!r}"
+    )
+  return all_jobs[i::n]
 
 
 def record(
@@ -264,26 +355,21 @@ def record(
 def final_search_loss(cell_dir: str, method: str) -> float | None:
   """Cross-entropy of the last logged interval of the search stage (the
   guard of `experiments.study_report` compares C-SAM's with HYDRA's)."""
-  path = os.path.join(cell_dir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = storage.path(cell_dir, "metrics.jsonl")
+  if not path.exists():
     return None
   last = None
-  with open(path) as f:
-    for line in f:
-      row = json.loads(line)
-      if row.get("run") == method and row.get("stage") == "search":
-        if last is None or row["step"] >= last["step"]:
-          last = row
+  for line in path.read_text().splitlines():
+    row = json.loads(line)
+    if row.get("run") == method and row.get("stage") == "search":
+      if last is None or row["step"] >= last["step"]:
+        last = row
   return None if last is None else last.get("cross_entropy")
 
 
-def write_json(path: str, data: Any) -> None:
-  """Writes ``data`` atomically (a crash leaves the old file or none)."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(data, f, indent=1)
-  os.replace(tmp, path)
+def record_path(results_dir: str, cell: Cell) -> str:
+  """``<results_dir>/cells/<cell id>.json``."""
+  return os.path.join(results_dir, "cells", cell.id + ".json")
 
 
 def pending(
@@ -291,58 +377,203 @@ def pending(
 ) -> Iterator[Cell]:
   """Cells without a record, in grid order."""
   for cell in cells(config.study):
-    if not os.path.exists(
-      os.path.join(results_dir, "cells", cell.id + ".json")
-    ):
+    if not storage.path(record_path(results_dir, cell)).exists():
       yield cell
+
+
+def _done_marker(shared: str) -> str:
+  return os.path.join(shared, "DONE.json")
+
+
+def run_pretraining(
+  config: ml_collections.ConfigDict, job: Job, workdir: str
+) -> None:
+  """Runs (or resumes) a pretraining job's shared stages; marks it done."""
+  cfg = cell_config(config, job.cell)
+  with cfg.unlocked():
+    cfg.methods = job.methods
+  info = config_validation.validate_config(cfg)
+  shared = shared_dir(workdir, cfg)
+  logging.info("study %s: %s", config.study.name, job.id)
+  ctx = train.make_context(cfg, os.path.join(shared, "run"), info, shared)
+  for method in job.methods:
+    train.run_method(ctx, method, shared_only=True)
+  ctx.writer.flush()
+  storage.write_json(_done_marker(shared), dict(job=job.id))
+
+
+def ensure_pretraining(
+  config: ml_collections.ConfigDict,
+  job: Job,
+  workdir: str,
+  wait_s: float,
+  poll_s: float = 5.0,
+) -> None:
+  """Returns once ``job``'s pretraining is done: runs it under a claim
+  (`experiments.storage.claim`), or waits for the worker that holds the
+  claim, at most ``wait_s`` seconds.
+
+  Raises:
+    TimeoutError: another worker still holds it after ``wait_s``.
+  """
+  shared = shared_dir(workdir, cell_config(config, job.cell))
+  claim = os.path.join(workdir, "claims", job.id)
+  waited = 0.0
+  while not storage.path(_done_marker(shared)).exists():
+    if storage.claim(claim):
+      try:
+        run_pretraining(config, job, workdir)
+      finally:
+        storage.release(claim)
+      return
+    if waited >= wait_s:
+      raise TimeoutError(
+        f"pretraining job {job.id} is claimed by "
+        f"{storage.owner(claim)} ({claim}) and not done after {wait_s:g}s; "
+        "rerun later, or remove the claim if that worker is gone."
+      )
+    time.sleep(poll_s)
+    waited += poll_s
+
+
+def run_cell(
+  config: ml_collections.ConfigDict,
+  job: Job,
+  workdir: str,
+  results_dir: str,
+) -> bool:
+  """Runs (or resumes) one cell and writes its record atomically.
+
+  Returns:
+    False when another worker holds the cell's claim (nothing run).
+  """
+  cell = job.cell
+  claim = os.path.join(workdir, "claims", job.id)
+  if not storage.claim(claim):
+    logging.warning(
+      "study %s: %s is claimed by %s; skipped.",
+      config.study.name,
+      job.id,
+      storage.owner(claim),
+    )
+    return False
+  try:
+    cfg = cell_config(config, cell)
+    cell_dir = os.path.join(workdir, cell.id)
+    logging.info("study %s: cell %s", config.study.name, cell.id)
+    (entry,) = experiment.run(cfg, cell_dir, shared_dir(workdir, cfg))["runs"]
+    storage.write_json(
+      record_path(results_dir, cell),
+      record(cell, cfg, entry, final_search_loss(cell_dir, entry["method"])),
+    )
+  finally:
+    storage.release(claim)
+  return True
+
+
+def run_jobs(
+  config: ml_collections.ConfigDict,
+  selected: list[Job],
+  workdir: str,
+  results_dir: str,
+  wait_s: float = 0.0,
+) -> int:
+  """Runs the selected jobs in order, skipping recorded cells; a cell first
+  makes sure its pretraining is done (`ensure_pretraining`). Returns the
+  number of cells recorded here."""
+  validate_study(config.study)
+  by_id = {job.id: job for job in jobs(config)}
+  ran = 0
+  for job in selected:
+    if train.stop_requested():
+      raise train.Preempted(f"stopped by SIGTERM before job {job.id}")
+    if job.pretraining:
+      ensure_pretraining(config, job, workdir, wait_s)
+      continue
+    if storage.path(record_path(results_dir, job.cell)).exists():
+      continue
+    (needed,) = job.needs
+    ensure_pretraining(config, by_id[needed], workdir, wait_s)
+    ran += run_cell(config, job, workdir, results_dir)
+  return ran
 
 
 def run_study(
   config: ml_collections.ConfigDict, workdir: str, results_dir: str
 ) -> dict[str, Any]:
-  """Runs every pending cell, records each, then aggregates.
+  """Runs every pending cell in grid order (each with its pretraining, run
+  when first needed), records each and re-aggregates after each.
 
   Returns:
     The summary written by `experiments.study_report.aggregate`.
   """
   validate_study(config.study)
-  for cell in pending(config, results_dir):
-    cfg = cell_config(config, cell)
-    cell_dir = os.path.join(workdir, cell.id)
-    # The cell's config.json first: the harness then sees the linked
-    # checkpoints as its own run's and resumes from them.
-    config_path = os.path.join(cell_dir, "config.json")
-    if not os.path.exists(config_path):
-      write_json(config_path, json.loads(cfg.to_json()))
-    link_pretraining(cell_dir, cfg)
-    logging.info("study %s: cell %s", config.study.name, cell.id)
-    (entry,) = experiment.run(cfg, cell_dir)["runs"]
-    write_json(
-      os.path.join(results_dir, "cells", cell.id + ".json"),
-      record(cell, cfg, entry, final_search_loss(cell_dir, entry["method"])),
-    )
-    study_report.aggregate(results_dir, config.study)
+  for job in jobs(config):
+    if not job.pretraining and run_jobs(config, [job], workdir, results_dir):
+      study_report.aggregate(results_dir, config.study)
   return study_report.aggregate(results_dir, config.study)
 
 
+def list_jobs(config: ml_collections.ConfigDict, results_dir: str) -> str:
+  """One line a job: id, what it needs, whether its record exists."""
+  lines = []
+  for job in jobs(config):
+    done = not job.pretraining and storage.path(
+      record_path(results_dir, job.cell)
+    ).exists()
+    needs = ",".join(job.needs) or "-"
+    lines.append(f"{job.id}\t{needs}\t{'recorded' if done else 'pending'}")
+  return "\n".join(lines)
+
+
+def select(config: ml_collections.ConfigDict) -> list[Job] | None:
+  """The jobs --cell or --shard names (None: neither given).
+
+  Raises:
+    app.UsageError: both given, or an unknown --cell id.
+  """
+  if _CELL.value and _SHARD.value:
+    raise app.UsageError("--cell and --shard exclude each other")
+  all_jobs = jobs(config)
+  if _CELL.value:
+    found = [job for job in all_jobs if job.id == _CELL.value]
+    if not found:
+      raise app.UsageError(
+        f"--cell={_CELL.value!r} is not a job of study "
+        f"{config.study.name!r}; --list prints them"
+      )
+    return found
+  if _SHARD.value:
+    try:
+      return shard(all_jobs, _SHARD.value)
+    except ValueError as e:
+      raise app.UsageError(str(e)) from e
+  return None
+
+
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if _CONFIG.value is None:
-    raise app.UsageError(
-      "--config is required, e.g. --config=experiments/configs/study_cpu.py"
-    )
-  logging_utils.quiet_library_logs()
-  config = _CONFIG.value
+  config = main_lib.setup(argv, "experiments/configs/study_cpu.py")
   name = config.study.name
   results_dir = _RESULTS_DIR.value or os.path.join("results", name)
+  workdir = _WORKDIR.value or os.path.join("workdir", name)
+  validate_study(config.study)
+  if _LIST.value:
+    print(list_jobs(config, results_dir))
+    return
   if _AGGREGATE.value:
-    validate_study(config.study)
     study_report.aggregate(results_dir, config.study)
   else:
-    run_study(
-      config, _WORKDIR.value or os.path.join("workdir", name), results_dir
-    )
+    selected = select(config)
+    try:
+      with train.stop_on_sigterm():
+        if selected is None:
+          run_study(config, workdir, results_dir)
+        else:
+          run_jobs(config, selected, workdir, results_dir, _WAIT_S.value)
+          return
+    except train.Preempted as e:
+      logging.error("%s", e)
+      sys.exit(PREEMPTED_STATUS)
   logging.info("Wrote %s", os.path.join(results_dir, "RESULTS.md"))
 
 

@@ -31,7 +31,6 @@ aggregation never overwrites it.
 from __future__ import annotations
 
 import collections
-import glob
 import json
 import math
 import os
@@ -46,6 +45,7 @@ from experiments import (
   markdown,
   methods,
   stages,
+  storage,
   study_inference,
   study_narrative,
   study_stats,
@@ -75,10 +75,10 @@ def load_records(results_dir: str) -> list[dict[str, Any]]:
     ValueError: a record that is not valid JSON or lacks a field.
   """
   out = []
-  for path in sorted(glob.glob(os.path.join(results_dir, "cells", "*.json"))):
+  cells = storage.path(results_dir, "cells")
+  for path in sorted(cells.glob("*.json")) if cells.is_dir() else []:
     try:
-      with open(path) as f:
-        rec = json.load(f)
+      rec = json.loads(path.read_text())
       rec["variant"], rec["sparsity"], rec["seed"]
     except (json.JSONDecodeError, KeyError) as e:
       raise ValueError(f"{path}: not a valid study record ({e})") from e
@@ -547,7 +547,7 @@ def aggregate(results_dir: str, study: Any) -> dict[str, Any]:
   sweep_dir = study.get("sweep_dir")
   sweep = (
     sweep_rows(sweep_dir, main_dist)
-    if sweep_dir and os.path.isdir(os.path.join(sweep_dir, "cells"))
+    if sweep_dir and storage.path(sweep_dir, "cells").is_dir()
     else []
   )
   inference = study_inference.adjust(study_inference.family(comparisons, pairs))
@@ -578,11 +578,10 @@ def aggregate(results_dir: str, study: Any) -> dict[str, Any]:
     search_guard=search_guard(records),
     headline_definition=HEADLINE_DEFINITION,
   )
-  os.makedirs(results_dir, exist_ok=True)
-  with open(os.path.join(results_dir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=1)
-  with open(os.path.join(results_dir, "RESULTS.md"), "w") as f:
-    f.write(results_markdown(results_dir, summary, dists, records))
+  storage.write_json(os.path.join(results_dir, "summary.json"), summary)
+  storage.path(results_dir, "RESULTS.md").write_text(
+    results_markdown(results_dir, summary, dists, records)
+  )
   plot_vs_sparsity(
     groups, main_dist, os.path.join(results_dir, "vs_sparsity.png")
   )
@@ -598,11 +597,11 @@ def results_markdown(
 ) -> str:
   """RESULTS.md: the narrative (if any), then the measured tables."""
   parts = []
-  narrative = os.path.join(results_dir, "narrative.md")
-  if os.path.exists(narrative):
-    with open(narrative) as f:
-      # Its numbers are placeholders filled from the records.
-      parts.append(study_narrative.render(f.read(), summary, records).strip())
+  narrative = storage.path(results_dir, "narrative.md")
+  if narrative.exists():
+    # Its numbers are placeholders filled from the records.
+    text = narrative.read_text()
+    parts.append(study_narrative.render(text, summary, records).strip())
   else:
     parts.append(f"# Study {summary['study']}")
   parts.append(
@@ -769,7 +768,7 @@ def _structure_sections(summary: dict) -> list[str]:
 
 def _save(fig: Figure, path: str) -> str:
   FigureCanvasAgg(fig)
-  fig.savefig(path, dpi=120, bbox_inches="tight")
+  storage.save_figure(fig, path)
   return path
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from experiments import markdown, study_stats
+from experiments import markdown, storage, study_stats
 
 KINDS = ("random", "directed")
 
@@ -301,7 +301,7 @@ def plot_flatness(groups: list[dict], path: str) -> str | None:
   ax.set_ylabel("clean accuracy (solid: random swaps, dashed: directed)")
   ax.legend(fontsize="x-small")
   FigureCanvasAgg(fig)
-  fig.savefig(path, dpi=120, bbox_inches="tight")
+  storage.save_figure(fig, path)
   return path
 
 

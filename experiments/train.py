@@ -20,7 +20,10 @@ non-finite states are never saved, so the last good checkpoint remains.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
@@ -30,6 +33,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from experiments import (
   checkpointing,
@@ -53,12 +57,48 @@ class NonFiniteLossError(FloatingPointError):
   """A training loss became NaN or Inf."""
 
 
+class Preempted(RuntimeError):
+  """SIGTERM stopped the run; its state was checkpointed at the last step."""
+
+
+_STOP = threading.Event()
+
+
+@contextlib.contextmanager
+def stop_on_sigterm():
+  """Within the block, SIGTERM (a preemption, ``scancel``, a TPU VM's
+  maintenance event) makes the training loop save a checkpoint after the
+  step it is in and raise `Preempted`; the next attempt resumes from that
+  checkpoint. Main thread only (Python's signal handlers)."""
+  previous = signal.signal(signal.SIGTERM, lambda *_: _STOP.set())
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+    _STOP.clear()
+
+
+def stop_requested(collective: bool = True) -> bool:
+  """True once SIGTERM arrived under `stop_on_sigterm`. With several
+  processes, True when any of them got it, asked only where ``collective``
+  (every process must then call it at the same point), else False."""
+  if jax.process_count() == 1:
+    return _STOP.is_set()
+  if not collective:
+    return False
+  flags = multihost_utils.process_allgather(np.array(_STOP.is_set()))
+  return bool(np.any(flags))
+
+
 class Context(NamedTuple):
   """What every stage of every method shares.
 
   Attributes:
     config: the experiment config.
     workdir: the work directory.
+    shared_dir: where the shared (pretraining) stages keep their
+      checkpoints, ``<workdir>/checkpoints`` unless a study shares them
+      between cells.
     mesh: the 1-D "data" mesh.
     model: the model and its input normalisation.
     info: the dataset's DatasetInfo.
@@ -75,6 +115,7 @@ class Context(NamedTuple):
 
   config: Any
   workdir: str
+  shared_dir: str
   mesh: Any
   model: state_lib.Model
   info: Any
@@ -86,9 +127,13 @@ class Context(NamedTuple):
 
 
 def make_context(
-  config: ml_collections.ConfigDict, workdir: str, info: Any
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  info: Any,
+  shared_dir: str | None = None,
 ) -> Context:
-  """Builds the model, mesh, keys, writer and stages every method shares."""
+  """Builds the model, mesh, keys, writer and stages every method shares
+  (``shared_dir``: see `Context`)."""
   module = models.from_config(config.model, info.num_classes)
   uses_variations = (
     "csam" in config.methods or config.finetune.augment_variations
@@ -108,6 +153,7 @@ def make_context(
   return Context(
     config=config,
     workdir=workdir,
+    shared_dir=shared_dir or os.path.join(workdir, "checkpoints"),
     mesh=mesh,
     model=model,
     info=info,
@@ -134,11 +180,18 @@ def make_context(
 
 
 def stage_directory(
-  workdir: str, method: str, index: int, spec: StageSpec
+  workdir: str,
+  method: str,
+  index: int,
+  spec: StageSpec,
+  shared_dir: str | None = None,
 ) -> str:
-  """Checkpoint directory of a stage run (shared ones by their role)."""
+  """Checkpoint directory of a stage run; shared ones by their role, in
+  ``shared_dir`` (default ``<workdir>/checkpoints``)."""
   if spec.shared:
-    return os.path.join(workdir, "checkpoints", spec.role)
+    return os.path.join(
+      shared_dir or os.path.join(workdir, "checkpoints"), spec.role
+    )
   return os.path.join(workdir, "checkpoints", method, f"{index}_{spec.name}")
 
 
@@ -285,14 +338,22 @@ def run_stage(
       if t == start:
         first_step_s = _first_step_started(ctx, sr)
       pending.append((t, metrics))
-      saving = sr.ckpt.should_save(t + 1, n)
-      if saving or (t + 1) % log_every == 0 or t + 1 == n:
+      flush = (t + 1) % log_every == 0 or t + 1 == n
+      # Several processes agree on a stop at flush steps only (a collective).
+      stop = t + 1 < n and stop_requested(collective=flush)
+      saving = sr.ckpt.should_save(t + 1, n) or stop
+      if saving or flush:
         _flush_metrics(ctx, sr.label, sr.run, sr.label[1], pending, progress)
       if saving:
         meta = dict(
           sr.meta, step=t + 1, done=False, elapsed_s=time.time() - sr.t0
         )
         sr.ckpt.save(t + 1, state, meta)
+      if stop:
+        raise Preempted(
+          f"{'/'.join(sr.label)}: stopped by SIGTERM at step {t + 1}/{n}, "
+          "checkpointed; the next attempt resumes there."
+        )
   return _finish(ctx, sr, stage.finalize(state), first_step_s)
 
 
@@ -341,7 +402,9 @@ def _templates(ctx, recipe):
 def _find_resume(ctx, method, recipe, templates):
   """(stage index, state, meta) of the newest readable checkpoint or None."""
   for i in reversed(range(len(recipe))):
-    directory = stage_directory(ctx.workdir, method, i, recipe[i])
+    directory = stage_directory(
+      ctx.workdir, method, i, recipe[i], ctx.shared_dir
+    )
     if not os.path.isdir(directory):
       continue
     ckpt = _checkpointer(ctx, directory)
@@ -433,13 +496,15 @@ def _resume(ctx, method, recipe, templates):
 
 
 def run_method(
-  ctx: Context, method: str
+  ctx: Context, method: str, shared_only: bool = False
 ) -> tuple[state_lib.TrainState, list[dict[str, Any]]]:
   """Trains ``method`` through its recipe's stages, resuming when possible.
 
   Args:
     ctx: the shared context.
     method: one of ``methods.METHODS``.
+    shared_only: run only the recipe's shared stages (its pretraining, a
+      study's job of its own).
 
   Returns:
     ``(final state, stage records)``; a record holds name, kind, steps,
@@ -449,6 +514,8 @@ def run_method(
     NonFiniteLossError: on a NaN/Inf loss.
   """
   recipe = methods.get_recipe(method)
+  if shared_only:
+    recipe = tuple(spec for spec in recipe if spec.shared)
   templates = _templates(ctx, recipe)
   first, records, restored, meta, state = _resume(
     ctx, method, recipe, templates
@@ -486,7 +553,9 @@ def run_method(
       label=(method, spec.name),
       run=run,
       stage=stage,
-      ckpt=_checkpointer(ctx, stage_directory(ctx.workdir, method, i, spec)),
+      ckpt=_checkpointer(
+        ctx, stage_directory(ctx.workdir, method, i, spec, ctx.shared_dir)
+      ),
       meta=dict(
         method=run,
         stage=spec.name,

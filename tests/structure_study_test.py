@@ -26,6 +26,7 @@ from experiments import (
   provenance,
   samplers,
   stages,
+  storage,
   study,
 )
 from experiments import state as state_lib
@@ -398,13 +399,13 @@ def test_the_sweep_rule_chooses_the_five_seed_setting(tmp_path, monkeypatch):
   # A non-candidate certifying more does not compete.
   scores["csam_rand_f10"] = 0.40
   for name, cert in list(scores.items())[:-2]:
-    study.write_json(
+    storage.write_json(
       str(tmp_path / "cells" / f"{name}.json"), _sweep_record(name, cert)
     )
   with pytest.raises(ValueError, match="no record of"):
     study_structure.chosen_setting(str(tmp_path))
   for name in ("csam_swap_f10", "csam_rand_f10"):
-    study.write_json(
+    storage.write_json(
       str(tmp_path / "cells" / f"{name}.json"),
       _sweep_record(name, scores[name]),
     )
@@ -426,7 +427,7 @@ def test_the_sweep_rule_chooses_the_five_seed_setting(tmp_path, monkeypatch):
   assert len(grid) == 7 * 5
   cfg = study.cell_config(config, grid[0])
   assert cfg.evaluation.split == "eval" and cfg.evaluation.image_seed == 2027
-  study.write_json(
+  storage.write_json(
     str(tmp_path / "cells" / "csam_f1.json"),
     _sweep_record("csam_f1", 0.5, split="eval"),
   )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import (
-  study,
+  storage,
   study_inference,
   study_report,
   study_stats,
@@ -183,7 +183,7 @@ def test_aggregate_reports_both_levels_flatness_and_frostless_corruptions(
       )
       records.append(rec)
   for r in records:
-    study.write_json(str(tmp_path / "cells" / (r["cell"] + ".json")), r)
+    storage.write_json(str(tmp_path / "cells" / (r["cell"] + ".json")), r)
   config = smoke.get_config()
   config.study = dict(
     name="tiny",

@@ -11,6 +11,7 @@ from experiments import (
   config_validation,
   experiment,
   methods,
+  storage,
   study,
   study_report,
   study_stats,
@@ -120,7 +121,9 @@ def test_study_runs_shares_pretraining_resumes_and_reports(
   calls = []
   real_run = experiment.run
   monkeypatch.setattr(
-    experiment, "run", lambda cfg, d: calls.append(d) or real_run(cfg, d)
+    experiment,
+    "run",
+    lambda cfg, d, shared: calls.append(d) or real_run(cfg, d, shared),
   )
   summary = study.run_study(config, workdir, results)
   assert len(calls) == 2 and summary["num_records"] == 2
@@ -184,7 +187,7 @@ def test_aggregate_hand_made_records(tmp_path):
       _record("gmp", seed, base & (rng.random(200) < 0.8)),
     ]
   for r in records:
-    study.write_json(str(tmp_path / "cells" / (r["cell"] + ".json")), r)
+    storage.write_json(str(tmp_path / "cells" / (r["cell"] + ".json")), r)
   config = _tiny_study()
   summary = study_report.aggregate(str(tmp_path), config.study)
   groups = {g["variant"]: g for g in summary["groups"]}
@@ -247,7 +250,7 @@ def test_sweep_table_in_the_grid_report(tmp_path):
   ):
     rec = _record(variant, 9, certified, ce=1.0)
     rec["certification"]["num_images"] = 100
-    study.write_json(str(sweep / "cells" / (rec["cell"] + ".json")), rec)
+    storage.write_json(str(sweep / "cells" / (rec["cell"] + ".json")), rec)
   rows = study_report.sweep_rows(str(sweep), "semantic")
   assert [r["variant"] for r in rows] == [
     "sweep_rho0.2",
@@ -265,7 +268,7 @@ def test_sweep_table_in_the_grid_report(tmp_path):
   # The grid's report carries the table when study.sweep_dir names it.
   grid = tmp_path / "grid"
   rec = _record("csam", 0, idx < 20)
-  study.write_json(str(grid / "cells" / (rec["cell"] + ".json")), rec)
+  storage.write_json(str(grid / "cells" / (rec["cell"] + ".json")), rec)
   config = _tiny_study()
   config.study.sweep_dir = str(sweep)
   summary = study_report.aggregate(str(grid), config.study)

@@ -10,9 +10,10 @@ perturbation (csam_rho0) and the two augmentation-fair variants
 mask flat under the structural-flatness diagnostic: HYDRA (none of C-SAM's
 ingredients), csam_nocert_rho0 (the [0, 1] projection alone), today's
 C-SAM (rho 0.05). The grid runs the chosen setting and csam_rho0 on all
-five seeds first, then the other variants one by one. Sparsity 0.9, seeds 0-4 (the sweep ran seed 9), the
-study_cpu model, data and budget with the sweep's validation carve (the
-training subsets never hold a validation image).
+five seeds first, then the other variants one by one. Sparsity 0.9, seeds
+0-4 (the sweep ran seed 9), the study_cpu model, data and budget with the
+sweep's validation carve (the training subsets never hold a validation
+image).
 
 Every model is certified on one set of 1,000 test images
 (``study.image_seed``: the same rows for every variant and seed; N = 10 x
