@@ -266,7 +266,7 @@ def jobs(config: ml_collections.ConfigDict) -> list[Job]:
     >>> [j.id[:15] for j in grid[:4]]
     ['pretrain__seed0', 'pretrain__seed1', 'pretrain__seed2', 'csam__s0.90__se']
     >>> grid[3].needs == (grid[0].id,), grid[0].methods
-    (True, ('csam', 'sam_then_prune'))
+    (True, ('csam', 'sam_prune'))
   """
   pretraining: dict[str, tuple[Cell, dict[str, str]]] = {}
   out = []
@@ -514,16 +514,25 @@ def run_study(
   return study_report.aggregate(results_dir, config.study)
 
 
-def list_jobs(config: ml_collections.ConfigDict, results_dir: str) -> str:
-  """One line a job: id, what it needs, whether its record exists."""
-  lines = []
-  for job in jobs(config):
-    done = not job.pretraining and storage.path(
-      record_path(results_dir, job.cell)
-    ).exists()
-    needs = ",".join(job.needs) or "-"
-    lines.append(f"{job.id}\t{needs}\t{'recorded' if done else 'pending'}")
-  return "\n".join(lines)
+def job_done(
+  config: ml_collections.ConfigDict, job: Job, workdir: str, results_dir: str
+) -> bool:
+  """A pretraining marked done, or a cell with its record."""
+  if job.pretraining:
+    shared = shared_dir(workdir, cell_config(config, job.cell))
+    return storage.path(_done_marker(shared)).exists()
+  return storage.path(record_path(results_dir, job.cell)).exists()
+
+
+def list_jobs(
+  config: ml_collections.ConfigDict, workdir: str, results_dir: str
+) -> str:
+  """One line a job: its id, the jobs it needs, ``done`` or ``pending``."""
+  return "\n".join(
+    f"{job.id}\t{','.join(job.needs) or '-'}\t"
+    + ("done" if job_done(config, job, workdir, results_dir) else "pending")
+    for job in jobs(config)
+  )
 
 
 def select(config: ml_collections.ConfigDict) -> list[Job] | None:
@@ -558,7 +567,7 @@ def main(argv: list[str]) -> None:
   workdir = _WORKDIR.value or os.path.join("workdir", name)
   validate_study(config.study)
   if _LIST.value:
-    print(list_jobs(config, results_dir))
+    print(list_jobs(config, workdir, results_dir))
     return
   if _AGGREGATE.value:
     study_report.aggregate(results_dir, config.study)

@@ -1,0 +1,333 @@
+"""A study's cells as scheduler jobs: ids, shards, claims, atomic records,
+SIGTERM, the submitit launcher and paths on a bucket."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from etils.epath import backend as epath_backend
+from etils.epath import gpath
+from fsspec.implementations.memory import MemoryFileSystem
+from matplotlib.figure import Figure
+
+from experiments import experiment, storage, study, study_report
+from experiments.configs import smoke, study_cpu, study_smoke
+
+SMOKE = "--config=experiments/configs/study_smoke.py"
+
+
+def test_jobs_put_pretraining_first_and_cells_after_their_seed():
+  config = study_cpu.get_config()
+  all_jobs = study.jobs(config)
+  pre = [j for j in all_jobs if j.pretraining]
+  cells = [j for j in all_jobs if not j.pretraining]
+  assert all_jobs[: len(pre)] == pre  # every pretraining before any cell
+  assert [j.cell for j in cells] == study.cells(config.study)
+  assert len({j.id for j in all_jobs}) == len(all_jobs)
+  by_id = {j.id: j for j in pre}
+  for job in cells:
+    (needed,) = job.needs
+    assert by_id[needed].cell.seed == job.cell.seed
+  # One pretraining per seed, which runs the SGD and the SAM pretraining
+  # (sam_prune's cells need the latter).
+  assert [j.cell.seed for j in pre] == [0, 1, 2]
+  assert pre[0].methods == ("csam", "sam_prune")
+
+
+def test_shards_partition_the_jobs_in_order():
+  all_jobs = study.jobs(study_cpu.get_config())
+  for n in (1, 2, 7, 100):
+    parts = [study.shard(all_jobs, f"{i}/{n}") for i in range(n)]
+    assert sorted(j.id for p in parts for j in p) == sorted(
+      j.id for j in all_jobs
+    )
+    for part in parts:  # each keeps the global order
+      positions = [all_jobs.index(j) for j in part]
+      assert positions == sorted(positions)
+  for bad in ("2/2", "-1/2", "1", "a/b", "0/0"):
+    with pytest.raises(ValueError, match="--shard must be i/n"):
+      study.shard(all_jobs, bad)
+
+
+def test_write_json_never_shows_a_torn_record(tmp_path):
+  path = tmp_path / "cells" / "x.json"
+  writer = (
+    "import sys; from experiments import storage\n"
+    "for k in range(150):\n"
+    "  storage.write_json(sys.argv[1], {'w': sys.argv[2], 'x': [k] * 5000})\n"
+  )
+  procs = [
+    subprocess.Popen(
+      [sys.executable, "-c", writer, str(path), name],
+      cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
+    for name in ("a", "b")
+  ]
+  reads = 0
+  while any(p.poll() is None for p in procs):
+    if path.exists():
+      data = json.loads(path.read_text())  # never torn
+      assert data["w"] in ("a", "b") and len(data["x"]) == 5000
+      reads += 1
+  assert [p.returncode for p in procs] == [0, 0] and reads > 0
+  assert not glob.glob(str(tmp_path / "cells" / ".*tmp"))  # no leftovers
+
+
+def test_claims_are_exclusive_reentrant_and_expire_with_their_process(
+  tmp_path, monkeypatch
+):
+  path = str(tmp_path / "claims" / "job")
+  assert storage.claim(path, "w1") and not storage.claim(path, "w2")
+  assert storage.claim(path, "w1")  # a requeued job resumes its own work
+  storage.release(path)
+  assert storage.owner(path) is None and storage.claim(path, "w2")
+  storage.release(path)
+  # A claim of a process of this host that has died is taken over.
+  dead = subprocess.run(
+    [
+      sys.executable,
+      "-c",
+      "import sys; from experiments import storage; "
+      "print(storage.claim(sys.argv[1]))",
+      path,
+    ],
+    cwd=os.path.dirname(os.path.dirname(__file__)),
+    capture_output=True,
+    text=True,
+    check=True,
+  )
+  assert dead.stdout.strip() == "True"
+  assert storage.owner(path)["pid"] != os.getpid()
+  assert storage.claim(path)
+  assert storage.owner(path)["pid"] == os.getpid()
+  monkeypatch.setenv("CSAM_WORKER_ID", "array-7")
+  assert storage.worker_id() == "array-7"
+  monkeypatch.delenv("CSAM_WORKER_ID")
+  monkeypatch.setenv("SLURM_JOB_ID", "123")
+  monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "4")
+  assert storage.worker_id() == "slurm:123_4"
+
+
+def test_read_json_names_a_bad_file(tmp_path):
+  (tmp_path / "r.json").write_text("{")
+  with pytest.raises(ValueError, match=r"r\.json is not valid JSON"):
+    storage.read_json(tmp_path / "r.json")
+  with pytest.raises(FileNotFoundError, match="no such file"):
+    storage.read_json(tmp_path / "none.json")
+
+
+class _Bucket(MemoryFileSystem):
+  """An in-memory object store answering ``gs://`` (no rename, no O_EXCL,
+  no symlinks, no local path), for tests that cannot reach GCS."""
+
+  protocol = ("gs", "gcs")
+  root_marker = ""
+  store: dict = {}
+  pseudo_dirs = [""]
+
+  @classmethod
+  def _strip_protocol(cls, path):
+    return str(path).split("://", 1)[-1].rstrip("/")
+
+
+@pytest.fixture
+def bucket(monkeypatch):
+  """``gs://`` paths served by `_Bucket` through epath's fsspec backend."""
+  import fsspec
+
+  fsspec.register_implementation("gcs", _Bucket, clobber=True)
+  monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
+  epath_backend._FileSystemSpecBackend._get_filesystem.cache_clear()
+  _Bucket.store.clear()
+  yield _Bucket.store
+  _Bucket.store.clear()
+  epath_backend._FileSystemSpecBackend._get_filesystem.cache_clear()
+
+
+def test_a_run_and_a_study_report_on_a_bucket(bucket, tmp_path):
+  # A run whose work directory is on the bucket (checkpoints off: orbax
+  # writes gs:// through tensorstore's GCS driver, which needs the network).
+  config = smoke.get_config()
+  config.methods = ("hydra",)
+  config.checkpoint.enabled = False
+  out = experiment.run(config, "gs://b/work")
+  assert set(bucket) >= {
+    "b/work/config.json",
+    "b/work/metrics.jsonl",
+    "b/work/runs/hydra.json",
+    "b/work/results.json",
+    "b/work/results.md",
+  }
+  assert storage.read_json("gs://b/work/results.json")["runs"] == out["runs"]
+  assert experiment.run(config, "gs://b/work")["runs"] == out["runs"]  # reuse
+  # Records and the report of a study on the bucket, claims there too.
+  cell = study.Cell("hydra", 0.5, 0)
+  rec = study.record(cell, config, out["runs"][0])
+  storage.write_json(study.record_path("gs://b/results", cell), rec)
+  assert study_report.load_records("gs://b/results") == [rec]
+  summary = study_report.aggregate(
+    "gs://b/results", study_smoke.get_config().study
+  )
+  assert summary["num_records"] == 1
+  assert {"b/results/RESULTS.md", "b/results/summary.json"} <= set(bucket)
+  storage.save_figure(Figure(), "gs://b/results/f.png")  # plots too
+  assert bucket["b/results/f.png"].getvalue()[:4] == b"\x89PNG"
+  assert storage.claim("gs://b/claims/x", "w1")
+  assert not storage.claim("gs://b/claims/x", "w2")
+
+
+def _comparable(record: dict) -> dict:
+  """The record without the fields that may differ between two runs of a
+  cell: wall and compile times."""
+  if isinstance(record, dict):
+    return {
+      k: _comparable(v)
+      for k, v in record.items()
+      if not any(t in k for t in ("wall_time", "compile_time", "first_step"))
+    }
+  if isinstance(record, list):
+    return [_comparable(v) for v in record]
+  return record
+
+
+def _records(results: str) -> dict:
+  return {
+    os.path.basename(p): _comparable(json.loads(open(p).read()))
+    for p in sorted(glob.glob(os.path.join(results, "cells", "*.json")))
+  }
+
+
+@pytest.fixture(scope="module")
+def sequential(run_main, tmp_path_factory):
+  """The smoke study's records, run sequentially in one process."""
+  root = tmp_path_factory.mktemp("sequential")
+  done = run_main(
+    SMOKE,
+    f"--workdir={root / 'w'}",
+    f"--results_dir={root / 'r'}",
+    module="experiments.study",
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  records = _records(str(root / "r"))
+  assert len(records) == 4
+  return records
+
+
+def test_concurrent_shards_and_submitit_give_the_sequential_records(
+  run_main, sequential, tmp_path
+):
+  # Three concurrent shards: shard 2 holds cells whose pretraining the two
+  # others run, and waits for it.
+  shards = [
+    run_main(
+      SMOKE,
+      f"--workdir={tmp_path / 'w'}",
+      f"--results_dir={tmp_path / 'r'}",
+      f"--shard={i}/3",
+      module="experiments.study",
+      background=True,
+    )
+    for i in range(3)
+  ]
+  outputs = [p.communicate(timeout=600)[0] for p in shards]
+  assert [p.returncode for p in shards] == [0, 0, 0], outputs[0][-3000:]
+  assert _records(str(tmp_path / "r")) == sequential
+  listed = run_main(
+    SMOKE,
+    f"--workdir={tmp_path / 'w'}",
+    f"--results_dir={tmp_path / 'r'}",
+    "--list",
+    module="experiments.study",
+  )
+  lines = listed.stdout.strip().splitlines()
+  assert len(lines) == 6 and all(line.endswith("\tdone") for line in lines)
+  # submitit's local executor, one job per pretraining and per cell.
+  launched = run_main(
+    SMOKE,
+    f"--workdir={tmp_path / 'sub'}",
+    f"--results_dir={tmp_path / 'subr'}",
+    "--timeout_min=10",
+    module="experiments.launch",
+    timeout=600,
+  )
+  assert launched.returncode == 0, launched.stderr[-3000:]
+  assert _records(str(tmp_path / "subr")) == sequential
+  assert (tmp_path / "subr" / "RESULTS.md").exists()
+
+
+def test_two_processes_racing_for_one_cell(run_main, sequential, tmp_path):
+  cell = "csam__s0.50__seed0.json"
+  racers = [
+    run_main(
+      SMOKE,
+      f"--workdir={tmp_path / 'w'}",
+      f"--results_dir={tmp_path / 'r'}",
+      f"--cell={cell[:-5]}",
+      module="experiments.study",
+      background=True,
+    )
+    for _ in range(2)
+  ]
+  outputs = [p.communicate(timeout=600)[0] for p in racers]
+  assert [p.returncode for p in racers] == [0, 0], outputs[0][-3000:]
+  assert _records(str(tmp_path / "r")) == {cell: sequential[cell]}
+  # The pretraining ran once (one worker waited on the other's claim), the
+  # cell ran once (the other found it claimed or recorded).
+  ran = sum(o.count("study study_smoke: cell csam") for o in outputs)
+  pretrained = sum(
+    o.count("study study_smoke: pretrain__seed0") for o in outputs
+  )
+  assert (ran, pretrained) == (1, 1)
+  assert not os.listdir(tmp_path / "w" / "claims")  # every claim released
+
+
+def _stop_when(proc, path: str, timeout: float = 300) -> None:
+  """Sends SIGTERM to ``proc`` as soon as ``path`` exists."""
+  start = time.time()
+  while not os.path.exists(path):
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    assert time.time() - start < timeout
+    time.sleep(0.01)
+  proc.send_signal(signal.SIGTERM)
+
+
+def test_sigterm_mid_stage_resumes_to_the_same_record(
+  run_main, sequential, tmp_path
+):
+  cell = "hydra__s0.50__seed1"
+  args = (
+    SMOKE,
+    f"--workdir={tmp_path / 'w'}",
+    f"--results_dir={tmp_path / 'r'}",
+    f"--cell={cell}",
+  )
+  config = study_smoke.get_config()
+  (job,) = [j for j in study.jobs(config) if j.id == cell]
+  claims = tmp_path / "w" / "claims"
+  # Stopped in its pretraining (claimed before the first step), then in
+  # the cell's first stage: each time a checkpoint at step 1, status 143.
+  for claim in (job.needs[0], cell):
+    proc = run_main(*args, module="experiments.study", background=True)
+    _stop_when(proc, str(claims / claim))
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == study.PREEMPTED_STATUS, out[-3000:]
+    assert "stopped by SIGTERM at step 1/" in out
+    assert not os.listdir(claims)
+  shared = study.shared_dir(
+    str(tmp_path / "w"), study.cell_config(config, job.cell)
+  )
+  steps = os.listdir(os.path.join(shared, "pretrain_sgd"))
+  assert max(map(int, steps)) == 30 and os.path.exists(f"{shared}/DONE.json")
+  stage = tmp_path / "w" / cell / "checkpoints" / "hydra" / "1_search"
+  assert sorted(os.listdir(stage)) == ["1"]
+  resumed = run_main(*args, module="experiments.study")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resuming stage 1 (search) at step 1" in resumed.stderr
+  assert _records(str(tmp_path / "r")) == {
+    cell + ".json": sequential[cell + ".json"]
+  }
