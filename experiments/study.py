@@ -9,8 +9,15 @@ with a ``study`` section: the variants (experiments/variants.py) run at the
 main sparsity, the variants also run at the extra sparsities, and the seeds.
 Each cell is one `experiments.experiment.run` in its own work directory,
 ``<workdir>/<cell id>``; every cell of a seed shares that seed's pretraining
-(the pretraining checkpoints live in ``<workdir>/pretrain/<key>`` and are
-linked into each cell, ``<key>`` a hash of every field pretraining reads).
+(the pretraining checkpoints live in ``<workdir>/pretrain/<key>``, where
+every cell of the seed reads them, ``<key>`` a hash of every field
+pretraining reads).
+
+The grid is also a list of jobs for a scheduler (`jobs`; docs/cluster.md):
+each shared pretraining, then each cell needing it. ``--list`` prints them,
+``--cell=ID`` runs one, ``--shard=i/n`` runs a deterministic slice. Workers
+claim a job before running it (`experiments.storage.claim`), write records
+atomically, and on SIGTERM checkpoint and exit with `PREEMPTED_STATUS`.
 
 A finished cell writes ``<results_dir>/cells/<cell id>.json``: a small,
 self-contained record (the cell's config, accuracies, certificates with the

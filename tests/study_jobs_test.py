@@ -331,3 +331,30 @@ def test_sigterm_mid_stage_resumes_to_the_same_record(
   assert _records(str(tmp_path / "r")) == {
     cell + ".json": sequential[cell + ".json"]
   }
+
+
+def test_plan_counts_passes_and_schedules_longest_first():
+  from experiments import plan
+
+  config = study_smoke.get_config()
+  jobs = {j.id: j for j in study.jobs(config)}
+  pre = next(j for j in jobs.values() if j.pretraining)
+  # 30 SGD steps of 32 images, a training pass counted as 3 forward passes.
+  assert plan.job_passes(config, pre) == 30 * 32 * 3
+  # C-SAM: 20 search steps of 4 passes (clean and varied objective, at the
+  # mask and at its perturbation), 10 fine-tuning steps, then 16 images x
+  # N = 32 draws x 1 distribution of certification.
+  csam = jobs["csam__s0.50__seed0"]
+  assert plan.job_passes(config, csam) == (
+    20 * 32 * 4 * 3 + 10 * 32 * 3 + 16 * 32
+  )
+  hours = plan.job_hours(config, csam, 4500.0)
+  assert hours / plan.job_hours(config, pre, 4500.0) == pytest.approx(
+    plan.job_passes(config, csam) / (30 * 32 * 3)
+  )
+  # Longest first over 2 workers: pretraining [2, 1] -> 2, cells [3, 3, 1]
+  # -> loads (3, 3) then (4, 3) -> 4.
+  assert plan.wall_hours([2.0, 1.0], [3.0, 3.0, 1.0], 2) == 6.0
+  assert plan.wall_hours([2.0, 1.0], [3.0, 3.0, 1.0], 1) == 10.0
+  rows = plan.plan_rows([config], [1, 4], 4500.0)
+  assert rows[0][:3] == ["study_smoke", "2", "4"]
