@@ -23,6 +23,7 @@ commands: see docs/cluster.md.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -65,20 +66,39 @@ class StudyCommand:
 
   def __init__(self, args: list[str]):
     self.args = list(args)
+    self._process = None
+
+  def __getstate__(self) -> dict:
+    return {"args": self.args, "_process": None}
 
   def __call__(self) -> int:
     command = [sys.executable, "-m", "experiments.study", *self.args]
-    status = subprocess.run(command, check=False).returncode
+    self._process = subprocess.Popen(command)
+    status = self._process.wait()
     if status != 0:
       raise RuntimeError(f"{' '.join(command)} exited with status {status}")
     return status
+
+  def stop(self, timeout_s: float = 120.0) -> None:
+    """Asks the running study process to checkpoint and exit (SIGTERM)."""
+    if self._process is not None and self._process.poll() is None:
+      self._process.send_signal(signal.SIGTERM)
+      try:
+        self._process.wait(timeout=timeout_s)
+      except subprocess.TimeoutExpired:
+        self._process.kill()
 
 
 def _checkpointable(args: list[str]):
   import submitit  # The optional extra: only the launcher needs it.
 
   class _Job(StudyCommand, submitit.helpers.Checkpointable):
-    pass
+    def checkpoint(self, *args, **kwargs):
+      # Slurm's warning before a timeout or preemption (SIGUSR2) reaches
+      # this process: the study process checkpoints and exits first, then
+      # submitit requeues the same command, which resumes.
+      self.stop()
+      return super().checkpoint(*args, **kwargs)
 
   return _Job(args)
 
