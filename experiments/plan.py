@@ -2,7 +2,7 @@ r"""A study's plan on paper: its jobs, their estimated cost, the wall time.
 
   python -m experiments.plan --config=experiments/configs/study_paper.py
   python -m experiments.plan --config=experiments/configs/study_paper.py \
-    --all_paper --workers=1,8,32,128 --anchor_images_per_s=4500
+    --all_paper --worker_counts=1,8,32,128 --anchor_images_per_s=4500
 
 Counts the study's pretraining jobs and cells (`experiments.study.jobs`)
 and estimates each job's accelerator time from its config alone: the model
@@ -37,7 +37,9 @@ from absl import app, flags
 from experiments import main as main_lib
 from experiments import markdown, methods, models, stages, study
 
-_WORKERS = flags.DEFINE_list("workers", ["1", "8", "32"], "Worker counts.")
+_WORKERS = flags.DEFINE_list(
+  "worker_counts", ["1", "8", "32"], "Worker counts to plan for."
+)
 _ANCHOR = flags.DEFINE_float(
   "anchor_images_per_s",
   4500.0,
