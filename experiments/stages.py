@@ -215,6 +215,11 @@ def passes_per_step(config: ml_collections.ConfigDict, spec: StageSpec) -> int:
     >>> [passes_per_step(cfg, s) for s in methods.get_recipe("csam")]
     [1, 4, 1]
   """
+  if spec.kind not in methods.STAGE_KINDS:
+    raise ValueError(
+      f"stage {spec.name!r}: unknown kind {spec.kind!r}; valid: "
+      f"{methods.STAGE_KINDS}"
+    )
   if spec.kind == "prune":
     return 0
   if spec.kind == "compression":
@@ -786,24 +791,31 @@ def build(
     >>> type(stage.hook).__name__
     'GmpSchedule'
   """
+  if spec.kind not in BUILDERS:
+    raise ValueError(
+      f"stage {spec.name!r}: unknown kind {spec.kind!r}; the kinds with a "
+      f"builder are {tuple(BUILDERS)}"
+    )
   num_steps = methods.stage_steps(config, spec, steps_per_epoch)
-  if spec.kind == "search":
-    stage = _search_stage(
-      config, spec, model, num_steps, steps_per_epoch, sampler
-    )
-  elif spec.kind == "prune":
-    stage = _prune_stage(config, spec)
-  elif spec.kind == "compression":
-    stage = _compression_stage(
-      config, spec, model, num_steps, steps_per_epoch, sampler
-    )
-  elif spec.kind == "retune":
-    stage = _retune_stage(config, spec, model, num_steps, sampler)
-  else:
-    stage = _weight_stage(
-      config, spec, model, num_steps, steps_per_epoch, sampler
-    )
+  stage = BUILDERS[spec.kind](
+    config, spec, model, num_steps, steps_per_epoch, sampler
+  )
   return _jit(stage, out_sharding)
+
+
+# What builds a stage of each kind (`methods.STAGE_KINDS`), all called as
+# ``(config, spec, model, num_steps, steps_per_epoch, sampler)``.
+BUILDERS = {
+  "pretrain": _weight_stage,
+  "prune": lambda config, spec, *_: _prune_stage(config, spec),
+  "search": _search_stage,
+  "gmp": _weight_stage,
+  "finetune": _weight_stage,
+  "compression": _compression_stage,
+  "retune": lambda config, spec, model, num_steps, _, sampler: _retune_stage(
+    config, spec, model, num_steps, sampler
+  ),
+}
 
 
 def batchnorm_labels(params: PyTree) -> PyTree:

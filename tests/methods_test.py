@@ -11,7 +11,7 @@ import tiny_model
 
 import csam_jax
 from csam_jax import objectives
-from experiments import losses, methods, samplers, stages
+from experiments import losses, methods, models, samplers, stages
 from experiments import state as state_lib
 from experiments.configs import default, smoke
 
@@ -542,3 +542,16 @@ def test_passes_per_step_counts_the_model_calls_of_the_traced_step(
   monkeypatch.setattr(state_lib, "apply_model", counting)
   jax.make_jaxpr(stage.step)(begun, batch)
   assert len(calls) == stages.passes_per_step(config, stage.spec) > 0
+
+
+def test_every_stage_kind_has_a_builder_and_an_unknown_one_fails():
+  assert tuple(stages.BUILDERS) == methods.STAGE_KINDS
+  cfg = smoke.get_config()
+  bad = methods.StageSpec(name="odd", role="from_search", kind="warmup")
+  with pytest.raises(ValueError, match="unknown kind 'warmup'"):
+    stages.passes_per_step(cfg, bad)
+  model = state_lib.Model(
+    models.get_model("tiny_cnn", num_classes=3), (0.5,), (0.25,)
+  )
+  with pytest.raises(ValueError, match=r"stage 'odd': unknown kind 'warmup'"):
+    stages.build(cfg, bad, model, 10)
