@@ -72,8 +72,9 @@ def apply_overrides(
 
   Example:
     >>> cfg = ml_collections.ConfigDict({"a": {"n": 1, "d": ["x"]}})
-    >>> apply_overrides(cfg, ["a.n=3", "a.d=('y', 'z')"]).a.to_dict()
-    {'n': 3, 'd': ['y', 'z']}
+    >>> out = apply_overrides(cfg, ["a.n=3", "a.d=('y', 'z')"]).a.to_dict()
+    >>> out == {"n": 3, "d": ["y", "z"]}
+    True
   """
   for item in overrides:
     field, sep, text = item.partition("=")
