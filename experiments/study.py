@@ -150,6 +150,11 @@ def validate_study(study: ml_collections.ConfigDict) -> None:
     raise ValueError(
       f"study.image_seed must be an int or None, got {image_seed!r}"
     )
+  reuse = study.get("reuse_dirs", ())
+  if isinstance(reuse, str) or not all(isinstance(d, str) for d in reuse):
+    raise ValueError(
+      f"study.reuse_dirs must be a tuple of results directories, got {reuse!r}"
+    )
   sweep_dir = study.get("sweep_dir")
   if sweep_dir is not None and not isinstance(sweep_dir, str):
     raise ValueError(
@@ -443,6 +448,34 @@ def ensure_pretraining(
     waited += poll_s
 
 
+def _same_run(a: dict, b: dict) -> bool:
+  """Two cell configs that differ at most in their name."""
+  return {k: v for k, v in a.items() if k != "name"} == {
+    k: v for k, v in b.items() if k != "name"
+  }
+
+
+def reused_record(config: ml_collections.ConfigDict, cell: Cell) -> dict | None:
+  """The record of ``cell`` from one of ``study.reuse_dirs`` (another
+  study's results) whose config is the cell's own but for its name: the
+  same run, not run twice. It gains ``reused_from`` (that directory). A
+  record there with the cell's id but another config is not reused (a
+  warning names it) and the cell runs.
+  """
+  own = json.loads(cell_config(config, cell).to_json())
+  for directory in config.study.get("reuse_dirs", ()):
+    path = storage.path(record_path(directory, cell))
+    if not path.exists():
+      continue
+    rec = storage.read_json(path)
+    if _same_run(rec.get("config", {}), own):
+      return dict(rec, reused_from=directory)
+    logging.warning(
+      "%s: not reused, its config differs from this study's cell", path
+    )
+  return None
+
+
 def run_cell(
   config: ml_collections.ConfigDict,
   job: Job,
@@ -498,6 +531,12 @@ def run_jobs(
       ensure_pretraining(config, job, workdir, wait_s)
       continue
     if storage.path(record_path(results_dir, job.cell)).exists():
+      continue
+    reused = reused_record(config, job.cell)
+    if reused is not None:
+      storage.write_json(record_path(results_dir, job.cell), reused)
+      logging.info("%s: reused from %s", job.id, reused["reused_from"])
+      ran += 1
       continue
     (needed,) = job.needs
     ensure_pretraining(config, by_id[needed], workdir, wait_s)

@@ -358,3 +358,55 @@ def test_plan_counts_passes_and_schedules_longest_first():
   assert plan.wall_hours([2.0, 1.0], [3.0, 3.0, 1.0], 1) == 10.0
   rows = plan.plan_rows([config], [1, 4], 4500.0)
   assert rows[0][:3] == ["study_smoke", "2", "4"]
+
+
+def test_a_cell_another_study_ran_with_the_same_config_is_reused(
+  tmp_path, monkeypatch
+):
+  config = study_smoke.get_config()
+  other = tmp_path / "other"
+  cell = study.Cell("hydra", 0.5, 0)
+  cfg = study.cell_config(config, cell)
+  own = json.loads(cfg.to_json())
+  storage.write_json(
+    study.record_path(str(other), cell),
+    dict(cell=cell.id, config=dict(own, name="other-study-hydra")),
+  )
+  odd = study.Cell("csam", 0.5, 0)  # same id, another config: runs
+  storage.write_json(
+    study.record_path(str(other), odd),
+    dict(cell=odd.id, config=dict(own, seed=5)),
+  )
+  config.study.reuse_dirs = (str(other),)
+  ran = []
+  monkeypatch.setattr(
+    study, "run_cell", lambda c, job, *_: ran.append(job.id) or True
+  )
+  monkeypatch.setattr(study, "ensure_pretraining", lambda *_: None)
+  selected = [j for j in study.jobs(config) if j.id in (cell.id, odd.id)]
+  study.run_jobs(config, selected, str(tmp_path / "w"), str(tmp_path / "r"))
+  assert ran == [odd.id]
+  rec = storage.read_json(study.record_path(str(tmp_path / "r"), cell))
+  assert rec["reused_from"] == str(other) and rec["config"]["seed"] == 0
+  for bad in ("results/x", (3,)):
+    with config.study.ignore_type():
+      config.study.reuse_dirs = bad
+    with pytest.raises(ValueError, match="study.reuse_dirs must be a tuple"):
+      study.validate_study(config.study)
+
+
+def test_the_peers_study_shares_the_structure_studys_pretraining_and_cells():
+  from experiments.configs import study_peers, study_structure
+
+  peers, structure = study_peers.get_config(), study_structure.get_config()
+  study.validate_study(peers.study)
+  pre = lambda c: [j.id for j in study.jobs(c) if j.pretraining][:3]
+  assert pre(peers) == pre(structure)
+  for name in study_peers.BASELINES:
+    cell = study.Cell(name, 0.9, 1)
+    a, b = (
+      json.loads(study.cell_config(c, cell).to_json())
+      for c in (peers, structure)
+    )
+    assert a["name"] != b["name"] and study._same_run(a, b)
+  assert len(study.cells(peers.study)) == 8 * 3

@@ -1,0 +1,59 @@
+"""CrAM, CrAM+ and SAFE against C-SAM and the best baselines, three seeds.
+
+  python -m experiments.study --config=experiments/configs/study_peers.py \
+    --workdir=workdir/study_structure
+
+The published compression-aware flatness methods a user would pick instead
+of C-SAM (experiments/compression.py; their departures from the reference
+code in docs/method.md), plain and trained on the certified variations
+(``_aug``), paired against C-SAM, HYDRA fine-tuned on the variations (the
+best baseline of study_cpu) and csam_rho0_aug. Everything else is the
+structure study's (experiments/configs/study_structure.py): its model,
+data, budget and validation carve, its certified image set
+(``image_seed`` 2027, 1,000 test images), its flatness diagnostic, its
+seeds 0-2. So the pretraining is the structure study's (run with its
+``--workdir`` to share it) and a cell both studies hold, with the same
+config, is run once: ``reuse_dirs`` copies its record from
+results/study_structure (marked ``reused_from``).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from experiments.configs import study_structure
+
+PEERS = ("cram", "safe", "cram_aug", "safe_aug", "cram_plus")
+BASELINES = ("csam", "hydra_aug", "csam_rho0_aug")
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the peers study's config."""
+  config = study_structure.get_config()
+  config.name = "study_peers"
+  config.study = ml_collections.ConfigDict(
+    dict(
+      name="study_peers",
+      variants=PEERS + BASELINES,
+      sparsity=0.9,
+      extra_sparsities=(),
+      # First tier, seed by seed: each method against C-SAM and HYDRA.
+      extra_variants=("cram", "safe", "csam", "hydra_aug"),
+      seeds=(0, 1, 2),
+      image_seed=2027,
+      main_variant="csam",
+      pairs=(
+        ("cram_aug", "hydra_aug"),
+        ("safe_aug", "hydra_aug"),
+        ("cram_aug", "csam_rho0_aug"),
+        ("safe_aug", "csam_rho0_aug"),
+        ("cram", "hydra_aug"),
+        ("safe", "hydra_aug"),
+        ("cram_plus", "cram"),
+      ),
+      main_distribution="semantic",
+      sweep_dir=None,
+      reuse_dirs=("results/study_structure",),
+    )
+  )
+  return config
