@@ -125,7 +125,8 @@ def flax_orbax_logits_fn(
   """
   import orbax.checkpoint as ocp  # noqa: PLC0415 - only this adapter.
 
-  variables = ocp.StandardCheckpointer().restore(os.path.abspath(checkpoint))
+  with export.reading(checkpoint, "orbax checkpoint"):
+    variables = ocp.StandardCheckpointer().restore(os.path.abspath(checkpoint))
   if "params" not in variables:
     variables = {"params": variables}
   kwargs = dict(call_kwargs or {})

@@ -30,6 +30,7 @@ logits (the input normalisation is inside).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -504,6 +505,48 @@ def export_method(
   return manifest
 
 
+class ArtifactError(ValueError):
+  """An artifact (a .tflite file, a SavedModel, a .jax_export file, a sparse
+  .npz checkpoint, an orbax checkpoint) that cannot be read; the message
+  names the file and what is wrong with it."""
+
+
+@contextlib.contextmanager
+def reading(path: str, kind: str):
+  """Turns any failure to read the artifact ``path`` (a ``kind``) into an
+  `ArtifactError` naming it.
+
+  Raises:
+    FileNotFoundError: ``path`` does not exist.
+    ArtifactError: reading it failed inside the block.
+  """
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: no such {kind}")
+  try:
+    yield
+  except ArtifactError:
+    raise
+  except Exception as e:  # noqa: BLE001 - every reader's own error type.
+    raise ArtifactError(
+      f"{path}: not a readable {kind} ({type(e).__name__}: "
+      f"{str(e)[:300]}); truncated or overwritten? Export it again."
+    ) from e
+
+
+# A TFLite flatbuffer's file identifier (bytes 4-8).
+TFLITE_IDENTIFIER = b"TFL3"
+
+
+def _check_tflite(path: str) -> None:
+  with open(path, "rb") as f:
+    head = f.read(8)
+  if head[4:8] != TFLITE_IDENTIFIER:
+    raise ArtifactError(
+      f"{path}: not a TFLite flatbuffer (bytes 4-8 are {head[4:8]!r}, not "
+      f"{TFLITE_IDENTIFIER!r})"
+    )
+
+
 class TFLiteRunner:
   """Runs a TFLite flatbuffer on numpy batches (XNNPACK delegate, default
   in TF 2.21's interpreter for float models).
@@ -516,13 +559,15 @@ class TFLiteRunner:
   def __init__(self, path: str, num_threads: int | None = None):
     import tensorflow as tf  # Lazy: TensorFlow is slow to import.
 
-    self._interpreter = tf.lite.Interpreter(
-      model_path=path, num_threads=num_threads
-    )
-    self._input = self._interpreter.get_input_details()[0]["index"]
-    output = self._interpreter.get_output_details()[0]
-    self._output = output["index"]
-    self.num_classes = int(output["shape"][-1])
+    with reading(path, "TFLite model"):
+      _check_tflite(path)
+      self._interpreter = tf.lite.Interpreter(
+        model_path=path, num_threads=num_threads
+      )
+      self._input = self._interpreter.get_input_details()[0]["index"]
+      output = self._interpreter.get_output_details()[0]
+      self._output = output["index"]
+      self.num_classes = int(output["shape"][-1])
     self._shape = None
 
   def __call__(self, images: np.ndarray) -> np.ndarray:
@@ -542,9 +587,10 @@ class SavedModelRunner:
   def __init__(self, path: str):
     import tensorflow as tf  # Lazy: TensorFlow is slow to import.
 
-    self._fn = tf.saved_model.load(path).signatures["serving_default"]
-    (output,) = self._fn.structured_outputs.values()
-    self.num_classes = int(output.shape[-1])
+    with reading(path, "SavedModel"):
+      self._fn = tf.saved_model.load(path).signatures["serving_default"]
+      (output,) = self._fn.structured_outputs.values()
+      self.num_classes = int(output.shape[-1])
     self._tf = tf
 
   def __call__(self, images: np.ndarray) -> np.ndarray:
@@ -580,6 +626,8 @@ def load_logits_fn(path: str, *, num_threads: int | None = None):
 
   Raises:
     ValueError: ``path`` is none of these.
+    ArtifactError: it is one of them but cannot be read (truncated,
+      corrupted); the message names the file.
   """
   if os.path.isdir(path):
     if os.path.exists(os.path.join(path, "saved_model.pb")):
@@ -589,10 +637,11 @@ def load_logits_fn(path: str, *, num_threads: int | None = None):
       if os.path.exists(os.path.join(path, name)):
         return load_logits_fn(os.path.join(path, name))
   elif path.endswith(".npz"):
-    variables, spec = sparse_format.load(path)
+    with reading(path, "sparse checkpoint"):
+      variables, spec = sparse_format.load(path)
     return logits_fn(Deployed(spec, variables))
   elif path.endswith(".jax_export"):
-    with open(path, "rb") as f:
+    with reading(path, "jax.export artifact"), open(path, "rb") as f:
       exported = jax.export.deserialize(bytearray(f.read()))
     return exported.call
   elif path.endswith(".tflite"):

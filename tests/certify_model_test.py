@@ -136,3 +136,22 @@ def test_overrides_and_bad_sources_are_refused():
         orbax_checkpoint=None,
       )
     )
+
+
+def test_a_broken_orbax_checkpoint_gets_an_error_naming_it(tmp_path):
+  from experiments import export
+
+  broken = tmp_path / "ckpt"
+  broken.mkdir()
+  (broken / "_METADATA").write_text("{not json")
+  module = models.get_model("tiny_cnn", num_classes=3)
+  with pytest.raises(
+    export.ArtifactError, match=r"ckpt: not a readable orbax checkpoint"
+  ):
+    certify_model.flax_orbax_logits_fn(
+      module, str(broken), mean=(0.5,), std=(0.25,)
+    )
+  with pytest.raises(FileNotFoundError, match="no such orbax checkpoint"):
+    certify_model.flax_orbax_logits_fn(
+      module, str(tmp_path / "none"), mean=(0.5,), std=(0.25,)
+    )

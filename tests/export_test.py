@@ -205,3 +205,43 @@ def test_unsupported_models_and_forms_are_refused():
     export.export_method("w", "csam", "o", forms=("onnx",))
   with pytest.raises(ValueError, match="cannot load a model"):
     export.load_logits_fn("model.onnx")
+
+
+def test_a_corrupted_or_truncated_artifact_gets_an_error_naming_it(
+  exported, tmp_path
+):
+  _, out, manifest = exported
+  for name, kind in (
+    ("tflite", "not a TFLite flatbuffer"),
+    ("jax_export", "not a readable jax.export artifact"),
+  ):
+    source = os.path.join(out, manifest["artifacts"][name]["file"])
+    data = open(source, "rb").read()
+    for label, broken in (("garbage", b"\xff\xfe" * 64), ("cut", data[:7])):
+      path = str(tmp_path / f"{label}_{os.path.basename(source)}")
+      open(path, "wb").write(broken)
+      with pytest.raises(export.ArtifactError, match=kind) as error:
+        export.load_logits_fn(path)
+      assert path in str(error.value)
+  # A flatbuffer cut short after its identifier: the interpreter's error,
+  # named.
+  source = os.path.join(out, "model.tflite")
+  path = str(tmp_path / "half.tflite")
+  open(path, "wb").write(open(source, "rb").read()[:200])
+  with pytest.raises(export.ArtifactError, match="half.tflite: not a readable"):
+    export.load_logits_fn(path)
+  sparse = str(tmp_path / "sparse.npz")
+  open(sparse, "wb").write(
+    open(os.path.join(out, "sparse.npz"), "rb").read()[:100]
+  )
+  with pytest.raises(
+    export.ArtifactError, match="sparse.npz: not a readable sparse"
+  ):
+    export.load_logits_fn(sparse)
+  saved = tmp_path / "saved_model"
+  saved.mkdir()
+  (saved / "saved_model.pb").write_bytes(b"\x00not a protobuf")
+  with pytest.raises(export.ArtifactError, match="not a readable SavedModel"):
+    export.load_logits_fn(str(saved))
+  with pytest.raises(FileNotFoundError, match="no such sparse checkpoint"):
+    export.load_logits_fn(str(tmp_path / "none.npz"))
