@@ -39,9 +39,6 @@ from experiments import state as state_lib
 
 # Tie rule of each algorithm's magnitude masks (csam_jax.threshold_masks).
 TIES = {"cram": "prune", "cram_plus": "prune", "safe": "keep"}
-# fold_in tag of the compression's key (CrAM's sparsity draw) under the
-# stage key (above any step index, distinct from the other purposes).
-SPARSITY_PURPOSE = 2**30 + 1
 
 
 def section(config: ml_collections.ConfigDict, algo: str):

@@ -38,6 +38,16 @@ from experiments import methods
 # methods.ROLES (0..3); the others sit far above any role index.
 _INIT_TAG = 2**20
 _ROBUSTNESS_TAG = 2**21  # then 0: certification, 1: corruptions, 2: flatness
+
+# fold_in tags under a stage's per-step key ``fold_in(stage key, t)`` or
+# its stage key (distinct from every step index they sit beside):
+# the input variations of C-SAM's hinge and of the augmentation,
+AUGMENT_PURPOSE = 1
+# the random-direction control of the mask perturbation (under the stage
+# key, above any step index),
+RANDOM_DIRECTION_PURPOSE = 2**30
+# CrAM's sparsity draw (under the stage key).
+SPARSITY_PURPOSE = 2**30 + 1
 # data seed of a role = seed * _DATA_STRIDE + role index (distinct seeds
 # for every (seed, role) pair below a million roles).
 _DATA_STRIDE = 1_000_003

@@ -43,7 +43,14 @@ import numpy as np
 import optax
 
 import csam_jax
-from experiments import compression, losses, methods, optimizers, samplers
+from experiments import (
+  compression,
+  keys,
+  losses,
+  methods,
+  optimizers,
+  samplers,
+)
 from experiments import state as state_lib
 from experiments.methods import StageSpec
 from experiments.samplers import Sampler
@@ -518,10 +525,6 @@ def csam_mask_tx(
   return optax.chain(*parts)
 
 
-# fold_in tag of the random-direction control's key (above any step index).
-RANDOM_DIRECTION_PURPOSE = 2**30
-
-
 def _search_stage(config, spec, model, num_steps, steps_per_epoch, sampler):
   """HYDRA or C-SAM: the masks trained, the weights frozen (or joint)."""
   cfg = config.search[spec.algo]
@@ -562,7 +565,7 @@ def _search_stage(config, spec, model, num_steps, steps_per_epoch, sampler):
     opt_state = mask_tx.init(masks)
     if spec.algo == "csam" and cfg.direction == "random":
       # The random direction's own stream: a named tag of the stage key.
-      direction_key = jax.random.fold_in(key, RANDOM_DIRECTION_PURPOSE)
+      direction_key = jax.random.fold_in(key, keys.RANDOM_DIRECTION_PURPOSE)
       opt_state = csam_mask_tx(config, base, direction_key).init(masks)
     if weight_tx is not None:
       opt_state = (opt_state, weight_tx.init(state.params))
@@ -688,7 +691,7 @@ def _compression_stage(
   """CrAM / CrAM+ / SAFE: dense weights, the compression-aware update.
 
   The compression's key (CrAM's sparsity draw) is the stage key's
-  ``compression.SPARSITY_PURPOSE`` stream, kept in the optimizer state.
+  ``keys.SPARSITY_PURPOSE`` stream, kept in the optimizer state.
   Its variation augmentation (``finetune.augment_variations``) is that of
   the dense continuation it replaces.
   """
@@ -699,7 +702,7 @@ def _compression_stage(
     )
 
   def begin(state, key):
-    sparsity_key = jax.random.fold_in(key, compression.SPARSITY_PURPOSE)
+    sparsity_key = jax.random.fold_in(key, keys.SPARSITY_PURPOSE)
     params = compression.begin_params(state.params, config, spec.algo)
     return state.replace(
       params=params,
@@ -842,20 +845,16 @@ def augmented_step(step: StepFn, sampler: Sampler) -> StepFn:
   """``step`` on a batch whose images are transformed by ``sampler``.
 
   Image i of step t is ``sampler(split(fold_in(fold_in(state.key, t),
-  AUGMENT_PURPOSE), B)[i], image_i)``: the input variations C-SAM's hinge
+  keys.AUGMENT_PURPOSE), B)[i], image_i)``: the input variations C-SAM's hinge
   trains on, used as data augmentation (the augmentation-fair baselines).
   """
 
   def augmented(state, batch):
     key = jax.random.fold_in(
-      jax.random.fold_in(state.key, state.step), AUGMENT_PURPOSE
+      jax.random.fold_in(state.key, state.step), keys.AUGMENT_PURPOSE
     )
-    keys = jax.random.split(key, batch["image"].shape[0])
-    images = samplers.sample_batch(sampler, keys, batch["image"])
+    draw_keys = jax.random.split(key, batch["image"].shape[0])
+    images = samplers.sample_batch(sampler, draw_keys, batch["image"])
     return step(state, dict(batch, image=images))
 
   return augmented
-
-
-# fold_in tag of the augmentation keys (distinct from the step's own key).
-AUGMENT_PURPOSE = 1

@@ -16,6 +16,7 @@ import csam_jax
 from experiments import (
   compression,
   config_validation,
+  keys,
   losses,
   methods,
   models,
@@ -271,7 +272,7 @@ def test_compression_step_is_exact_and_keeps_clean_batch_stats(method):
   stage = _build(config, method, 1, model, 5)
   stage_key = jax.random.PRNGKey(3)
   current = stage.begin(state, stage_key)
-  sparsity_key = jax.random.fold_in(stage_key, compression.SPARSITY_PURPOSE)
+  sparsity_key = jax.random.fold_in(stage_key, keys.SPARSITY_PURPOSE)
   w, stats = state.params, state.batch_stats
   buf = jax.tree.map(jnp.zeros_like, w)
   step = jax.jit(stage.step)
@@ -320,7 +321,7 @@ def test_cram_plus_draws_the_listed_sparsities():
   config = _cram_config()
   stage = _build(config, "cram_plus", 1, model, 5)
   begun = stage.begin(state, jax.random.PRNGKey(3))
-  key = jax.random.fold_in(jax.random.PRNGKey(3), compression.SPARSITY_PURPOSE)
+  key = jax.random.fold_in(jax.random.PRNGKey(3), keys.SPARSITY_PURPOSE)
   np.testing.assert_array_equal(begun.opt_state[0].key, key)
   draws = [
     int(jax.random.randint(jax.random.fold_in(key, t), (), 0, 4))

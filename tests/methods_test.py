@@ -11,7 +11,7 @@ import tiny_model
 
 import csam_jax
 from csam_jax import objectives
-from experiments import losses, methods, models, samplers, stages
+from experiments import keys, losses, methods, models, samplers, stages
 from experiments import state as state_lib
 from experiments.configs import default, smoke
 
@@ -350,7 +350,7 @@ def test_finetune_augmented_with_the_input_variations():
   seen = stages.augmented_step(lambda st, b: (st, b["image"]), shift)
   _, images = seen(state, batch)
   key = jax.random.fold_in(
-    jax.random.fold_in(state.key, 3), stages.AUGMENT_PURPOSE
+    jax.random.fold_in(state.key, 3), keys.AUGMENT_PURPOSE
   )
   expected = jax.vmap(shift)(jax.random.split(key, 8), batch["image"])
   np.testing.assert_array_equal(images, expected)
