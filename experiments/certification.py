@@ -197,18 +197,28 @@ def _bits(mask: Any) -> str:
 
 
 def _per_image(res, binom, labels, eps) -> dict[str, Any]:
-  """Which image each certificate certifies at each level (0/1 strings)."""
+  """Which image each certificate certifies at each level (0/1 strings),
+  and what certifies it at any other level: each image's CC-Cert bound
+  (``cc_cert_bound``; certified at eps when correct and bound < eps; 1.0
+  for an image given no draws) and, with the Clopper-Pearson certificate,
+  its draws that kept the prediction (``binomial_kept``, of ``num_draws``:
+  certified at eps when correct and the lower bound is >= 1 - eps). A
+  misclassified image, never certified, is recorded as bound 1.0 and 0
+  kept draws, drawn or not (`skip_misclassified` changes no record)."""
   correct = np.asarray(res.pred) == labels
   bound = np.asarray(res.bound)
   out = {
     "correct": _bits(correct),
     "cc_cert": {eps_key(e): _bits(correct & (bound < e)) for e in eps},
+    "cc_cert_bound": [float(b) for b in np.where(correct, bound, 1.0)],
   }
   if binom is not None:
     lower = np.asarray(binom.lower_bound)
     out["binomial"] = {
       eps_key(e): _bits(correct & (lower >= 1.0 - e)) for e in eps
     }
+    kept = np.where(correct, np.asarray(binom.num_correct), 0)
+    out["binomial_kept"] = [int(k) for k in kept]
   return out
 
 

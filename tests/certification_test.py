@@ -135,6 +135,23 @@ def test_certify_matches_direct_certificates():
   assert per_image["binomial"]["2e-01"] == bits(correct & (lower >= 0.8))
   for k, acc in out["semantic"]["cc_cert"].items():
     assert per_image["cc_cert"][k].count("1") / 12 == pytest.approx(acc)
+  # What certifies any other level: the bounds and the kept draws.
+  # (1.0 and 0 for a misclassified image: never certified)
+  assert per_image["cc_cert_bound"] == [
+    float(b) if c else 1.0 for b, c in zip(res.bound, correct, strict=True)
+  ]
+  assert per_image["binomial_kept"] == [
+    int(k) if c else 0 for k, c in zip(kept, correct, strict=True)
+  ]
+  bound = np.asarray(per_image["cc_cert_bound"])
+  assert bits(correct & (bound < 0.05)) == bits(
+    correct & (np.asarray(res.bound) < 0.05)
+  )
+  kept_back = np.asarray(per_image["binomial_kept"])
+  lower_back = scipy.stats.beta.ppf(
+    1e-3, np.maximum(kept_back, 1), 200 - kept_back + 1
+  )
+  assert per_image["binomial"]["2e-01"] == bits(correct & (lower_back >= 0.8))
 
 
 def test_skip_misclassified_keeps_every_certificate_bit_for_bit():
