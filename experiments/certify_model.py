@@ -50,6 +50,7 @@ from ml_collections import config_flags
 import csam_jax
 from experiments import (
   config_validation,
+  entry,
   evaluation,
   experiment,
   export,
@@ -445,7 +446,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not _FLAGS["out"].value:
     raise app.UsageError("--out is required.")
-  logging_utils.quiet_library_logs()
+  entry.prepare_process()
   loaded = load_model(
     dict(
       model=_FLAGS["model"].value,
@@ -462,7 +463,7 @@ def main(argv: list[str]) -> None:
     )
   )
   config = apply_overrides(loaded["config"], _FLAGS["set"].value)
-  entry = certify(
+  result = certify(
     config,
     loaded["logits_fn"],
     _FLAGS["out"].value,
@@ -473,7 +474,7 @@ def main(argv: list[str]) -> None:
   )
   with open(os.path.join(_FLAGS["out"].value, "results.md")) as f:
     print(f.read())
-  logging.info("Wrote %s (%.1fs)", _FLAGS["out"].value, entry["wall_time_s"])
+  logging.info("Wrote %s (%.1fs)", _FLAGS["out"].value, result["wall_time_s"])
 
 
 if __name__ == "__main__":

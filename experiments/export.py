@@ -47,8 +47,8 @@ from absl import app, flags, logging
 from experiments import (
   compact,
   config_validation,
+  entry,
   evaluation,
-  logging_utils,
   methods,
   models,
   sparse_format,
@@ -683,7 +683,7 @@ _FLAGS: dict[str, Any] = {}
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging_utils.quiet_library_logs()
+  entry.prepare_process()
   for flag in (_FLAGS[k] for k in ("workdir", "method", "out")):
     if not flag.value:
       raise app.UsageError(f"--{flag.name} is required.")

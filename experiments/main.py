@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import os
 
-import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import experiment, logging_utils, parallel, state
+from experiments import entry, experiment, parallel, state
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config",
@@ -68,70 +67,24 @@ def default_workdir(config_name: str) -> str:
   return os.path.join("workdir", config_name)
 
 
-def default_cache_dir() -> str:
-  """``$XDG_CACHE_HOME/csam_jax/jax_cache`` (``~/.cache`` when unset)."""
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
-    os.path.expanduser("~"), ".cache"
-  )
-  return os.path.join(base, "csam_jax", "jax_cache")
-
-
-def setup_compilation_cache(directory: str | None) -> str | None:
-  """Turns on JAX's persistent compilation cache; call before compiling.
-
-  Every compiled program (even a fast one) is written to ``directory`` and
-  read back by later processes instead of being compiled again. JAX keys
-  each entry on the program, the jaxlib version, the backend and its
-  version, the XLA flags, the compile options and the devices, so another
-  JAX version, machine type or flag set never reads a stale entry; the
-  loaded executable is the one a fresh compilation would produce (reruns
-  are bitwise identical, tests/startup_test.py).
-
-  Args:
-    directory: the cache directory (``~`` expanded; created by JAX),
-      None for ``default_cache_dir()``, "" to leave the cache off.
-
-  Returns:
-    The absolute directory, or None when the cache is off.
-
-  Raises:
-    ValueError: ``directory`` is not a string or None.
-  """
-  if directory is not None and not isinstance(directory, str):
-    raise ValueError(
-      'config.compilation_cache_dir must be a directory path, "" (off) or '
-      f"None (default {default_cache_dir()}), got {directory!r}."
-    )
-  if directory == "":
-    return None
-  path = os.path.abspath(os.path.expanduser(directory or default_cache_dir()))
-  jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-  return path
-
-
 def setup(argv: list[str], example: str):
-  """The set-up every entry point shares; returns the config.
+  """The set-up of the entry points that take --config; returns the config.
 
   Checks the command line (``example``: a config to suggest when --config
-  is missing), quiets library logs, starts counting compilations, turns on
-  the persistent compilation cache, initialises jax.distributed when asked
-  and checks ``config.model.init_prng``.
+  is missing), `prepare_process` with the config's cache directory,
+  initialises jax.distributed when asked and checks
+  ``config.model.init_prng``.
   """
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if _CONFIG.value is None:
     raise app.UsageError(f"--config is required, e.g. --config={example}")
-  logging_utils.quiet_library_logs()
-  logging_utils.compile_totals()  # Counts every compilation from here.
   cache_dir = _CONFIG.value.get("compilation_cache_dir")
   if _CPU_COLLECTIVES.value is not None:
     # Multi-process CPU runs (gloo/mpi collectives) timed out in
     # tests/parallel_test.py with the cache on: they always compile.
     cache_dir = ""
-  cache = setup_compilation_cache(cache_dir)
-  logging.info("Persistent compilation cache: %s", cache or "off")
+  entry.prepare_process(cache_dir)
   parallel.initialize_distributed(
     coordinator_address=_COORDINATOR.value,
     num_processes=_NUM_PROCESSES.value,

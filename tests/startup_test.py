@@ -15,8 +15,8 @@ import pytest
 
 from experiments import (
   config_validation,
+  entry,
   input_pipeline,
-  main,
   methods,
   parallel,
   stages,
@@ -166,16 +166,16 @@ def test_cached_rerun_is_bitwise_identical_and_reports_timing(
 
 def test_default_cache_dir_and_bad_values(monkeypatch, tmp_path):
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-  assert main.default_cache_dir() == os.path.join(
+  assert entry.default_cache_dir() == os.path.join(
     str(tmp_path), "csam_jax", "jax_cache"
   )
   monkeypatch.delenv("XDG_CACHE_HOME")
-  assert main.default_cache_dir() == os.path.join(
+  assert entry.default_cache_dir() == os.path.join(
     os.path.expanduser("~"), ".cache", "csam_jax", "jax_cache"
   )
-  assert main.setup_compilation_cache("") is None
+  assert entry.setup_compilation_cache("") is None
   with pytest.raises(ValueError, match="config.compilation_cache_dir"):
-    main.setup_compilation_cache(3)
+    entry.setup_compilation_cache(3)
   assert smoke.get_config().compilation_cache_dir is None  # the default
 
 

@@ -495,7 +495,7 @@ README_RESULTS = """
   | HYDRA | {{cert_ci hydra 0.9}} | {{clean_ci hydra 0.9}} |
   | GMP | {{cert_ci gmp 0.9}} | {{clean_ci gmp 0.9}} |
   | dense (not pruned) | {{cert_ci dense 0.9}} | {{clean_ci dense 0.9}} |
-"""
+"""  # noqa: E501
 
 
 def test_readme_results_paragraph_is_generated_from_the_records(study_summary):
