@@ -282,3 +282,38 @@ def test_bad_inputs_raise_clear_errors():
     v.compose({"rotation": 5.0}, border_mode="bogus")
   with pytest.raises(ValueError, match="exponent"):
     v.gamma(IMAGE, -1.0)
+
+
+def test_one_family_registry_that_every_list_derives_from():
+  from csam_jax._src.variations import ranges as ranges_lib
+  from experiments import samplers
+  from experiments.configs import certify_config
+
+  registry = v.REGISTRY
+  names = [f.name for f in registry]
+  assert tuple(names) == v.VARIATIONS and len(set(names)) == 8
+  # compose's canonical order: the groups in order, each family once.
+  groups = [ranges_lib.GROUPS.index(f.group) for f in registry]
+  assert groups == sorted(groups)
+  assert v.CC_CERT_RANGES == {
+    "gamma": 0.7,
+    "contrast": 1.3,
+    "brightness": 0.2,
+    "rotation": 10.0,
+    "translation": 0.1,
+    "gaussian_blur": 1.0,
+  }
+  # The offsets every published certificate was drawn with.
+  assert v.SEED_OFFSETS == dict(
+    gamma=3,
+    contrast=4,
+    brightness=5,
+    rotation=6,
+    translation=7,
+    gaussian_blur=8,
+  )
+  assert samplers.FAMILIES == v.CERTIFIABLE
+  cert = certify_config.get_certify_config()
+  offsets = dict(cert.seed_offsets)
+  assert len(set(offsets.values())) == len(offsets)
+  assert cert.distributions == ("semantic", *v.CERTIFIABLE)

@@ -5,8 +5,12 @@ Images are float32 in [0, 1], HWC (batched NHWC through ``jax.vmap``).
 
 # --- semantic transformations (csam_jax/_src/variations/) ---
 from csam_jax._src.variations import CC_CERT_RANGES as CC_CERT_RANGES
+from csam_jax._src.variations import CERTIFIABLE as CERTIFIABLE
+from csam_jax._src.variations import REGISTRY as REGISTRY
+from csam_jax._src.variations import SEED_OFFSETS as SEED_OFFSETS
 from csam_jax._src.variations import VARIATIONS as VARIATIONS
 from csam_jax._src.variations import AffineMap as AffineMap
+from csam_jax._src.variations import Family as Family
 from csam_jax._src.variations import affine as affine
 from csam_jax._src.variations import brightness as brightness
 from csam_jax._src.variations import compose as compose

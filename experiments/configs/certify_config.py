@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from csam_jax import variations as csam_variations
 from experiments import certification, samplers
 
 EPS = tuple(10.0**-k for k in range(10, 1, -1))  # 1e-10, ..., 1e-2
@@ -86,7 +87,8 @@ def get_certify_config() -> ml_collections.ConfigDict:
         semantic=0,
         corruptions=1,
         smoothing=2,
-        **{f: 3 + i for i, f in enumerate(certification.FAMILIES)},
+        # Each family's own, fixed in csam_jax.variations.REGISTRY.
+        **csam_variations.SEED_OFFSETS,
       ),
     )
   )

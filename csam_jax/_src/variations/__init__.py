@@ -31,7 +31,11 @@ from csam_jax._src.variations.photometric import (
   gaussian_noise as gaussian_noise,
 )
 from csam_jax._src.variations.ranges import CC_CERT_RANGES as CC_CERT_RANGES
+from csam_jax._src.variations.ranges import CERTIFIABLE as CERTIFIABLE
+from csam_jax._src.variations.ranges import REGISTRY as REGISTRY
+from csam_jax._src.variations.ranges import SEED_OFFSETS as SEED_OFFSETS
 from csam_jax._src.variations.ranges import VARIATIONS as VARIATIONS
+from csam_jax._src.variations.ranges import Family as Family
 from csam_jax._src.variations.ranges import (
   parameter_range as parameter_range,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,34 +13,57 @@ from csam_jax._src.variations import base
 
 Array = base.Array
 
-# Canonical order in which `compose` applies the variations: pointwise
-# photometric changes first (on the original pixels, before geometric
-# transforms fill the border with `cval`), then the geometric transforms
-# (one resampling for all three), then blur, then additive sensor noise.
-VARIATIONS = (
-  "gamma",
-  "contrast",
-  "brightness",
-  "rotation",
-  "scale",
-  "translation",
-  "gaussian_blur",
-  "gaussian_noise",
-)
-PHOTOMETRIC = ("gamma", "contrast", "brightness")
-GEOMETRIC = ("rotation", "scale", "translation")
 
-# The ranges suggested by CC-Cert (Pautov et al., AAAI 2022; how we use them:
-# docs/method.md): the value is the CC-Cert parameter of each family,
-# interpreted as documented in `parameter_range`.
+class Family(NamedTuple):
+  """One family of semantic variations, declared once (`REGISTRY`).
+
+  Attributes:
+    name: the family's name (a key of every ``ranges`` dict).
+    group: where `compose` applies it: "photometric" (pointwise, on the
+      original pixels), "geometric" (one resampling for all of them),
+      "blur", "noise" (additive sensor noise, last).
+    cc_cert_range: the range CC-Cert suggests (Pautov et al., AAAI 2022; how
+      we use them: docs/method.md), read as `parameter_range` documents;
+      None: not one of CC-Cert's families.
+    certifiable: certified as a distribution of its own (CC-Cert's
+      per-family certificates); every CC-Cert family is.
+    seed_offset: its fold_in offset among the certification keys (fixed:
+      adding a family never changes another family's draws).
+  """
+
+  name: str
+  group: str
+  cc_cert_range: float | None
+  certifiable: bool
+  seed_offset: int | None
+
+
+# The registry, in the canonical order in which `compose` applies them:
+# pointwise photometric changes first (on the original pixels, before
+# geometric transforms fill the border with `cval`), then the geometric
+# transforms, then blur, then additive noise. The composed default
+# ("semantic") is every family with a CC-Cert range.
+REGISTRY = (
+  Family("gamma", "photometric", 0.7, True, 3),
+  Family("contrast", "photometric", 1.3, True, 4),
+  Family("brightness", "photometric", 0.2, True, 5),
+  Family("rotation", "geometric", 10.0, True, 6),
+  Family("scale", "geometric", None, False, None),
+  Family("translation", "geometric", 0.1, True, 7),
+  Family("gaussian_blur", "blur", 1.0, True, 8),
+  Family("gaussian_noise", "noise", None, False, None),
+)
+GROUPS = ("photometric", "geometric", "blur", "noise")
+
+# Derived views (every other list of families derives from `REGISTRY`).
+VARIATIONS = tuple(f.name for f in REGISTRY)
+PHOTOMETRIC = tuple(f.name for f in REGISTRY if f.group == "photometric")
+GEOMETRIC = tuple(f.name for f in REGISTRY if f.group == "geometric")
 CC_CERT_RANGES = {
-  "gamma": 0.7,
-  "contrast": 1.3,
-  "brightness": 0.2,
-  "rotation": 10.0,
-  "translation": 0.1,
-  "gaussian_blur": 1.0,
+  f.name: f.cc_cert_range for f in REGISTRY if f.cc_cert_range is not None
 }
+CERTIFIABLE = tuple(f.name for f in REGISTRY if f.certifiable)
+SEED_OFFSETS = {f.name: f.seed_offset for f in REGISTRY if f.certifiable}
 
 
 def _as_pair(name: str, spec: Any) -> tuple[float, float] | None:
