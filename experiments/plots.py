@@ -1,14 +1,16 @@
-"""Plots of the results (PNG, matplotlib's Agg canvas; no display needed).
+"""Every plot of the project (PNG, matplotlib's Agg canvas; no display).
 
-Both functions take the list of run entries of results.json (the
-``runs`` of `experiments.experiment.run`) and write one PNG; they return the
-path written, or None when there is nothing to plot (no certification
-results / a single sparsity).
+A run's plots take the list of run entries of results.json (the ``runs``
+of `experiments.experiment.run`); a study's take the groups of
+`experiments.study_report.aggregate`'s summary. Each writes one PNG and
+returns the path written, or None when there is nothing to plot (no
+certification results, a single sparsity, no flatness diagnostic).
 """
 
 from __future__ import annotations
 
 import collections
+import math
 from typing import Any
 
 import numpy as np
@@ -132,4 +134,96 @@ def plot_vs_sparsity(results: list[dict[str, Any]], path: str) -> str | None:
     ax.set_ylabel(title)
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize="small")
+  return _save(fig, path)
+
+
+def plot_study_vs_sparsity(
+  groups: list[dict], dist: str, path: str
+) -> str | None:
+  """A study's certified accuracy (CC-Cert @1e-2) vs sparsity, 95% bands;
+  variants with at least two sparsities."""
+  lines = collections.defaultdict(dict)
+  for g in groups:
+    iv = g["certified"].get(dist, {}).get("cc_cert@1e-02")
+    if iv is not None:
+      lines[g["variant"]][g["sparsity"]] = iv
+  lines = {v: by_s for v, by_s in lines.items() if len(by_s) >= 2}
+  if not lines:
+    return None
+  fig = Figure(figsize=(6, 4))
+  ax = fig.add_subplot(1, 1, 1)
+  for variant, by_s in sorted(lines.items()):
+    xs = sorted(by_s)
+    mean = np.array([by_s[x]["mean"] for x in xs])
+    low = np.array([by_s[x]["low"] for x in xs])
+    high = np.array([by_s[x]["high"] for x in xs])
+    ax.plot(xs, mean, marker="o", label=variant)
+    if not np.isnan(low).any():
+      ax.fill_between(xs, low, high, alpha=0.2)
+  ax.set_xlabel("sparsity")
+  ax.set_ylabel(f"certified accuracy ({dist}, CC-Cert, eps=1e-2)")
+  ax.legend(fontsize="small")
+  return _save(fig, path)
+
+
+def plot_study_vs_clean(groups: list[dict], dist: str, path: str) -> str | None:
+  """A study's certified vs clean accuracy, one point per (variant,
+  sparsity), with 95% intervals as error bars."""
+  points = [
+    (g, g["certified"].get(dist, {}).get("cc_cert@1e-02")) for g in groups
+  ]
+  points = [
+    (g, iv) for g, iv in points if iv is not None and g["clean_accuracy"]
+  ]
+  if not points:
+    return None
+  fig = Figure(figsize=(6, 4.5))
+  ax = fig.add_subplot(1, 1, 1)
+  for g, iv in points:
+    clean = g["clean_accuracy"]
+    err = lambda i: 0.0 if math.isnan(i["low"]) else (i["high"] - i["low"]) / 2
+    ax.errorbar(
+      clean["mean"],
+      iv["mean"],
+      xerr=err(clean),
+      yerr=err(iv),
+      marker="o",
+      capsize=3,
+      label=f"{g['variant']} s={g['sparsity']:g}",
+    )
+  ax.set_xlabel("clean accuracy")
+  ax.set_ylabel(f"certified accuracy ({dist}, CC-Cert, eps=1e-2)")
+  ax.legend(fontsize="x-small")
+  return _save(fig, path)
+
+
+def plot_flatness(groups: list[dict], path: str) -> str | None:
+  """The structural-flatness diagnostic: accuracy vs swapped fraction per
+  variant: random solid, directed
+  dashed (means over seeds; the unswapped accuracy at 0)."""
+  if not groups:
+    return None
+  fig = Figure(figsize=(6.5, 4.5))
+  ax = fig.add_subplot(1, 1, 1)
+  for g in groups:
+    base = g["base"]["accuracy"]["mean"]
+    xs = [0.0] + [100 * float(f) for f in g["fractions"]]
+    label = f"{g['variant']} s={g['sparsity']:g}"
+    line = None
+    for kind, style in (("random", "-"), ("directed", "--")):
+      ys = [base] + [base - g[kind][f]["drop"]["mean"] for f in g["fractions"]]
+      color = None if line is None else line.get_color()
+      (line,) = ax.plot(
+        xs,
+        ys,
+        style,
+        marker="o",
+        markersize=3,
+        color=color,
+        label=label if kind == "random" else None,
+      )
+  ax.set_xscale("symlog", linthresh=0.5)
+  ax.set_xlabel("kept entries swapped per layer (%)")
+  ax.set_ylabel("clean accuracy (solid: random swaps, dashed: directed)")
+  ax.legend(fontsize="x-small")
   return _save(fig, path)

@@ -38,12 +38,11 @@ from typing import Any
 
 import ml_collections
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from experiments import (
   markdown,
   methods,
+  plots,
   stages,
   storage,
   study_inference,
@@ -582,11 +581,13 @@ def aggregate(results_dir: str, study: Any) -> dict[str, Any]:
   storage.path(results_dir, "RESULTS.md").write_text(
     results_markdown(results_dir, summary, dists, records)
   )
-  plot_vs_sparsity(
+  plots.plot_study_vs_sparsity(
     groups, main_dist, os.path.join(results_dir, "vs_sparsity.png")
   )
-  plot_vs_clean(groups, main_dist, os.path.join(results_dir, "vs_clean.png"))
-  study_structure.plot_flatness(
+  plots.plot_study_vs_clean(
+    groups, main_dist, os.path.join(results_dir, "vs_clean.png")
+  )
+  plots.plot_flatness(
     summary["flatness"], os.path.join(results_dir, "flatness.png")
   )
   return summary
@@ -764,67 +765,3 @@ def _structure_sections(summary: dict) -> list[str]:
       )
     )
   return out
-
-
-def _save(fig: Figure, path: str) -> str:
-  FigureCanvasAgg(fig)
-  storage.save_figure(fig, path)
-  return path
-
-
-def plot_vs_sparsity(groups: list[dict], dist: str, path: str) -> str | None:
-  """Certified accuracy (CC-Cert @1e-2) vs sparsity, 95% bands; variants
-  with at least two sparsities."""
-  lines = collections.defaultdict(dict)
-  for g in groups:
-    iv = g["certified"].get(dist, {}).get("cc_cert@1e-02")
-    if iv is not None:
-      lines[g["variant"]][g["sparsity"]] = iv
-  lines = {v: by_s for v, by_s in lines.items() if len(by_s) >= 2}
-  if not lines:
-    return None
-  fig = Figure(figsize=(6, 4))
-  ax = fig.add_subplot(1, 1, 1)
-  for variant, by_s in sorted(lines.items()):
-    xs = sorted(by_s)
-    mean = np.array([by_s[x]["mean"] for x in xs])
-    low = np.array([by_s[x]["low"] for x in xs])
-    high = np.array([by_s[x]["high"] for x in xs])
-    ax.plot(xs, mean, marker="o", label=variant)
-    if not np.isnan(low).any():
-      ax.fill_between(xs, low, high, alpha=0.2)
-  ax.set_xlabel("sparsity")
-  ax.set_ylabel(f"certified accuracy ({dist}, CC-Cert, eps=1e-2)")
-  ax.legend(fontsize="small")
-  return _save(fig, path)
-
-
-def plot_vs_clean(groups: list[dict], dist: str, path: str) -> str | None:
-  """Certified vs clean accuracy, one point per (variant, sparsity), with
-  95% intervals as error bars."""
-  points = [
-    (g, g["certified"].get(dist, {}).get("cc_cert@1e-02")) for g in groups
-  ]
-  points = [
-    (g, iv) for g, iv in points if iv is not None and g["clean_accuracy"]
-  ]
-  if not points:
-    return None
-  fig = Figure(figsize=(6, 4.5))
-  ax = fig.add_subplot(1, 1, 1)
-  for g, iv in points:
-    clean = g["clean_accuracy"]
-    err = lambda i: 0.0 if math.isnan(i["low"]) else (i["high"] - i["low"]) / 2
-    ax.errorbar(
-      clean["mean"],
-      iv["mean"],
-      xerr=err(clean),
-      yerr=err(iv),
-      marker="o",
-      capsize=3,
-      label=f"{g['variant']} s={g['sparsity']:g}",
-    )
-  ax.set_xlabel("clean accuracy")
-  ax.set_ylabel(f"certified accuracy ({dist}, CC-Cert, eps=1e-2)")
-  ax.legend(fontsize="x-small")
-  return _save(fig, path)

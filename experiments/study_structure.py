@@ -20,10 +20,7 @@ import collections
 import math
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
-from experiments import markdown, storage, study_stats
+from experiments import markdown, study_stats
 
 KINDS = ("random", "directed")
 
@@ -270,39 +267,6 @@ def _versus(pooled: dict) -> str:
     f"{-100 * pooled['difference']:+.1f} [{-100 * pooled['high']:+.1f}, "
     f"{-100 * pooled['low']:+.1f}], p = {pooled['p_value']:.3g}"
   )
-
-
-def plot_flatness(groups: list[dict], path: str) -> str | None:
-  """Accuracy vs swapped fraction per variant: random solid, directed
-  dashed (means over seeds; the unswapped accuracy at 0)."""
-  if not groups:
-    return None
-  fig = Figure(figsize=(6.5, 4.5))
-  ax = fig.add_subplot(1, 1, 1)
-  for g in groups:
-    base = g["base"]["accuracy"]["mean"]
-    xs = [0.0] + [100 * float(f) for f in g["fractions"]]
-    label = f"{g['variant']} s={g['sparsity']:g}"
-    line = None
-    for kind, style in (("random", "-"), ("directed", "--")):
-      ys = [base] + [base - g[kind][f]["drop"]["mean"] for f in g["fractions"]]
-      color = None if line is None else line.get_color()
-      (line,) = ax.plot(
-        xs,
-        ys,
-        style,
-        marker="o",
-        markersize=3,
-        color=color,
-        label=label if kind == "random" else None,
-      )
-  ax.set_xscale("symlog", linthresh=0.5)
-  ax.set_xlabel("kept entries swapped per layer (%)")
-  ax.set_ylabel("clean accuracy (solid: random swaps, dashed: directed)")
-  ax.legend(fontsize="x-small")
-  FigureCanvasAgg(fig)
-  storage.save_figure(fig, path)
-  return path
 
 
 def image_sets(records: list[dict]) -> dict[str, Any]:
