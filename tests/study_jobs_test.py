@@ -410,3 +410,37 @@ def test_the_peers_study_shares_the_structure_studys_pretraining_and_cells():
     )
     assert a["name"] != b["name"] and study._same_run(a, b)
   assert len(study.cells(peers.study)) == 8 * 3
+
+
+def test_an_npz_dataset_on_a_bucket(bucket):
+  import io
+
+  import numpy as np
+
+  from experiments.input_pipeline import numpy_files
+  from experiments.input_pipeline.spec import (
+    get_default_data_config,
+    resolve_spec,
+  )
+
+  rng = np.random.default_rng(0)
+  arrays = dict(
+    x_train=rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8),
+    y_train=np.arange(6) % 3,
+    x_test=rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8),
+    y_test=np.arange(3),
+  )
+  blob = io.BytesIO()
+  np.savez(blob, **arrays)
+  with storage.path("gs://b/data/tiny.npz").open("wb") as f:
+    f.write(blob.getvalue())
+  cfg = get_default_data_config()
+  cfg.update(
+    dict(source="npz", path="gs://b/data/tiny.npz", image_size=8, channels=3)
+  )
+  data = numpy_files.load_arrays(resolve_spec(cfg))
+  np.testing.assert_array_equal(data.splits["train"].images, arrays["x_train"])
+  np.testing.assert_array_equal(data.splits["eval"].labels, arrays["y_test"])
+  cfg.path = "gs://b/data/none.npz"
+  with pytest.raises(FileNotFoundError, match="none.npz.: no such file"):
+    numpy_files.load_arrays(resolve_spec(cfg))

@@ -35,6 +35,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from experiments import storage
 from experiments.input_pipeline.spec import DataSpec
 
 DIGITS_TEST_FRACTION = 0.2
@@ -315,7 +316,13 @@ def _load_digits(spec: DataSpec) -> tuple[dict[str, ArraySplit], int]:
 
 
 def _load_npz(spec: DataSpec) -> tuple[dict[str, ArraySplit], int]:
-  if not zipfile.is_zipfile(spec.path):
+  # Local or on a bucket (gs://...): read through the one path layer.
+  with storage.path(spec.path).open("rb") as f:
+    return _read_npz_file(spec, f)
+
+
+def _read_npz_file(spec: DataSpec, f) -> tuple[dict[str, ArraySplit], int]:
+  if not zipfile.is_zipfile(f):
     raise ValueError(
       f"config.data.path={spec.path!r} is not a valid .npz archive (an npz "
       "is a zip of .npy arrays). Make one with numpy, e.g. "
@@ -323,7 +330,8 @@ def _load_npz(spec: DataSpec) -> tuple[dict[str, ArraySplit], int]:
       "x_test=..., y_test=...), or with JPEG bytes as '<split>_jpeg', "
       "'<split>_offsets' and 'y_<split>' (see README, 'Local npz')."
     )
-  with np.load(spec.path, allow_pickle=False) as npz:
+  f.seek(0)
+  with np.load(f, allow_pickle=False) as npz:
     out = {
       "train": _read_npz_split(npz, spec.train_split or "train", spec),
       "eval": _read_npz_split(npz, spec.eval_split or "test", spec),
@@ -376,7 +384,11 @@ def load_arrays(spec: DataSpec) -> ArrayDataset:
     ((1437, 16, 16, 1), 10)
   """
   file_key = ()
-  if spec.source == "npz":
+  if spec.source == "npz" and not storage.is_local(spec.path):
+    if not storage.path(spec.path).exists():
+      raise FileNotFoundError(f"config.data.path={spec.path!r}: no such file")
+    file_key = (spec.path,)
+  elif spec.source == "npz":
     if not os.path.isfile(spec.path):
       raise FileNotFoundError(
         f"config.data.path={spec.path!r}: no such npz file (relative paths "
