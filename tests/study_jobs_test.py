@@ -444,3 +444,20 @@ def test_an_npz_dataset_on_a_bucket(bucket):
   cfg.path = "gs://b/data/none.npz"
   with pytest.raises(FileNotFoundError, match="none.npz.: no such file"):
     numpy_files.load_arrays(resolve_spec(cfg))
+
+
+def test_the_celeba_attribute_file_on_a_bucket(bucket):
+  import types
+
+  from experiments.input_pipeline import tfds_source
+
+  storage.path("gs://b/anno.txt").write_text(
+    "3\nSmiling Male\n0.jpg -1 1\n1.jpg 1 -1\n2.jpg 1 1\n"
+  )
+  spec = types.SimpleNamespace(
+    attributes_file="gs://b/anno.txt", manual_dir="", attribute="Male"
+  )
+  assert tfds_source._read_attribute_file(spec).tolist() == [1, 0, 1]
+  spec.attributes_file = "gs://b/none.txt"
+  with pytest.raises(FileNotFoundError, match="not found at 'gs://b/none"):
+    tfds_source._read_attribute_file(spec)

@@ -49,6 +49,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from experiments import storage
 from experiments.input_pipeline import tfds_augment as preprocess
 from experiments.input_pipeline.spec import DataSpec
 
@@ -135,15 +136,14 @@ def _read_attribute_file(spec: DataSpec) -> np.ndarray:
   path = spec.attributes_file or os.path.join(
     spec.manual_dir or "", CELEBA_HQ_ATTRIBUTES
   )
-  if not os.path.isfile(path):
+  if not storage.path(path).exists():
     raise FileNotFoundError(
       f"celeb_a_hq has no labels in TFDS; the label {spec.attribute!r} is "
       f"read from an attribute file, not found at {path!r}. Set "
       "config.data.attributes_file (or put CelebAMask-HQ-attribute-anno.txt"
       " in config.data.manual_dir)."
     )
-  with open(path) as f:
-    lines = f.read().split("\n")
+  lines = storage.path(path).read_text().split("\n")
   names = lines[1].split()
   if spec.attribute not in names:
     raise ValueError(
