@@ -29,6 +29,7 @@ import numpy as np
 from absl import logging
 
 from csam_jax import variations
+from experiments import markdown
 
 ALL_CORRUPTIONS = variations.CORRUPTIONS + variations.EXTRA_CORRUPTIONS
 # Generated corruptions that stand in for the published photographs.
@@ -301,22 +302,21 @@ def markdown_table(corr_dict: dict[str, Any]) -> str:
   rows = corr_dict["per_corruption"]
   source = corr_dict["source"]
   severities = list(next(iter(rows.values())))
-  lines = [
-    "| corruption | " + " | ".join(severities) + " | mean |",
-    "| --- |" + " --- |" * (len(severities) + 1),
-  ]
+  body = []
   for name, accs in rows.items():
     values = [accs[s] for s in severities]
-    cells = " | ".join(f"{v:.4f}" for v in values)
-    label = display_name(name, source)
-    lines.append(f"| {label} | {cells} | {np.mean(values):.4f} |")
-  blanks = " |" * len(severities)
+    body.append(
+      [display_name(name, source)]
+      + [f"{v:.4f}" for v in values]
+      + [f"{np.mean(values):.4f}"]
+    )
+  blanks = [""] * len(severities)
   mean = corr_dict["mean_corruption_accuracy"]
-  lines.append(f"| mean ({source}) |{blanks} {mean:.4f} |")
+  body.append([f"mean ({source})", *blanks, f"{mean:.4f}"])
   if _has_generated_texture(corr_dict):
     without = corr_dict["mean_without_frost"]
-    lines.append(f"| mean without frost ({source}) |{blanks} {without:.4f} |")
-  return "\n".join(lines)
+    body.append([f"mean without frost ({source})", *blanks, f"{without:.4f}"])
+  return markdown.table(["corruption", *severities, "mean"], body)
 
 
 def methods_table(runs: list[dict[str, Any]]) -> str:
@@ -342,14 +342,10 @@ def methods_table(runs: list[dict[str, Any]]) -> str:
     return ""
   results = [r["corruptions"] for r in runs]
   names = list(dict.fromkeys(n for c in results for n in c["per_corruption"]))
-  lines = [
-    "| corruption | " + " | ".join(r["method"] for r in runs) + " |",
-    "| --- |" + " --- |" * len(runs),
-  ]
+  body = []
 
   def row(label, values):
-    cells = " | ".join("-" if v is None else f"{v:.4f}" for v in values)
-    lines.append(f"| {label} | {cells} |")
+    body.append([label] + ["-" if v is None else f"{v:.4f}" for v in values])
 
   for name in names:
     label = display_name(name, results[0]["source"])
@@ -361,4 +357,4 @@ def methods_table(runs: list[dict[str, Any]]) -> str:
   row("mean", [c["mean_corruption_accuracy"] for c in results])
   if any(_has_generated_texture(c) for c in results):
     row("mean without frost", [c["mean_without_frost"] for c in results])
-  return "\n".join(lines)
+  return markdown.table(["corruption", *(r["method"] for r in runs)], body)
