@@ -150,6 +150,18 @@ def validate_study(study: ml_collections.ConfigDict) -> None:
     raise ValueError(
       f"study.image_seed must be an int or None, got {image_seed!r}"
     )
+  baselines = study.get("baselines", ())
+  if isinstance(baselines, str) or not all(
+    isinstance(b, str) for b in baselines
+  ):
+    raise ValueError(
+      f"study.baselines must be a tuple of variant names, got {baselines!r}"
+    )
+  guard = study.get("guard_reference", "hydra")
+  if not isinstance(guard, str):
+    raise ValueError(
+      f"study.guard_reference must be a variant name, got {guard!r}"
+    )
   reuse = study.get("reuse_dirs", ())
   if isinstance(reuse, str) or not all(isinstance(d, str) for d in reuse):
     raise ValueError(

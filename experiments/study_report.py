@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import collections
 import json
-import math
 import os
 from typing import Any
 
@@ -40,13 +39,12 @@ import ml_collections
 import numpy as np
 
 from experiments import (
-  markdown,
   methods,
   plots,
   stages,
   storage,
   study_inference,
-  study_narrative,
+  study_render,
   study_stats,
   study_structure,
   variants,
@@ -253,9 +251,14 @@ def pair_comparisons(
 
 
 def headline(
-  groups: list[dict], main: str, dist: str, level: str = "1e-02"
+  groups: list[dict],
+  main: str,
+  dist: str,
+  level: str = "1e-02",
+  baselines: tuple[str, ...] = BASELINES,
 ) -> list[dict[str, Any]]:
-  """Relative improvement of ``main`` over the best baseline, per sparsity.
+  """Relative improvement of ``main`` over the best of ``baselines``, per
+  sparsity.
 
   Only baselines run on the same seeds as ``main`` compete (means over
   different seeds are not comparable: seeds move certified accuracy more
@@ -270,11 +273,11 @@ def headline(
     base = {
       v: g["certified"].get(dist, {}).get(f"cc_cert@{level}")
       for v, g in at.items()
-      if v in BASELINES and g["seeds"] == seeds
+      if v in baselines and g["seeds"] == seeds
     }
     base = {v: iv for v, iv in base.items() if iv is not None}
     left_out = sorted(
-      v for v, g in at.items() if v in BASELINES and g["seeds"] != seeds
+      v for v, g in at.items() if v in baselines and g["seeds"] != seeds
     )
     if mine is None or not base:
       continue
@@ -301,10 +304,12 @@ def headline(
 SEARCH_LOSS_RATIO_LIMIT = 1.25
 
 
-def search_guard(records: list[dict]) -> list[dict[str, Any]]:
+def search_guard(
+  records: list[dict], reference: str = "hydra"
+) -> list[dict[str, Any]]:
   """C-SAM variants whose search ended with a cross-entropy above
-  `SEARCH_LOSS_RATIO_LIMIT` x HYDRA's (same seed and sparsity: paired
-  batches).
+  `SEARCH_LOSS_RATIO_LIMIT` x the ``reference`` variant's (HYDRA's by
+  default; same seed and sparsity: paired batches).
 
   Example:
     >>> rec = lambda v, ce: dict(variant=v, method=v.split("_")[0],
@@ -316,7 +321,7 @@ def search_guard(records: list[dict]) -> list[dict[str, Any]]:
   hydra = {
     (r["sparsity"], r["seed"]): r.get("search_cross_entropy")
     for r in records
-    if r["variant"] == "hydra"
+    if r["variant"] == reference
   }
   out = []
   for r in records:
@@ -400,136 +405,28 @@ def _setting_minus_centre(pooled: dict) -> dict:
   )
 
 
-def _num(value: float | None, scale: float = 100.0, digits: int = 1) -> str:
-  return "n/a" if value is None else f"{scale * value:.{digits}f}"
-
-
-def _sweep_table(rows: list[dict]) -> str:
-  header = [
-    "setting",
-    "what it changes",
-    "clean acc. (%)",
-    "CC-Cert@1e-2 (%)",
-    "CP@1e-2 (%)",
-    "setting - centre (points) [95% CI], McNemar p",
-    "search CE",
-    "flips (%)",
-    "wall time (s)",
-  ]
-  cells = []
-  for r in rows:
-    c = r["vs_base"]
-    versus = (
-      "centre"
-      if c is None
-      else f"{100 * c['difference']:+.1f} [{100 * c['low']:+.1f}, "
-      f"{100 * c['high']:+.1f}], p = {c['p_value']:.3g}"
-    )
-    cells.append(
-      [
-        r["variant"],
-        r["description"],
-        _num(r["clean"]),
-        _num(r["cc_cert"]),
-        _num(r["binomial"]),
-        versus,
-        _num(r["search_cross_entropy"], 1.0, 3),
-        _num(r["flip_fraction"], 100.0, 2),
-        _num(r["wall_time_s"], 1.0, 0),
-      ]
-    )
-  return markdown.table(header, cells)
-
-
-def _pct(iv: dict | None) -> str:
-  if iv is None:
-    return "n/a"
-  if math.isnan(iv["low"]):
-    return f"{100 * iv['mean']:.1f}"
-  half = (iv["high"] - iv["low"]) / 2
-  return f"{100 * iv['mean']:.1f} ± {100 * half:.1f}"
-
-
-def _groups_table(groups: list[dict], dists: list[str]) -> str:
-  header = ["variant", "sparsity", "seeds", "clean acc. (%)"]
-  for d in dists:
-    header += [f"{d} CC-Cert@1e-2", f"{d} CC-Cert@1e-3", f"{d} CP@1e-2"]
-  header += [
-    "CIFAR-10-C (generated) acc. (%)",
-    "wall time (s)",
-    "passes / step",
-  ]
-  rows = []
-  for g in groups:
-    cells = [
-      g["variant"],
-      f"{g['sparsity']:.2f}",
-      str(len(g["seeds"])),
-      _pct(g["clean_accuracy"]),
-    ]
-    for d in dists:
-      c = g["certified"].get(d, {})
-      cells += [
-        _pct(c.get("cc_cert@1e-02")),
-        _pct(c.get("cc_cert@1e-03")),
-        _pct(c.get("binomial@1e-02")),
-      ]
-    wall = g["wall_time_s"]
-    passes = g.get("passes_per_step") or {}
-    cells += [
-      _pct(g["corruption_accuracy"]),
-      f"{wall['mean']:.0f}" if wall else "n/a",
-      ", ".join(f"{k} {v}" for k, v in passes.items()) or "n/a",
-    ]
-    rows.append(cells)
-  return markdown.table(header, rows)
-
-
-def _comparisons_table(comparisons: list[dict], named: bool = False) -> str:
-  if named:
-    first = ["A", "B", "A minus B (points) [95% CI]", "only A / only B"]
-  else:
-    first = [
-      "C-SAM vs",
-      "difference (points) [95% CI]",
-      "only C-SAM / only other",
-    ]
-  header = ["sparsity", *first, "McNemar p (pooled)", "p per seed"]
-  rows = []
-  for c in comparisons:
-    p = c["pooled"]
-    seeds = ", ".join(
-      f"{s}: {v['p_value']:.3g}" for s, v in c["per_seed"].items()
-    )
-    names = [c["main"], c["other"]] if named else [c["other"]]
-    rows.append(
-      [
-        f"{c['sparsity']:.2f}",
-        *names,
-        f"{100 * p['difference']:+.1f} [{100 * p['low']:+.1f}, "
-        f"{100 * p['high']:+.1f}]",
-        f"{p['only_a']} / {p['only_b']}",
-        f"{p['p_value']:.3g}",
-        seeds,
-      ]
-    )
-  return markdown.table(header, rows)
-
-
-HEADLINE_DEFINITION = (
-  "Relative improvement in certified robustness over the best baseline: "
-  "(A_main - A_best) / A_best, where A is the CC-Cert certified accuracy "
-  "at eps = 1e-2 under the main distribution, averaged over seeds, and "
-  "A_best the highest such accuracy among the pruning baselines ("
-  + ", ".join(BASELINES)
-  + ") run at the same sparsity on the same seeds. The paper reports "
-  "'up to +42%' on this kind of ratio."
-)
+def headline_definition(baselines: tuple[str, ...] = BASELINES) -> str:
+  """The headline's definition, as the report states it."""
+  return (
+    "Relative improvement in certified robustness over the best baseline: "
+    "(A_main - A_best) / A_best, where A is the CC-Cert certified accuracy "
+    "at eps = 1e-2 under the main distribution, averaged over seeds, and "
+    "A_best the highest such accuracy among the pruning baselines ("
+    + ", ".join(baselines)
+    + ") run at the same sparsity on the same seeds. The paper reports "
+    "'up to +42%' on this kind of ratio."
+  )
 
 
 def aggregate(results_dir: str, study: Any) -> dict[str, Any]:
-  """Writes summary.json, RESULTS.md and the plots; returns the summary."""
+  """Writes summary.json, RESULTS.md and the plots; returns the summary.
+
+  The headline's baselines are ``study.baselines`` (default `BASELINES`)
+  and the search guard's reference is ``study.guard_reference`` (default
+  "hydra").
+  """
   records = load_records(results_dir)
+  baselines = tuple(study.get("baselines", BASELINES))
   dists = _distributions(records)
   main_dist = study.main_distribution
   groups = summarize_groups(records)
@@ -573,13 +470,17 @@ def aggregate(results_dir: str, study: Any) -> dict[str, Any]:
     groups=groups,
     comparisons=comparisons,
     pair_comparisons=pairs,
-    headline=headline(groups, study.main_variant, main_dist),
-    search_guard=search_guard(records),
-    headline_definition=HEADLINE_DEFINITION,
+    headline=headline(
+      groups, study.main_variant, main_dist, baselines=baselines
+    ),
+    search_guard=search_guard(records, study.get("guard_reference", "hydra")),
+    headline_definition=headline_definition(baselines),
   )
   storage.write_json(os.path.join(results_dir, "summary.json"), summary)
   storage.path(results_dir, "RESULTS.md").write_text(
-    results_markdown(results_dir, summary, dists, records)
+    study_render.results_markdown(
+      results_dir, summary, dists, records, SEARCH_LOSS_RATIO_LIMIT
+    )
   )
   plots.plot_study_vs_sparsity(
     groups, main_dist, os.path.join(results_dir, "vs_sparsity.png")
@@ -591,177 +492,3 @@ def aggregate(results_dir: str, study: Any) -> dict[str, Any]:
     summary["flatness"], os.path.join(results_dir, "flatness.png")
   )
   return summary
-
-
-def results_markdown(
-  results_dir: str, summary: dict, dists: list[str], records: list[dict]
-) -> str:
-  """RESULTS.md: the narrative (if any), then the measured tables."""
-  parts = []
-  narrative = storage.path(results_dir, "narrative.md")
-  if narrative.exists():
-    # Its numbers are placeholders filled from the records.
-    text = narrative.read_text()
-    parts.append(study_narrative.render(text, summary, records).strip())
-  else:
-    parts.append(f"# Study {summary['study']}")
-  parts.append(
-    f"## Measured ({summary['num_records']} cells; generated by "
-    "`python -m experiments.study --aggregate`)\n\n"
-    "Mean ± half-width of the 95% Student-t interval over seeds, in "
-    "percent. CC-Cert = certified accuracy at the given eps; CP = the "
-    "Clopper-Pearson certificate from the same draws (n/a where it cannot "
-    "reach eps). Wall time: training after the shared pretraining (search "
-    "and fine-tuning), certification not included. passes / step: forward "
-    "and backward passes of the model in one step of each stage."
-  )
-  parts.append(_groups_table(summary["groups"], dists))
-  parts.append(
-    study_structure.describe_image_sets(summary["image_sets"])
-    + " CIFAR-10-C (generated): the mean accuracy over the corruptions "
-    "generated in JAX without frost (a synthetic texture standing in for "
-    "the published frost photographs)."
-  )
-  if summary["comparisons"]:
-    parts.append(
-      f"### Paired comparisons ({summary['main_distribution']}, CC-Cert "
-      "@1e-2, per image)\n\nExact McNemar test on the images only one of "
-      "the two models certifies; pooled over seeds (the pairs of every seed "
-      "concatenated) and per seed. Difference = certified accuracy of "
-      f"{summary['main_variant']} minus the other's, with its Wald 95% "
-      "interval for paired proportions.\n\n"
-      + _comparisons_table(summary["comparisons"])
-    )
-  if summary.get("pair_comparisons"):
-    parts.append(
-      "### What each ablation and control changes (paired, "
-      f"{summary['main_distribution']}, CC-Cert @1e-2)\n\nEach variant "
-      "against the one it modifies (`study.pairs`), the same test: A minus "
-      "B, pooled over the seeds both were run on.\n\n"
-      + _comparisons_table(summary["pair_comparisons"], named=True)
-    )
-  parts.extend(_structure_sections(summary))
-  lines = [f"### Headline\n\n{summary['headline_definition']}\n"]
-  for h in summary["headline"]:
-    lines.append(
-      f"- sparsity {h['sparsity']:.2f}: {h['main']} "
-      f"{100 * h['main_certified']:.1f}% vs best baseline "
-      f"{h['best_baseline']} {100 * h['best_certified']:.1f}%: "
-      f"{100 * h['relative_improvement']:+.1f}% relative"
-      + (
-        f" (not yet on the same seeds, left out: {', '.join(h['left_out'])})"
-        if h.get("left_out")
-        else ""
-      )
-    )
-  if not summary["headline"]:
-    lines.append("- not computable yet (no main variant or baseline cells).")
-  parts.append("\n".join(lines))
-  if summary["search_guard"]:
-    rows = "\n".join(
-      f"- {w['variant']} (s={w['sparsity']:.2f}, seed {w['seed']}): final "
-      f"search cross-entropy {w['cross_entropy']:.3f} vs HYDRA "
-      f"{w['hydra_cross_entropy']:.3f} on the same batches"
-      for w in summary["search_guard"]
-    )
-    parts.insert(
-      1,
-      "## WARNING: C-SAM searches that did not learn\n\nFinal search "
-      f"cross-entropy above {SEARCH_LOSS_RATIO_LIMIT}x HYDRA's:\n\n" + rows,
-    )
-  flips = [
-    (g["variant"], g["sparsity"], g["flip_fraction"])
-    for g in summary["groups"]
-    if g.get("flip_fraction")
-  ]
-  if flips:
-    parts.append(
-      "### What the mask perturbation flips\n\nMean over the search "
-      "steps of the fraction of kept mask entries that TopK(C + e) drops "
-      "(under the STE forward, 0 means the perturbed gradient is the "
-      "plain one):\n\n"
-      + "\n".join(
-        f"- {v} (s={s:.2f}): {100 * iv['mean']:.2f}%" for v, s, iv in flips
-      )
-    )
-  if summary.get("sweep"):
-    n = {r["num_images"] for r in summary["sweep"]}
-    parts.append(
-      "### The one-seed sweep that set C-SAM's defaults\n\n"
-      f"From the records in `{summary['sweep_dir']}` (one seed, "
-      f"{', '.join(str(x) for x in sorted(n))} certified images per model, "
-      f"{summary['main_distribution']} distribution), sorted by CC-Cert "
-      "certified accuracy at 1e-2. Each setting changes one field of the "
-      "centre (`sweep_base`); the paired difference and McNemar test are "
-      "against it on the same images. search CE = cross-entropy of the "
-      "search's last logged interval; flips = fraction of kept mask "
-      "entries the perturbation flips.\n\n" + _sweep_table(summary["sweep"])
-    )
-  conv = next(
-    ((r.get("certification") or {}).get("conventions") for r in records), None
-  )
-  if conv:
-    parts.append(f"Certification conventions: {json.dumps(conv)}.")
-  return "\n\n".join(parts) + "\n"
-
-
-INFERENCE_NOTE = (
-  "Every comparison of this report at two levels. Per image: the exact "
-  "McNemar test on the images only one model certifies, pooled over "
-  "seeds; it is conditional on the trained models (it measures the noise "
-  "of the test images and of the Monte Carlo draws, not of training). Per "
-  "seed: the mean of the per-seed differences with its Student-t 95% "
-  "interval and one-sample t-test, the seeds whose difference has the "
-  "sign of the mean, and Cochran's Q of whether the difference varies "
-  "across seeds beyond its within-seed noise (I² its share). Holm: the "
-  "p-values of each level adjusted over the {n} comparisons of the "
-  "report. Verdict: a difference holds across training runs when the "
-  "seed-level Holm p < 0.05; a per-image Holm p < 0.05 alone supports a "
-  "claim about these trained models only."
-)
-
-
-def _structure_sections(summary: dict) -> list[str]:
-  """The two-level inference, flatness and perturbation sections."""
-  out = []
-  if summary.get("inference"):
-    out.append(
-      "### Two levels of inference\n\n"
-      + INFERENCE_NOTE.format(n=len(summary["inference"]))
-      + "\n\n"
-      + study_inference.table(summary["inference"])
-    )
-  if summary.get("flatness"):
-    out.append(
-      "### Structural flatness (experiments/flatness.py)\n\nThe final "
-      "hard mask of each model with a fraction of every layer's kept "
-      "entries swapped for pruned ones (sparsity kept): the clean accuracy "
-      "lost (points; mean ± 95% t half-width over seeds) under random "
-      "swaps (mean of the draws) and under the gradient-directed swap of "
-      "the same size (the first-order worst case), on the certified "
-      "images; certified accuracy on a strided subset of them. "
-      "![flatness](flatness.png)\n\n"
-      + study_structure.flatness_table(summary["flatness"])
-    )
-  if summary.get("flatness_comparisons"):
-    out.append(
-      "#### Is one structure flatter than another? (A's drop minus B's, "
-      "points; seed-level mean [95% t CI] and seeds of that sign; negative: "
-      "A loses less)\n\n"
-      + study_structure.flatness_comparison_table(
-        summary["flatness_comparisons"]
-      )
-    )
-  if summary.get("perturbation"):
-    out.append(
-      "### What each C-SAM search's perturbation did\n\nMeans over the "
-      "search steps (then over seeds) of the fraction of kept entries the "
-      "ascent point's hard mask drops, its distance (norm of e) from the "
-      "scores, the loss increase L(C+e) - L(C) and the cosine between the "
-      "gradients at C+e and at C; certified accuracy and the per-image "
-      "comparison with the main variant.\n\n"
-      + study_structure.perturbation_table(
-        summary["perturbation"], summary["main_variant"]
-      )
-    )
-  return out

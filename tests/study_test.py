@@ -100,6 +100,8 @@ def test_bad_study_fields():
     ("extra_variants", ("gmp",), r"\[.gmp.\] must also be in"),
     ("pairs", (("hydra", "hydra"),), "two different variants"),
     ("pairs", (("hydra", "gmp"),), r"study.pairs: \('hydra', 'gmp'\)"),
+    ("baselines", "hydra", "study.baselines must be a tuple"),
+    ("guard_reference", 3, "study.guard_reference must be a variant"),
   ):
     config = _tiny_study()
     config.study[field] = value
@@ -296,3 +298,17 @@ def test_headline_compares_baselines_on_the_main_variant_seeds():
   (h,) = study_report.headline(groups, "csam", "semantic")
   assert h["best_baseline"] == "hydra_aug" and h["left_out"] == []
   assert h["relative_improvement"] == pytest.approx((0.21 - 0.26) / 0.26)
+  # The study config names its own baselines (and the guard's reference).
+  (h,) = study_report.headline(groups, "csam", "semantic", baselines=("gmp",))
+  assert h["best_baseline"] == "gmp"
+  assert "(gmp)" in study_report.headline_definition(("gmp",))
+  rec = lambda v, ce: dict(
+    variant=v,
+    method=v.split("_")[0],
+    sparsity=0.9,
+    seed=0,
+    search_cross_entropy=ce,
+  )
+  records = [rec("hydra", 0.88), rec("hydra_ref", 1.5), rec("csam", 1.54)]
+  assert [w["variant"] for w in study_report.search_guard(records)] == ["csam"]
+  assert study_report.search_guard(records, "hydra_ref") == []
