@@ -218,24 +218,31 @@ def sequential(run_main, tmp_path_factory):
   return records
 
 
+def _concurrently(run_main, tmp_path, flags: list[str]) -> list[str]:
+  """Runs the smoke study once per flag, all at once, on one work and
+  results directory; asserts each succeeded; returns their outputs."""
+  procs = [
+    run_main(
+      SMOKE,
+      f"--workdir={tmp_path / 'w'}",
+      f"--results_dir={tmp_path / 'r'}",
+      flag,
+      module="experiments.study",
+      background=True,
+    )
+    for flag in flags
+  ]
+  outputs = [p.communicate(timeout=600)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0] * len(procs), outputs[0][-3000:]
+  return outputs
+
+
 def test_concurrent_shards_and_submitit_give_the_sequential_records(
   run_main, sequential, tmp_path
 ):
   # Three concurrent shards: shard 2 holds cells whose pretraining the two
   # others run, and waits for it.
-  shards = [
-    run_main(
-      SMOKE,
-      f"--workdir={tmp_path / 'w'}",
-      f"--results_dir={tmp_path / 'r'}",
-      f"--shard={i}/3",
-      module="experiments.study",
-      background=True,
-    )
-    for i in range(3)
-  ]
-  outputs = [p.communicate(timeout=600)[0] for p in shards]
-  assert [p.returncode for p in shards] == [0, 0, 0], outputs[0][-3000:]
+  _concurrently(run_main, tmp_path, [f"--shard={i}/3" for i in range(3)])
   assert _records(str(tmp_path / "r")) == sequential
   listed = run_main(
     SMOKE,
@@ -262,19 +269,7 @@ def test_concurrent_shards_and_submitit_give_the_sequential_records(
 
 def test_two_processes_racing_for_one_cell(run_main, sequential, tmp_path):
   cell = "csam__s0.50__seed0.json"
-  racers = [
-    run_main(
-      SMOKE,
-      f"--workdir={tmp_path / 'w'}",
-      f"--results_dir={tmp_path / 'r'}",
-      f"--cell={cell[:-5]}",
-      module="experiments.study",
-      background=True,
-    )
-    for _ in range(2)
-  ]
-  outputs = [p.communicate(timeout=600)[0] for p in racers]
-  assert [p.returncode for p in racers] == [0, 0], outputs[0][-3000:]
+  outputs = _concurrently(run_main, tmp_path, [f"--cell={cell[:-5]}"] * 2)
   assert _records(str(tmp_path / "r")) == {cell: sequential[cell]}
   # The pretraining ran once (one worker waited on the other's claim), the
   # cell ran once (the other found it claimed or recorded).
