@@ -42,7 +42,6 @@ from absl import logging
 from csam_jax import certify as certify_lib
 from experiments import samplers
 
-HEADLINE_EPS = "1e-02"
 # Single variation families certified alone: CC-Cert's set.
 FAMILIES = samplers.FAMILIES
 DISTRIBUTIONS = ("semantic", *FAMILIES, "corruptions")
@@ -316,37 +315,6 @@ def certify(
     out["smoothing"] = _smoothing(cfg, sub, logits_fn, images, labels)
     out["smoothing_sigma"] = float(cfg.smoothing.sigma)
   return out
-
-
-def headline_columns(cert: dict[str, Any]) -> dict[str, float | None]:
-  """Columns for the Markdown table: accuracies at eps = 1e-2.
-
-  CC-Cert and Clopper-Pearson for the composed distributions, CC-Cert for
-  each family alone; None where the certificate cannot reach eps ("n/a").
-
-  Example:
-    >>> headline_columns({"num_images": 2, "semantic": {"cc_cert":
-    ...   {"1e-02": 0.5}, "binomial": {"1e-02": None}}, "gamma":
-    ...   {"cc_cert": {"1e-02": 0.75}, "binomial": {"1e-02": 0.5}}})
-    {'semantic cc-cert@1e-2': 0.5, 'semantic binom@1e-2': None, 'gamma cc-cert@1e-2': 0.75}
-  """  # noqa: E501 - a doctest output line.
-  columns: dict[str, float | None] = {}
-  for distribution in DISTRIBUTIONS:
-    if distribution not in cert:
-      continue
-    certificates = [("cc_cert", "cc-cert")]
-    if distribution not in FAMILIES:
-      certificates.append(("binomial", "binom"))
-    for method, short in certificates:
-      accs = cert[distribution].get(method, {})
-      if HEADLINE_EPS in accs:
-        columns[f"{distribution} {short}@1e-2"] = accs[HEADLINE_EPS]
-  smoothing = cert.get("smoothing", {})
-  positive = [r for r in smoothing if float(r) > 0]
-  if positive:
-    r = min(positive, key=float)
-    columns[f"smoothing r={r}"] = smoothing[r]
-  return columns
 
 
 def protocol_note(cert: dict[str, Any]) -> str:

@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 
 import csam_jax
-from experiments import certification, evaluation, losses
+from experiments import certification, evaluation, losses, report_metrics
 from experiments import state as state_lib
 
 PyTree = Any
@@ -164,7 +164,7 @@ def _certified(config, key, model, params, masks, batch_stats, images, labels):
   )
   out = certification.certify(cfg, key, logits_fn, images, labels)
   return out[config.flatness.distribution]["cc_cert"][
-    certification.HEADLINE_EPS
+    report_metrics.HEADLINE.level
   ]
 
 

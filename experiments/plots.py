@@ -18,7 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from experiments import storage
-from experiments.certification import DISTRIBUTIONS, HEADLINE_EPS
+from experiments.certification import DISTRIBUTIONS
+from experiments.report_metrics import HEADLINE
 
 _METHODS = (("cc_cert", "CC-Cert"), ("binomial", "Clopper-Pearson"))
 
@@ -117,7 +118,7 @@ def plot_vs_sparsity(results: list[dict[str, Any]], path: str) -> str | None:
     clean[method][s].append(run["clean_accuracy"])
     c = run.get("certification") or {}
     for dist in DISTRIBUTIONS:
-      acc = c.get(dist, {}).get("cc_cert", {}).get(HEADLINE_EPS)
+      acc = c.get(dist, {}).get(HEADLINE.certificate, {}).get(HEADLINE.level)
       if acc is not None:
         cert[method][s].append(acc)
         break
@@ -144,7 +145,7 @@ def plot_study_vs_sparsity(
   variants with at least two sparsities."""
   lines = collections.defaultdict(dict)
   for g in groups:
-    iv = g["certified"].get(dist, {}).get("cc_cert@1e-02")
+    iv = g["certified"].get(dist, {}).get(HEADLINE.key)
     if iv is not None:
       lines[g["variant"]][g["sparsity"]] = iv
   lines = {v: by_s for v, by_s in lines.items() if len(by_s) >= 2}
@@ -169,9 +170,7 @@ def plot_study_vs_sparsity(
 def plot_study_vs_clean(groups: list[dict], dist: str, path: str) -> str | None:
   """A study's certified vs clean accuracy, one point per (variant,
   sparsity), with 95% intervals as error bars."""
-  points = [
-    (g, g["certified"].get(dist, {}).get("cc_cert@1e-02")) for g in groups
-  ]
+  points = [(g, g["certified"].get(dist, {}).get(HEADLINE.key)) for g in groups]
   points = [
     (g, iv) for g, iv in points if iv is not None and g["clean_accuracy"]
   ]

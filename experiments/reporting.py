@@ -13,6 +13,7 @@ from experiments import (
   corruption_eval,
   markdown,
   plots,
+  report_metrics,
   storage,
 )
 
@@ -30,7 +31,7 @@ def headline_columns(entry: dict[str, Any]) -> dict[str, float | None]:
   """Extra table columns from certification and corruption results."""
   columns: dict[str, float | None] = {}
   if entry.get("certification") is not None:
-    columns.update(certification.headline_columns(entry["certification"]))
+    columns.update(report_metrics.run_columns(entry["certification"]))
   if entry.get("corruptions") is not None:
     columns.update(corruption_eval.headline_columns(entry["corruptions"]))
   return columns

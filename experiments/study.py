@@ -46,6 +46,7 @@ from experiments import (
   evaluation,
   experiment,
   methods,
+  report_metrics,
   stages,
   storage,
   study_report,
@@ -534,6 +535,8 @@ def run_jobs(
   makes sure its pretraining is done (`ensure_pretraining`). Returns the
   number of cells recorded here."""
   validate_study(config.study)
+  if config.certify.enabled:
+    report_metrics.check_levels(config.certify.eps)
   by_id = {job.id: job for job in jobs(config)}
   ran = 0
   for job in selected:

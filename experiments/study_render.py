@@ -11,6 +11,7 @@ import math
 
 from experiments import (
   markdown,
+  report_metrics,
   storage,
   study_inference,
   study_narrative,
@@ -22,13 +23,15 @@ def _num(value: float | None, scale: float = 100.0, digits: int = 1) -> str:
   return "n/a" if value is None else f"{scale * value:.{digits}f}"
 
 
+_TABLE_METRICS = [m for m in report_metrics.METRICS if m.in_tables]
+
+
 def _sweep_table(rows: list[dict]) -> str:
   header = [
     "setting",
     "what it changes",
     "clean acc. (%)",
-    "CC-Cert@1e-2 (%)",
-    "CP@1e-2 (%)",
+    *(f"{m.label} (%)" for m in report_metrics.RUN_COLUMNS),
     "setting - centre (points) [95% CI], McNemar p",
     "search CE",
     "flips (%)",
@@ -71,7 +74,7 @@ def _pct(iv: dict | None) -> str:
 def _groups_table(groups: list[dict], dists: list[str]) -> str:
   header = ["variant", "sparsity", "seeds", "clean acc. (%)"]
   for d in dists:
-    header += [f"{d} CC-Cert@1e-2", f"{d} CC-Cert@1e-3", f"{d} CP@1e-2"]
+    header += [f"{d} {m.label}" for m in _TABLE_METRICS]
   header += [
     "CIFAR-10-C (generated) acc. (%)",
     "wall time (s)",
@@ -87,11 +90,7 @@ def _groups_table(groups: list[dict], dists: list[str]) -> str:
     ]
     for d in dists:
       c = g["certified"].get(d, {})
-      cells += [
-        _pct(c.get("cc_cert@1e-02")),
-        _pct(c.get("cc_cert@1e-03")),
-        _pct(c.get("binomial@1e-02")),
-      ]
+      cells += [_pct(c.get(m.key)) for m in _TABLE_METRICS]
     wall = g["wall_time_s"]
     passes = g.get("passes_per_step") or {}
     cells += [

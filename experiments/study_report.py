@@ -41,6 +41,7 @@ import numpy as np
 from experiments import (
   methods,
   plots,
+  report_metrics,
   stages,
   storage,
   study_inference,
@@ -62,7 +63,6 @@ BASELINES = (
   "hydra_ref",
   "hydra_aug",
 )
-LEVELS = ("1e-02", "1e-03")
 
 
 def load_records(results_dir: str) -> list[dict[str, Any]]:
@@ -161,11 +161,10 @@ def summarize_groups(records: list[dict]) -> list[dict[str, Any]]:
     )
     for dist in dists:
       row["certified"][dist] = {
-        f"{cert}@{level}": _interval(
-          [_metric(r, dist, cert, level) for r in recs]
+        m.key: _interval(
+          [_metric(r, dist, m.certificate, m.level) for r in recs]
         )
-        for cert in ("cc_cert", "binomial")
-        for level in LEVELS
+        for m in report_metrics.METRICS
       }
     out.append(row)
   return out
@@ -224,7 +223,10 @@ def _compare(records, pairs, dist, level):
 
 
 def paired_comparisons(
-  records: list[dict], main: str, dist: str, level: str = "1e-02"
+  records: list[dict],
+  main: str,
+  dist: str,
+  level: str = report_metrics.HEADLINE.level,
 ) -> list[dict[str, Any]]:
   """The main variant vs every other one, per sparsity: pooled and per seed.
 
@@ -239,7 +241,10 @@ def paired_comparisons(
 
 
 def pair_comparisons(
-  records: list[dict], pairs: Any, dist: str, level: str = "1e-02"
+  records: list[dict],
+  pairs: Any,
+  dist: str,
+  level: str = report_metrics.HEADLINE.level,
 ) -> list[dict[str, Any]]:
   """Each ``(a, b)`` of ``pairs`` (``study.pairs``: an ablation or control
   against the variant it modifies) at every sparsity both were run at,
@@ -254,7 +259,7 @@ def headline(
   groups: list[dict],
   main: str,
   dist: str,
-  level: str = "1e-02",
+  level: str = report_metrics.HEADLINE.level,
   baselines: tuple[str, ...] = BASELINES,
 ) -> list[dict[str, Any]]:
   """Relative improvement of ``main`` over the best of ``baselines``, per
@@ -343,7 +348,7 @@ def search_guard(
 
 
 def sweep_rows(
-  sweep_dir: str, dist: str, level: str = "1e-02"
+  sweep_dir: str, dist: str, level: str = report_metrics.HEADLINE.level
 ) -> list[dict[str, Any]]:
   """One row per setting of a sweep: what it changes and what it measured.
 

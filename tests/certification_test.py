@@ -10,7 +10,7 @@ import pytest
 import scipy.stats
 
 from csam_jax import certify as certify_lib
-from experiments import certification, plots, samplers
+from experiments import certification, plots, report_metrics, samplers
 from experiments.configs.certify_config import get_certify_config
 
 EPS_KEYS = [f"1e-{k:02d}" for k in range(10, 1, -1)]
@@ -64,9 +64,9 @@ def test_certify_invariant_model_hand_computed():
     "0.5": 0.0,
   }
   assert out["smoothing_sigma"] == 0.25
-  assert certification.headline_columns(out) == {
-    "semantic cc-cert@1e-2": pytest.approx(2 / 3),
-    "semantic binom@1e-2": pytest.approx(2 / 3),
+  assert report_metrics.run_columns(out) == {
+    "semantic CC-Cert@1e-2": pytest.approx(2 / 3),
+    "semantic CP@1e-2": pytest.approx(2 / 3),
     "smoothing r=0.25": pytest.approx(2 / 3),
   }
 
@@ -307,7 +307,7 @@ def test_per_family_distributions_and_contrast_convention():
   assert changed["rotation"] == 0.0
   assert _within_4_sigma(changed["brightness"], 0.375, 200)
   assert _within_4_sigma(changed["contrast"], (1.3 - 0.5 / 0.45) / 0.6, 200)
-  assert certification.headline_columns(out)["rotation cc-cert@1e-2"] == 1.0
+  assert report_metrics.run_columns(out)["rotation CC-Cert@1e-2"] == 1.0
   assert out["conventions"]["contrast_center"] == "zero"
   cfg.variations.contrast_center = "mean"
   cfg.distributions = ("contrast",)

@@ -91,7 +91,7 @@ def test_cli_certifies_an_export_directory_with_overrides(
   assert "brightness" in entry["certification"]
   assert "semantic" not in entry["certification"]
   assert entry["certification"]["num_images"] == 4
-  assert "| brightness cc-cert@1e-2 |" in proc.stdout
+  assert "| brightness CC-Cert@1e-2 |" in proc.stdout
 
 
 def test_outside_flax_model_through_the_orbax_adapter(tmp_path):

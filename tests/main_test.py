@@ -92,7 +92,7 @@ def test_short_quickstart_all_methods(tmp_path, run_main):
   with open(os.path.join(workdir, "results.md")) as f:
     table = f.read().splitlines()
   assert table[2].startswith("| method | model | sparsity | sparsity reached |")
-  assert "cc-cert" in table[2] and "corruption" in table[2]
+  assert "CC-Cert@1e-2" in table[2] and "corruption" in table[2]
   assert table[4].startswith("| dense | tiny_cnn |")
   assert table[10].startswith("| csam | tiny_cnn |") and table[11] == ""
   # Then the certification protocol and the accuracy per corruption.

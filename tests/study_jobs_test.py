@@ -456,3 +456,12 @@ def test_the_celeba_attribute_file_on_a_bucket(bucket):
   spec.attributes_file = "gs://b/none.txt"
   with pytest.raises(FileNotFoundError, match="not found at 'gs://b/none"):
     tfds_source._read_attribute_file(spec)
+
+
+def test_a_study_refuses_a_config_that_does_not_certify_a_reported_level(
+  tmp_path,
+):
+  config = study_smoke.get_config()
+  config.certify.eps = (1e-2, 0.1)  # no 1e-3: a report column would be empty
+  with pytest.raises(ValueError, match="certify.eps lacks 1e-03"):
+    study.run_jobs(config, study.jobs(config), str(tmp_path), str(tmp_path))
