@@ -6,6 +6,7 @@ Each error names the config field and its valid values.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import jax
@@ -381,4 +382,36 @@ def upgrade_config_dict(config_dict: dict[str, Any]) -> dict[str, Any]:
     csam["variation_kind"] = variations.pop("kind")
     variations.setdefault("corruption_names", [])
     variations.setdefault("corruption_severities", [1, 2, 3, 4, 5])
+  return out
+
+
+def stored_config(config_dict: dict[str, Any]) -> dict[str, Any]:
+  """A stored config (the config.json of a run, an export or a study cell)
+  in today's full shape, the one upgrade path for older runs: renamed
+  fields moved (`upgrade_config_dict`), then every field it predates set to
+  today's default (the run behaved as that default). Free-form mappings
+  (variation ranges) stay as stored: a key missing there means something.
+
+  Example:
+    >>> from experiments.configs import default
+    >>> old = json.loads(default.get_config().to_json())
+    >>> del old["search"]["hydra"]["rank_by_abs"]
+    >>> stored_config(old)["search"]["hydra"]["rank_by_abs"]
+    False
+  """
+  # Imported here: the configs import modules that import this one.
+  from experiments.configs import default
+
+  defaults = json.loads(default.get_config().to_json())
+  return _with_defaults(upgrade_config_dict(config_dict), defaults)
+
+
+def _with_defaults(stored: dict, defaults: dict) -> dict:
+  out = dict(stored)
+  for key, value in defaults.items():
+    if key not in out:
+      out[key] = copy.deepcopy(value)
+    elif key != "ranges" and isinstance(value, dict):
+      if isinstance(out[key], dict):
+        out[key] = _with_defaults(out[key], value)
   return out

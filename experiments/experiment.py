@@ -74,10 +74,10 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def differing_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
   """Dotted fields in which a stored config differs from a new one.
 
-  Volatile fields (`_VOLATILE`) never differ. A field the stored config
-  lacks does not differ when the new config holds its default (the old run
-  predates the field and behaved as its default), except inside free-form
-  mappings (variation ranges), where a missing key means something.
+  The stored one is read through `config_validation.stored_config` (the
+  old run behaved as the default of a field it predates; a missing key of
+  a free-form mapping such as the variation ranges still differs).
+  Volatile fields (`_VOLATILE`) never differ.
 
   Example:
     >>> from experiments.configs import default
@@ -88,24 +88,12 @@ def differing_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     >>> differing_fields(old, new)
     ['sparsity']
   """
-  # Imported here: configs import experiment-level modules.
-  from experiments.configs import default
-
-  defaults = _flat(json.loads(default.get_config().to_json()))
+  old = config_validation.stored_config(old)
   new_flat, old_flat = _flat(_comparable(new)), _flat(_comparable(old))
-
-  def predates(k: str) -> bool:
-    return (
-      k not in old_flat
-      and ".ranges." not in k
-      and k in defaults
-      and new_flat.get(k) == defaults[k]
-    )
-
   return sorted(
     k
     for k in set(new_flat) | set(old_flat)
-    if new_flat.get(k) != old_flat.get(k) and not predates(k)
+    if new_flat.get(k) != old_flat.get(k)
   )
 
 
@@ -134,7 +122,7 @@ def prepare_workdir(workdir: str, config_dict: dict[str, Any], overwrite: bool):
     old = None
     if path.exists():
       # Stored before a field was renamed: compared in today's shape.
-      old = config_validation.upgrade_config_dict(storage.read_json(path))
+      old = storage.read_json(path)
     diff = (
       ["config.json"] if old is None else differing_fields(old, config_dict)
     )

@@ -55,7 +55,6 @@ from experiments import (
   train,
 )
 from experiments import state as state_lib
-from experiments.configs import default as default_config
 
 PyTree = Any
 FORMS = ("sparse", "narrow", "jax_export", "tflite")
@@ -156,51 +155,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
       "python -m experiments.main."
     )
   with open(path) as f:
-    stored = config_validation.upgrade_config_dict(json.load(f))
-  return _fill_missing_fields(ml_collections.ConfigDict(stored), path)
-
-
-def _paths(tree: dict, prefix: tuple = ()) -> list[tuple[str, ...]]:
-  out = []
-  for key, value in tree.items():
-    out.append((*prefix, key))
-    if isinstance(value, dict):
-      out += _paths(value, (*prefix, key))
-  return out
-
-
-def _fill_missing_fields(config, path: str) -> ml_collections.ConfigDict:
-  """Adds the default of every field that the config of an older run lacks
-  and validation asks for (a KeyError naming it); other values, and
-  free-form mappings such as the variation ranges, stay as stored."""
-  defaults = default_config.get_config().to_dict()
-  for _ in range(50):
-    try:
-      config_validation.validate_config(config)
-      return config
-    except (KeyError, AttributeError) as e:
-      name = str(e).split("'")[1] if "'" in str(e) else str(e)
-      filled = False
-      for field in _paths(defaults):
-        if field[-1] != name:
-          continue
-        node, value = config, defaults
-        for part in field[:-1]:
-          node, value = node[part] if part in node else None, value[part]
-          if node is None:
-            break
-        if node is not None and name not in node:
-          node[name] = value[name]
-          filled = True
-          logging.warning(
-            "%s predates config field %s: using its default %r.",
-            path,
-            ".".join(field),
-            value[name],
-          )
-      if not filled:
-        raise
-  return config
+    stored = config_validation.stored_config(json.load(f))
+  return ml_collections.ConfigDict(stored)
 
 
 def load_method(
