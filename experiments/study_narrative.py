@@ -52,6 +52,15 @@ stored as B vs A, the sign is then turned):
   ``(A - B) / B`` in percent;
 * ``{{headline S}}``: the report's headline at sparsity S.
 
+Structural flatness (experiments/flatness.py; F a swapped fraction, e.g.
+0.001; KIND ``random`` or ``directed``):
+
+* ``{{drop V S F KIND}}``: the clean accuracy lost (points, mean over
+  seeds) when F of every layer's kept entries are swapped;
+* ``{{flatdiff A B S F KIND}}``: A's drop minus B's, seed-level mean, t
+  interval and seeds of its sign (A before B as in the study's pairs or
+  its main comparisons).
+
 The study: ``{{records}}`` (cell records), ``{{family}}`` (comparisons in the
 Holm family), ``{{sweep NAME}}`` (certified accuracy of a setting of the
 one-seed sweep) and ``{{sweepdiff NAME}}`` (its paired difference from the
@@ -604,6 +613,48 @@ def _headline(context: _Context, args: list[str]) -> str:
   raise ValueError(f"no headline at sparsity {s:g}")
 
 
+# --- Structural flatness ---------------------------------------------------
+
+
+def _flatness_kind(name: str, kind: str) -> str:
+  if kind not in ("random", "directed"):
+    raise ValueError(f"{name}: KIND must be random or directed, got {kind!r}")
+  return kind
+
+
+def _fraction_key(row: dict, f: str) -> str:
+  for key in row:
+    if math.isclose(float(key), float(f)):
+      return key
+  raise ValueError(f"no swapped fraction {f} (measured: {list(row)})")
+
+
+def _drop(context: _Context, args: list[str]) -> str:
+  _arity("drop", args, "V S F KIND", 4, 4)
+  v, s, f = args[0], _float(args[1]), args[2]
+  kind = _flatness_kind("drop", args[3])
+  for g in context.need("flatness"):
+    if g["variant"] == v and math.isclose(g["sparsity"], s):
+      return f"{100 * g[kind][_fraction_key(g[kind], f)]['drop']['mean']:.1f}"
+  raise ValueError(f"no flatness diagnostic of {v} at sparsity {s:g}")
+
+
+def _flatdiff(context: _Context, args: list[str]) -> str:
+  _arity("flatdiff", args, "A B S F KIND", 5, 5)
+  a, b, s, f = args[0], args[1], _float(args[2]), args[3]
+  kind = _flatness_kind("flatdiff", args[4])
+  for c in context.need("flatness_comparisons"):
+    if (c["main"], c["other"]) == (a, b) and math.isclose(c["sparsity"], s):
+      d = c[kind][_fraction_key(c[kind], f)]
+      if math.isnan(d["low"]):
+        return f"{_points(d['mean'])} points (one seed)"
+      return (
+        f"{_points(d['mean'])} points [{_points(d['low'])}, "
+        f"{_points(d['high'])}], same sign on {d['agree']} of {d['n']} seeds"
+      )
+  raise ValueError(f"no flatness comparison of {a} and {b} at {s:g}")
+
+
 # --- The study --------------------------------------------------------------
 
 
@@ -660,6 +711,8 @@ HANDLERS = {
   "diffwidths": _diffwidths,
   "rel": _rel,
   "headline": _headline,
+  "drop": _drop,
+  "flatdiff": _flatdiff,
   "records": _records,
   "family": _family,
   "sweep": _sweep,

@@ -2,6 +2,7 @@
 results/study_cpu/narrative.md and results/study_sweep/narrative.md rendered
 against their committed records."""
 
+import math
 import os
 import shutil
 
@@ -526,3 +527,43 @@ def test_structure_sweep_narrative_renders_with_every_number_generated(
     narrative, summary, study_report.load_records(str(tmp_path))
   )
   assert "{{" not in rendered and "}}" not in rendered
+
+
+def test_flatness_placeholders():
+  iv = lambda m, lo=math.nan, hi=math.nan: dict(mean=m, low=lo, high=hi)
+  summary = dict(
+    flatness=[
+      dict(
+        variant="a",
+        sparsity=0.9,
+        random={"0.001": dict(drop=iv(0.012))},
+        directed={"0.001": dict(drop=iv(0.176))},
+      )
+    ],
+    flatness_comparisons=[
+      dict(
+        main="a",
+        other="b",
+        sparsity=0.9,
+        directed={
+          "0.001": dict(mean=-0.05, low=-0.08, high=-0.02, agree=5, n=5)
+        },
+        random={"0.001": dict(mean=0.01, low=math.nan, high=math.nan)},
+      )
+    ],
+  )
+  render = lambda t: study_narrative.render(t, summary, [])
+  assert render("{{drop a 0.9 0.001 directed}}") == "17.6"
+  assert render("{{drop a 0.9 1e-3 random}}") == "1.2"
+  assert render("{{flatdiff a b 0.9 0.001 directed}}") == (
+    "-5.0 points [-8.0, -2.0], same sign on 5 of 5 seeds"
+  )
+  assert render("{{flatdiff a b 0.9 0.001 random}}") == "+1.0 points (one seed)"
+  with pytest.raises(ValueError, match="KIND must be random or directed"):
+    render("{{drop a 0.9 0.001 worst}}")
+  with pytest.raises(ValueError, match="no swapped fraction 0.5"):
+    render("{{drop a 0.9 0.5 random}}")
+  assert "{{drop" not in " ".join(study_narrative.names()) and {
+    "drop",
+    "flatdiff",
+  } <= set(study_narrative.names())
