@@ -510,16 +510,16 @@ def test_readme_results_paragraph_is_generated_from_the_records(study_summary):
   assert rendered in readme
 
 
-def test_structure_sweep_narrative_renders_with_every_number_generated(
-  tmp_path,
+@pytest.mark.parametrize("name", ["study_structure_sweep", "study_structure"])
+def test_structure_narratives_render_with_every_number_generated(
+  name, tmp_path
 ):
-  from experiments.configs import study_structure_sweep
+  import importlib
 
-  source = os.path.join(REPO, "results", "study_structure_sweep")
+  config = importlib.import_module(f"experiments.configs.{name}").get_config()
+  source = os.path.join(REPO, "results", name)
   shutil.copytree(os.path.join(source, "cells"), tmp_path / "cells")
-  summary = study_report.aggregate(
-    str(tmp_path), study_structure_sweep.get_config().study
-  )
+  summary = study_report.aggregate(str(tmp_path), config.study)
   with open(os.path.join(source, "narrative.md")) as f:
     narrative = f.read()
   assert study_narrative.unverified_numbers(narrative) == []
