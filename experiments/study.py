@@ -35,7 +35,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import ml_collections
@@ -530,10 +530,12 @@ def run_jobs(
   workdir: str,
   results_dir: str,
   wait_s: float = 0.0,
+  after_record: Callable[[], Any] | None = None,
 ) -> int:
   """Runs the selected jobs in order, skipping recorded cells; a cell first
-  makes sure its pretraining is done (`ensure_pretraining`). Returns the
-  number of cells recorded here."""
+  makes sure its pretraining is done (`ensure_pretraining`);
+  ``after_record`` runs after each cell recorded here. Returns the number
+  of cells recorded here."""
   validate_study(config.study)
   if config.certify.enabled:
     report_metrics.check_levels(config.certify.eps)
@@ -551,11 +553,14 @@ def run_jobs(
     if reused is not None:
       storage.write_json(record_path(results_dir, job.cell), reused)
       logging.info("%s: reused from %s", job.id, reused["reused_from"])
-      ran += 1
-      continue
-    (needed,) = job.needs
-    ensure_pretraining(config, by_id[needed], workdir, wait_s)
-    ran += run_cell(config, job, workdir, results_dir)
+    else:
+      (needed,) = job.needs
+      ensure_pretraining(config, by_id[needed], workdir, wait_s)
+      if not run_cell(config, job, workdir, results_dir):
+        continue
+    ran += 1
+    if after_record is not None:
+      after_record()
   return ran
 
 
@@ -568,10 +573,14 @@ def run_study(
   Returns:
     The summary written by `experiments.study_report.aggregate`.
   """
-  validate_study(config.study)
-  for job in jobs(config):
-    if not job.pretraining and run_jobs(config, [job], workdir, results_dir):
-      study_report.aggregate(results_dir, config.study)
+  cell_jobs = [job for job in jobs(config) if not job.pretraining]
+  run_jobs(
+    config,
+    cell_jobs,
+    workdir,
+    results_dir,
+    after_record=lambda: study_report.aggregate(results_dir, config.study),
+  )
   return study_report.aggregate(results_dir, config.study)
 
 
