@@ -8,8 +8,8 @@ The study's setting (experiments/configs/study_cpu.py): ResNet-18 width
 a jax.tree_util.Partial), 32x32x3 images, N = 10 x 100 draws of the
 composed brightness (+-0.2) and contrast ([0.7, 1.3], x * c) variations,
 batch_size 1000, the binomial certificate and per-image records, through
-experiments.certification.certify with ``certify.skip_misclassified`` off
-and on. The model has random weights and the images are uniform noise (the
+experiments.robustness.certification.certify with ``certify.skip_misclassified``
+off and on. The model has random weights and the images are uniform noise (the
 cost of a draw does not depend on either); the labels are chosen so that
 the clean accuracy is --accuracy (0.62, about the study's models): the
 clean prediction for that fraction of the images (a seeded choice), another
@@ -24,8 +24,8 @@ certified accuracy and per-image bit equal (they must), and the bounds and
 flip counts of the images drawn for equal bit for bit (checked with
 csam_jax.certify.cc_cert on the same key). It also prints how many draw
 programs were compiled: one per mode, as the harness builds its sampler
-once (experiments.certification.sampler_for); before, every certify call
-traced and compiled the program again (seconds per call).
+once (experiments.robustness.certification.sampler_for); before, every certify
+call traced and compiled the program again (seconds per call).
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ import numpy as np
 
 from csam_jax import certify as certify_lib
 from csam_jax._src.certify import chernoff_cramer
-from experiments import certification, models
+from experiments import models
 from experiments.configs import study_cpu
+from experiments.robustness import certification
 
 
 def _logits_fn(width: float, size: int) -> jax.tree_util.Partial:

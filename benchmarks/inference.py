@@ -4,7 +4,7 @@ r"""CPU inference latency and model bytes: dense, unstructured, channel-pruned.
 
 One ResNet-18 (CIFAR stem, 32x32 inputs, 10 classes) in three deployments,
 built the way ``experiments.export`` builds them (BatchNorm folded,
-``experiments.compact``):
+``experiments.deploy.compact``):
 
   dense         all weights;
   unstructured  ``W * TopK(|W|)`` at --sparsity (global, every prunable
@@ -21,7 +21,7 @@ flatbuffer, TFLite interpreter with its default XNNPACK delegate,
 --threads threads). Latency is timed round-robin over every (model,
 runtime, batch) in one run, for a single image and a batch of --batch;
 medians and ratios to dense are printed, with the bytes of the dense and
-sparse checkpoints (``experiments.sparse_format``) and of each exported
+sparse checkpoints (``experiments.deploy.sparse_format``) and of each exported
 file. Weights are random (He init, magnitude masks): latency and bytes do
 not depend on the trained values (accuracy is the harness's business).
 
@@ -45,7 +45,8 @@ import numpy as np
 from absl import app, flags, logging
 
 import csam_jax
-from experiments import compact, export, models, sparse_format
+from experiments import models
+from experiments.deploy import compact, export, sparse_format
 
 _WIDTH = flags.DEFINE_float("width", 0.5, "ResNet-18 channel multiplier.")
 _BATCH = flags.DEFINE_integer("batch", 64, "The larger batch size.")

@@ -50,7 +50,8 @@ _INIT_SCRIPT = """
 import sys, time
 t0 = time.time()
 import jax
-from experiments import models, state
+from experiments import models
+from experiments.training import state
 impl = sys.argv[1]
 module = models.get_model("googlenet", num_classes=10)
 # state.ModelFns in checkouts before the harness restructure (--repo).

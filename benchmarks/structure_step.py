@@ -1,7 +1,7 @@
 r"""Cost of the structural perturbations: the harness's C-SAM search step.
 
-The study's search step (experiments/stages.py, built from a study config's
-cell exactly as a run builds it: ResNet-18 width 0.125, batch 128, the
+The study's search step (experiments/training/stages.py, built from a study
+config's cell exactly as a run builds it: ResNet-18 width 0.125, batch 128, the
 hinge on) for each variant named in --variants, jit-compiled, warmed up,
 then timed round-robin (one call of each per round, block_until_ready) for
 --repeats rounds. Prints the median seconds per step and the ratio of each
@@ -22,14 +22,17 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from experiments import methods, models, samplers, stages, study
-from experiments import state as state_lib
+from experiments import models
 from experiments.configs import study_structure_sweep
+from experiments.robustness import samplers
+from experiments.study import runner as study
+from experiments.training import methods, stages
+from experiments.training import state as state_lib
 
 _VARIANTS = flags.DEFINE_list(
   "variants",
   ["csam_rho0", "csam", "csam_f1", "csam_f10", "csam_swap_f10"],
-  "Variants (experiments/variants.py); ratios are to the first.",
+  "Variants (experiments/study/variants.py); ratios are to the first.",
 )
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed rounds.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls after compiling.")

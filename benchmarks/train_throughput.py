@@ -30,9 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from experiments import methods, models, parallel, samplers, stages
-from experiments import state as state_lib
+from experiments import models
 from experiments.configs import cifar10c
+from experiments.robustness import samplers
+from experiments.training import methods, parallel, stages
+from experiments.training import state as state_lib
 
 _WIDTH = flags.DEFINE_float("width", 0.125, "ResNet-18 width multiplier.")
 _BATCH = flags.DEFINE_integer("batch", 32, "Global batch size.")

@@ -14,14 +14,9 @@ import jax.numpy as jnp
 import ml_collections
 
 import csam_jax
-from experiments import (
-  input_pipeline,
-  methods,
-  models,
-  optimizers,
-  parallel,
-  samplers,
-)
+from experiments import input_pipeline, models
+from experiments.robustness import samplers
+from experiments.training import methods, optimizers, parallel
 
 SCOPES = ("global", "layer")
 RADII = ("global", "layerwise")
@@ -225,17 +220,17 @@ def _check_compression(config: ml_collections.ConfigDict) -> None:
 def _check_robustness(config: ml_collections.ConfigDict) -> None:
   # Imported here: the robustness modules are only needed when enabled.
   if config.certify.enabled:
-    from experiments import certification
+    from experiments.robustness import certification
 
     certification.validate_certify_config(config.certify)
   flat = config.get("flatness")
   if flat is not None and flat.enabled:
-    from experiments import certification, flatness
+    from experiments.robustness import certification, flatness
 
     flatness.validate(flat)
     certification.validate_certify_config(config.certify)
   if config.corruptions.enabled:
-    from experiments import corruption_eval
+    from experiments.robustness import corruption_eval
 
     corruption_eval.validate_corruptions_config(config.corruptions)
     if config.data.channels != 3:

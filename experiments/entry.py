@@ -10,7 +10,7 @@ import os
 import jax
 from absl import logging
 
-from experiments import logging_utils
+from experiments.training import logging_utils
 
 
 def default_cache_dir() -> str:

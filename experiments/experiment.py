@@ -9,7 +9,7 @@ Work directory layout (``<workdir>``):
   tensorboard/       TensorBoard event files, one run per method
   results.json       {"config": ..., "runs": [entry, ...]}
   results.md         the results table
-  *.png              plots (experiments.plots, when present)
+  *.png              plots (experiments.reports.plots, when present)
 
 Only process 0 writes files other than checkpoints.
 """
@@ -25,20 +25,15 @@ import ml_collections
 from absl import logging
 from jax.experimental import multihost_utils
 
-from experiments import (
+from experiments import config_validation, keys, storage
+from experiments.robustness import (
   certification,
-  config_validation,
   corruption_eval,
   evaluation,
   flatness,
-  keys,
-  logging_utils,
-  methods,
-  parallel,
-  storage,
-  train,
 )
-from experiments import state as state_lib
+from experiments.training import logging_utils, methods, parallel, train
+from experiments.training import state as state_lib
 
 # Fields that may change between a run and its resume (the compilation
 # cache changes only how fast programs are obtained, not what they compute).
@@ -348,9 +343,9 @@ def method_entry(
 def _write_results(workdir: str, config_dict: dict, runs: list) -> None:
   # Imported on first use: the report code (matplotlib, certification and
   # corruption tables) is not needed before training starts.
-  from experiments import reporting
+  from experiments.reports import run_report
 
-  reporting.write_results(workdir, config_dict, runs)
+  run_report.write_results(workdir, config_dict, runs)
 
 
 def run(

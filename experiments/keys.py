@@ -6,15 +6,15 @@
   purpose         what draws from it
   ==============  ===========================================================
   init            the model's initial parameters (every method the same)
-  stages          one key per stage role (experiments/methods.py ROLES);
+  stages          one key per stage role (training/methods.py ROLES);
                   a stage's step t uses ``fold_in(stage key, t)``
   data            one integer seed per stage role: the batch order and the
                   numpy/TFDS augmentation of that role's stages
   certification   CC-Cert / Clopper-Pearson / smoothing draws
-                  (experiments/certification.py splits it per distribution)
+                  (robustness/certification.py splits it per distribution)
   corruptions     the generated CIFAR-10-C corruptions
   flatness        the random mask swaps of the structural-flatness
-                  diagnostic (experiments/flatness.py)
+                  diagnostic (experiments/robustness/flatness.py)
   ==============  ===========================================================
 
 Streams are keyed by purpose and role, never by method, so that every
@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import jax
 
-from experiments import methods
+from experiments.training import methods
 
 # fold_in tags of the root key. The role keys use the role's index in
 # methods.ROLES (0..3); the others sit far above any role index.

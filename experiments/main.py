@@ -31,7 +31,8 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import entry, experiment, parallel, state
+from experiments import entry, experiment
+from experiments.training import parallel, state
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config",

@@ -10,8 +10,9 @@ import pytest
 import scipy.stats
 
 from csam_jax import certify as certify_lib
-from experiments import certification, plots, report_metrics, samplers
 from experiments.configs.certify_config import get_certify_config
+from experiments.reports import plots, report_metrics
+from experiments.robustness import certification, samplers
 
 EPS_KEYS = [f"1e-{k:02d}" for k in range(10, 1, -1)]
 

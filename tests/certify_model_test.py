@@ -13,7 +13,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from experiments import certify_model, export, models
+from experiments import models
+from experiments.deploy import certify_model, export
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -139,7 +140,7 @@ def test_overrides_and_bad_sources_are_refused():
 
 
 def test_a_broken_orbax_checkpoint_gets_an_error_naming_it(tmp_path):
-  from experiments import export
+  from experiments.deploy import export
 
   broken = tmp_path / "ckpt"
   broken.mkdir()

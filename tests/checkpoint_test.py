@@ -16,8 +16,8 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from experiments import checkpointing, parallel
-from experiments import state as state_lib
+from experiments.training import checkpointing, parallel
+from experiments.training import state as state_lib
 
 ARGS = [
   "--config=experiments/configs/smoke.py",

@@ -9,7 +9,7 @@ import os
 import data_files
 import pytest
 
-from experiments import config_validation, experiment, methods
+from experiments import config_validation, experiment
 from experiments.configs import (
   celebahq,
   cifar10c,
@@ -18,6 +18,7 @@ from experiments.configs import (
   quickstart,
   smoke,
 )
+from experiments.training import methods
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Tests of experiments.corruption_eval (accuracy under CIFAR-10-C)."""
+"""Tests of experiments.robustness.corruption_eval (CIFAR-10-C accuracy)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from csam_jax import variations
-from experiments import corruption_eval
 from experiments.configs import corruptions_config
+from experiments.robustness import corruption_eval
 
 
 def brightness_classifier(images):

@@ -1,6 +1,6 @@
 """Exact tests of CrAM / CrAM+ and SAFE (csam_jax.cram_transform,
-csam_jax.safe_transform, experiments/compression.py): the references' masks
-and ties, the updates, BatchNorm handling and re-tuning."""
+csam_jax.safe_transform, experiments/training/compression.py): the references'
+masks and ties, the updates, BatchNorm handling and re-tuning."""
 
 from __future__ import annotations
 
@@ -13,18 +13,11 @@ import optax
 import pytest
 
 import csam_jax
-from experiments import (
-  compression,
-  config_validation,
-  keys,
-  losses,
-  methods,
-  models,
-  stages,
-  variants,
-)
-from experiments import state as state_lib
+from experiments import config_validation, keys, models
 from experiments.configs import default, smoke
+from experiments.study import variants
+from experiments.training import compression, losses, methods, stages
+from experiments.training import state as state_lib
 
 NUM_CLASSES = 3
 

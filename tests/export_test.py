@@ -1,4 +1,4 @@
-"""experiments.export, experiments.compact and experiments.sparse_format."""
+"""experiments.deploy: export, compact and sparse_format."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 import csam_jax
-from experiments import compact, evaluation, export, models, sparse_format
+from experiments import models
+from experiments.deploy import compact, export, sparse_format
+from experiments.robustness import evaluation
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,11 @@ import tiny_model
 
 import csam_jax
 from csam_jax import objectives
-from experiments import keys, losses, methods, models, samplers, stages
-from experiments import state as state_lib
+from experiments import keys, models
 from experiments.configs import default, smoke
+from experiments.robustness import samplers
+from experiments.training import losses, methods, stages
+from experiments.training import state as state_lib
 
 NUM_CLASSES = tiny_model.NUM_CLASSES
 _setup = tiny_model.setup
@@ -420,7 +422,7 @@ def test_finetune_keeps_pruned_weights_inactive():
   jax.tree.map(np.testing.assert_array_equal, s.masks, masks)
   # Gradients of pruned weights are zero: with weight decay they only
   # shrink, never grow, and the deployed weights stay pruned.
-  from experiments import evaluation
+  from experiments.robustness import evaluation
 
   assert evaluation.sparsity_reached(s, config) == pytest.approx(0.75, abs=1e-3)
 
@@ -444,7 +446,8 @@ def test_gmp_update_is_monotone():
 
 
 def test_evaluation_subset_is_seeded_uniform_and_not_the_first_rows():
-  from experiments import evaluation, input_pipeline
+  from experiments import input_pipeline
+  from experiments.robustness import evaluation
 
   config = smoke.get_config()
   images, labels = evaluation.evaluation_subset(config, 40, seed=3)

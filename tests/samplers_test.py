@@ -1,4 +1,4 @@
-"""One sampler builder for training and certification (experiments.samplers)."""
+"""One sampler builder for training and certification (robustness.samplers)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from csam_jax import variations
-from experiments import samplers
+from experiments.robustness import samplers
 
 
 def _images(n=6, size=8):

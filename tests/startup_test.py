@@ -13,17 +13,10 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import (
-  config_validation,
-  entry,
-  input_pipeline,
-  methods,
-  parallel,
-  stages,
-  train,
-)
-from experiments import state as state_lib
+from experiments import config_validation, entry, input_pipeline
 from experiments.configs import smoke
+from experiments.training import methods, parallel, stages, train
+from experiments.training import state as state_lib
 
 TIMING = (
   "wall_time_s",

@@ -17,20 +17,16 @@ import tiny_model
 import csam_jax
 from experiments import (
   config_validation,
-  evaluation,
-  flatness,
   input_pipeline,
-  losses,
-  methods,
   models,
   provenance,
-  samplers,
-  stages,
   storage,
-  study,
 )
-from experiments import state as state_lib
 from experiments.configs import smoke, study_structure_sweep
+from experiments.robustness import evaluation, flatness, samplers
+from experiments.study import runner as study
+from experiments.training import losses, methods, stages
+from experiments.training import state as state_lib
 
 NUM_CLASSES = tiny_model.NUM_CLASSES
 _setup = tiny_model.setup

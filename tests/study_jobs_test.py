@@ -15,8 +15,10 @@ from etils.epath import gpath
 from fsspec.implementations.memory import MemoryFileSystem
 from matplotlib.figure import Figure
 
-from experiments import experiment, storage, study, study_report
+from experiments import experiment, storage
 from experiments.configs import smoke, study_cpu, study_smoke
+from experiments.study import report as study_report
+from experiments.study import runner as study
 
 SMOKE = "--config=experiments/configs/study_smoke.py"
 
@@ -259,7 +261,7 @@ def test_concurrent_shards_and_submitit_give_the_sequential_records(
     f"--workdir={tmp_path / 'sub'}",
     f"--results_dir={tmp_path / 'subr'}",
     "--timeout_min=10",
-    module="experiments.launch",
+    module="experiments.study.launch",
     timeout=600,
   )
   assert launched.returncode == 0, launched.stderr[-3000:]
@@ -329,7 +331,7 @@ def test_sigterm_mid_stage_resumes_to_the_same_record(
 
 
 def test_plan_counts_passes_and_schedules_longest_first():
-  from experiments import plan
+  from experiments.study import plan
 
   config = study_smoke.get_config()
   jobs = {j.id: j for j in study.jobs(config)}

@@ -9,8 +9,11 @@ import shutil
 import data_files
 import pytest
 
-from experiments import evaluation, study_narrative, study_report, variants
 from experiments.configs import default, study_cpu, study_sweep
+from experiments.robustness import evaluation
+from experiments.study import narrative as study_narrative
+from experiments.study import report as study_report
+from experiments.study import variants
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDY_DIR = os.path.join(REPO, "results", "study_cpu")
@@ -364,7 +367,7 @@ def test_study_narrative_claims_in_words_hold(study_summary):
 
 def test_seed_image_set_overlaps_match_the_whitelist():
   """The overlaps narrative.md types by hand (`ALLOWED`): each seed's 1,000
-  certified images as `experiments.evaluation` draws them."""
+  certified images as `experiments.robustness.evaluation` draws them."""
   config = study_cpu.get_config()
   config.data.path = data_files.cifar10_npz()
   sets = [
@@ -456,7 +459,7 @@ def test_sweep_narrative_claims_in_words_hold(sweep_summary):
 # from the committed records and finds it in README (whitespace aside).
 README_RESULTS = """
   Results (numbers generated from the records by
-  `experiments/study_narrative.py`; a test checks this paragraph against
+  `experiments/study/narrative.py`; a test checks this paragraph against
   them). The grid,
   [results/study_cpu/RESULTS.md](results/study_cpu/RESULTS.md) ({{records}}
   cells, seeds 0, 1, 2): at sparsity 0.9 C-SAM certifies {{cert csam 0.9}}%

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from experiments import study_stats
+from experiments.study import stats as study_stats
 
 
 def test_seed_interval_matches_scipy_t_interval():

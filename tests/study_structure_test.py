@@ -7,14 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from experiments import (
-  storage,
-  study_inference,
-  study_report,
-  study_stats,
-  study_structure,
-)
+from experiments import storage
 from experiments.configs import smoke
+from experiments.study import inference as study_inference
+from experiments.study import report as study_report
+from experiments.study import stats as study_stats
+from experiments.study import structure as study_structure
 
 
 def _record(variant, seed, certified, sparsity=0.9, flat=None, **more):

@@ -7,17 +7,13 @@ import data_files
 import numpy as np
 import pytest
 
-from experiments import (
-  config_validation,
-  experiment,
-  methods,
-  storage,
-  study,
-  study_report,
-  study_stats,
-  variants,
-)
+from experiments import config_validation, experiment, storage
 from experiments.configs import smoke, study_cpu, study_paper
+from experiments.study import report as study_report
+from experiments.study import runner as study
+from experiments.study import stats as study_stats
+from experiments.study import variants
+from experiments.training import methods
 
 
 def _tiny_study():

@@ -3,7 +3,7 @@
 import jax
 
 from experiments import models
-from experiments import state as state_lib
+from experiments.training import state as state_lib
 
 NUM_CLASSES = 3
 

@@ -286,8 +286,8 @@ def test_bad_inputs_raise_clear_errors():
 
 def test_one_family_registry_that_every_list_derives_from():
   from csam_jax._src.variations import ranges as ranges_lib
-  from experiments import samplers
   from experiments.configs import certify_config
+  from experiments.robustness import samplers
 
   registry = v.REGISTRY
   names = [f.name for f in registry]

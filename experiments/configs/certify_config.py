@@ -1,7 +1,7 @@
 """The ``config.certify`` section: certification of each trained model.
 
-Consumed by `experiments.certification.certify`. Defaults are the full
-counts of the CC-Cert protocol: N = num_samples * num_bounds = 1,000 draws
+Consumed by `experiments.robustness.certification.certify`. Defaults are the
+full counts of the CC-Cert protocol: N = num_samples * num_bounds = 1,000 draws
 per image, delta = 0.9, eps in {1e-10, ..., 1e-2}, the CC-Cert suggested
 semantic ranges, certified composed and one family at a time (as the CC-Cert
 reference does), with the reference's contrast convention; a rigorous
@@ -14,7 +14,7 @@ from __future__ import annotations
 import ml_collections
 
 from csam_jax import variations as csam_variations
-from experiments import certification, samplers
+from experiments.robustness import certification, samplers
 
 EPS = tuple(10.0**-k for k in range(10, 1, -1))  # 1e-10, ..., 1e-2
 
@@ -34,18 +34,18 @@ def get_certify_config() -> ml_collections.ConfigDict:
       Carlo work; ``mean_changed_fraction`` is then over the images drawn
       for. False draws for every image, as runs before this field did.
     eps: certification levels reported.
-    distributions: the sampler kinds (experiments/samplers.py) to certify
-      under, from `experiments.certification.DISTRIBUTIONS`: "semantic"
-      (every family of ``variations.ranges`` composed in each draw), a
-      family name (that family alone at its ``variations.ranges`` range,
+    distributions: the sampler kinds (experiments/robustness/samplers.py) to
+      certify under, from `experiments.robustness.certification.DISTRIBUTIONS`:
+      "semantic" (every family of ``variations.ranges`` composed in each draw),
+      a family name (that family alone at its ``variations.ranges`` range,
       the CC-Cert range when absent there) or "corruptions" (CIFAR-10-C).
       Default: "semantic" and the six families alone.
-    variations: the samplers' parameters (`experiments.samplers.get_config`,
-      the section C-SAM's training variations have too): ``ranges`` (the
-      CC-Cert suggested ranges by default), ``border_mode``, ``cval``,
-      ``contrast_center`` ("zero": ``x * c``, kornia's ``adjust_contrast``
-      that the CC-Cert reference calls; the default), ``corruption_names``
-      and ``corruption_severities``.
+    variations: the samplers' parameters
+      (`experiments.robustness.samplers.get_config`, the section C-SAM's
+      training variations have too): ``ranges`` (the CC-Cert suggested ranges by
+      default), ``border_mode``, ``cval``, ``contrast_center`` ("zero": ``x *
+      c``, kornia's ``adjust_contrast`` that the CC-Cert reference calls; the
+      default), ``corruption_names`` and ``corruption_severities``.
     binomial: ``enabled`` and ``alpha`` of the Clopper-Pearson certificate
       computed from the same draws.
     smoothing: ``enabled``, ``sigma`` (pixel units of [0, 1] images),

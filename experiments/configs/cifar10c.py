@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments import certification
 from experiments.configs import default
+from experiments.robustness import certification
 
 
 def get_config() -> ml_collections.ConfigDict:

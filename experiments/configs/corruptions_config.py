@@ -3,7 +3,7 @@
 Every method's final model is evaluated on ``num_images`` test images (a
 seeded random subset of the evaluation split, the same for every method and
 for both sources) under each corruption x severity
-(experiments/corruption_eval.py).
+(experiments/robustness/corruption_eval.py).
 """
 
 import ml_collections

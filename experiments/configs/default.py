@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments import flatness, input_pipeline, methods, samplers
+from experiments import input_pipeline
 from experiments.configs import certify_config, corruptions_config
+from experiments.robustness import flatness, samplers
+from experiments.training import methods
 
 
 def optimizer_config(
@@ -158,9 +160,10 @@ def search_config() -> ml_collections.ConfigDict:
           lam_cons=0.0,
           kappa=0.0,
           # Input variations x_T for the certification hinge, drawn per
-          # example by the sampler of this kind (experiments/samplers.py):
-          # "semantic" (the composed families of variations.ranges), one
-          # family, "corruptions" (CIFAR-10-C) or "none" (no hinge term).
+          # example by the sampler of this kind
+          # (experiments/robustness/samplers.py): "semantic" (the composed
+          # families of variations.ranges), one family, "corruptions"
+          # (CIFAR-10-C) or "none" (no hinge term).
           variation_kind="semantic",
           # The samplers' parameters: the same section as
           # config.certify.variations (CC-Cert's ranges and conventions).
@@ -172,9 +175,9 @@ def search_config() -> ml_collections.ConfigDict:
 
 
 def cram_config() -> ml_collections.ConfigDict:
-  """CrAM / CrAM+ (experiments/compression.py): the reference's CIFAR-10
-  ResNet-20 settings (IST-DASLab/CrAM, cifar10_resnet20_cram_plus_multi_
-  spgrad.yaml and its run script)."""
+  """CrAM / CrAM+ (experiments/training/compression.py): the reference's
+  CIFAR-10 ResNet-20 settings (IST-DASLab/CrAM,
+  cifar10_resnet20_cram_plus_multi_ spgrad.yaml and its run script)."""
   return ml_collections.ConfigDict(
     dict(
       # Ascent radius: e = rho * g (not normalised, the reference's
@@ -202,9 +205,9 @@ def cram_config() -> ml_collections.ConfigDict:
 
 
 def safe_config() -> ml_collections.ConfigDict:
-  """SAFE (experiments/compression.py): the reference's CIFAR-10 settings
-  (LOG-postech/safe-jax, scripts/cifar10_resnet20.sh and train.py's flag
-  defaults); the target sparsity is config.sparsity (the script's 0.95)."""
+  """SAFE (experiments/training/compression.py): the reference's CIFAR-10
+  settings (LOG-postech/safe-jax, scripts/cifar10_resnet20.sh and train.py's
+  flag defaults); the target sparsity is config.sparsity (the script's 0.95)."""
   return ml_collections.ConfigDict(
     dict(
       # Final penalty coefficient and its ramp lambda_t from 0 ("cosine":
@@ -258,11 +261,12 @@ def get_config() -> ml_collections.ConfigDict:
       width=1.0,
       stem="cifar",
       dtype="float32",
-      # PRNG of the parameter initialisation (experiments.state.init_key):
-      # "rbg" (default; compiles ~2x faster than threefry for the bigger
-      # models), "unsafe_rbg", or "threefry" (the initialisation before
-      # this field existed: set it to reproduce earlier results of a seed;
-      # "rbg" draws other initial weights for the same seed).
+      # PRNG of the parameter initialisation
+      # (experiments.training.state.init_key): "rbg" (default; compiles ~2x
+      # faster than threefry for the bigger models), "unsafe_rbg", or "threefry"
+      # (the initialisation before this field existed: set it to reproduce
+      # earlier results of a seed; "rbg" draws other initial weights for the
+      # same seed).
       init_prng="rbg",
     )
   )
@@ -350,6 +354,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.certify = certify_config.get_certify_config()
   config.corruptions = corruptions_config.get_corruptions_config()
   # The structural-flatness diagnostic of every pruned model
-  # (experiments/flatness.py): off by default, the studies turn it on.
+  # (experiments/robustness/flatness.py): off by default, the studies turn it
+  # on.
   config.flatness = flatness.get_config()
   return config

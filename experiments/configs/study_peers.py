@@ -4,8 +4,8 @@
     --workdir=workdir/study_structure
 
 The published compression-aware flatness methods a user would pick instead
-of C-SAM (experiments/compression.py; their departures from the reference
-code in docs/method.md), plain and trained on the certified variations
+of C-SAM (experiments/training/compression.py; their departures from the
+reference code in docs/method.md), plain and trained on the certified variations
 (``_aug``), paired against C-SAM, HYDRA fine-tuned on the variations (the
 best baseline of study_cpu) and csam_rho0_aug. Everything else is the
 structure study's (experiments/configs/study_structure.py): its model,

@@ -30,8 +30,8 @@ import os
 
 import ml_collections
 
-from experiments import study_report
 from experiments.configs import study_structure_sweep
+from experiments.study import report as study_report
 
 SWEEP_DIR = "results/study_structure_sweep"
 CONTROLS = ("hydra", "csam_nocert_rho0", "csam")

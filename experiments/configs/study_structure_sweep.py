@@ -16,7 +16,7 @@ ResNet-18 width 0.125, a stratified 10,000-image CIFAR-10 training subset,
   setting, and it chooses on validation images only.
 
 One seed (9, which the five-seed study does not use). The settings
-(experiments/variants.py, STRUCTURE) run in this order, so a sweep cut
+(experiments/study/variants.py, STRUCTURE) run in this order, so a sweep cut
 short answers the main question first: HYDRA and C-SAM without the
 perturbation (the twin every setting is compared with), the candidates of
 the selection rule below (the flip-targeted radius at 1, 10 and 3% of the
@@ -32,8 +32,8 @@ the kept entries a step (csam_f1, csam_f3, csam_f10, csam_swap_f1,
 csam_swap_f10), the one with the highest CC-Cert certified accuracy at
 1e-2 on the validation images; its twin is csam_rho0.
 
-The structural-flatness diagnostic (experiments/flatness.py) runs on every
-model without its certified part (accuracy and cross-entropy under mask
+The structural-flatness diagnostic (experiments/robustness/flatness.py) runs on
+every model without its certified part (accuracy and cross-entropy under mask
 swaps on the 500 images). Corruption accuracy is not measured. Records go
 to results/study_structure_sweep/cells/.
 """

@@ -5,7 +5,7 @@
 The CPU study's setting (experiments/configs/study_cpu.py) on a seed the
 study's grid does not use (9), so choosing the defaults here does not bias
 the grid's seeds: C-SAM at sparsity 0.9 with one field changed at a time
-around `experiments.variants.SWEEP_BASE` (radius, rho, init, forward,
+around `experiments.study.variants.SWEEP_BASE` (radius, rho, init, forward,
 lam_cert, mask learning rate, the hinge's BatchNorm statistics), and HYDRA
 as the reference. To fit the budget each model is certified on 500 test
 images (not the grid's 1,000; N = 10 x 100 draws as the grid) and corruption
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments import variants
 from experiments.configs import study_cpu
+from experiments.study import variants
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from experiments import certification
+from experiments.robustness import certification
 
 
 class Metric(NamedTuple):

@@ -1,6 +1,6 @@
 """A study's RESULTS.md: the narrative, then the measured tables.
 
-Renders the summary `experiments.study_report.aggregate` computed (and the
+Renders the summary `experiments.study.report.aggregate` computed (and the
 records, for the narrative's placeholders); computes nothing itself.
 """
 
@@ -9,14 +9,11 @@ from __future__ import annotations
 import json
 import math
 
-from experiments import (
-  markdown,
-  report_metrics,
-  storage,
-  study_inference,
-  study_narrative,
-  study_structure,
-)
+from experiments import storage
+from experiments.reports import markdown, report_metrics
+from experiments.study import inference as study_inference
+from experiments.study import narrative as study_narrative
+from experiments.study import structure as study_structure
 
 
 def _num(value: float | None, scale: float = 100.0, digits: int = 1) -> str:
@@ -278,7 +275,8 @@ def _structure_sections(summary: dict) -> list[str]:
     )
   if summary.get("flatness"):
     out.append(
-      "### Structural flatness (experiments/flatness.py)\n\nThe final "
+      "### Structural flatness (experiments/robustness/flatness.py)\n\n"
+      "The final "
       "hard mask of each model with a fraction of every layer's kept "
       "entries swapped for pruned ones (sparsity kept): the clean accuracy "
       "lost (points; mean ± 95% t half-width over seeds) under random "

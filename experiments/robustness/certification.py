@@ -5,10 +5,10 @@
 from the same Monte Carlo draws, and Gaussian randomized smoothing (Cohen
 et al. 2019) once; it returns a JSON-serialisable dict. The distributions:
 
-the sampler kinds of experiments/samplers.py ("semantic": every family of
-``certify.variations.ranges`` composed in one draw; one family alone, as the
-CC-Cert reference certifies in one run, so our numbers sit beside published
-per-family ones; "corruptions": CIFAR-10-C), each drawn by
+the sampler kinds of experiments/robustness/samplers.py ("semantic": every
+family of ``certify.variations.ranges`` composed in one draw; one family alone,
+as the CC-Cert reference certifies in one run, so our numbers sit beside
+published per-family ones; "corruptions": CIFAR-10-C), each drawn by
 ``samplers.make_sampler(distribution, certify.variations)``.
 
 Binomial certificate from the CC-Cert draws: of the N transformed samples of
@@ -40,7 +40,7 @@ import numpy as np
 from absl import logging
 
 from csam_jax import certify as certify_lib
-from experiments import samplers
+from experiments.robustness import samplers
 
 # Single variation families certified alone: CC-Cert's set.
 FAMILIES = samplers.FAMILIES

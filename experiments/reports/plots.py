@@ -2,7 +2,7 @@
 
 A run's plots take the list of run entries of results.json (the ``runs``
 of `experiments.experiment.run`); a study's take the groups of
-`experiments.study_report.aggregate`'s summary. Each writes one PNG and
+`experiments.study.report.aggregate`'s summary. Each writes one PNG and
 returns the path written, or None when there is nothing to plot (no
 certification results, a single sparsity, no flatness diagnostic).
 """
@@ -18,8 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from experiments import storage
-from experiments.certification import DISTRIBUTIONS
-from experiments.report_metrics import HEADLINE
+from experiments.reports.report_metrics import HEADLINE
+from experiments.robustness.certification import DISTRIBUTIONS
 
 _METHODS = (("cc_cert", "CC-Cert"), ("binomial", "Clopper-Pearson"))
 
@@ -100,7 +100,7 @@ def plot_vs_sparsity(results: list[dict[str, Any]], path: str) -> str | None:
 
   One line per method (seeds averaged); certified accuracy is taken from
   the first distribution present (in the order of
-  `experiments.certification.DISTRIBUTIONS`: "semantic" first).
+  `experiments.robustness.certification.DISTRIBUTIONS`: "semantic" first).
 
   Args:
     results: run entries.

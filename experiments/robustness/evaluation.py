@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import csam_jax
-from experiments import input_pipeline, parallel
-from experiments import state as state_lib
+from experiments import input_pipeline
+from experiments.training import parallel
+from experiments.training import state as state_lib
 
 PyTree = Any
 

@@ -29,7 +29,7 @@ import numpy as np
 from absl import logging
 
 from csam_jax import variations
-from experiments import markdown
+from experiments.reports import markdown
 
 ALL_CORRUPTIONS = variations.CORRUPTIONS + variations.EXTRA_CORRUPTIONS
 # Generated corruptions that stand in for the published photographs.

@@ -1,14 +1,14 @@
 r"""A study's plan on paper: its jobs, their estimated cost, the wall time.
 
-  python -m experiments.plan --config=experiments/configs/study_paper.py
-  python -m experiments.plan --config=experiments/configs/study_paper.py \
+  python -m experiments.study.plan --config=experiments/configs/study_paper.py
+  python -m experiments.study.plan --config=experiments/configs/study_paper.py \
     --all_paper --worker_counts=1,8,32,128 --anchor_images_per_s=4500
 
 Counts the study's pretraining jobs and cells (`experiments.study.jobs`)
 and estimates each job's accelerator time from its config alone: the model
 passes of every stage (epochs x training images x
-`experiments.stages.passes_per_step`, a training pass counted as 3 forward
-passes, a BatchNorm re-tuning pass as 1) and the certification draws
+`experiments.training.stages.passes_per_step`, a training pass counted as 3
+forward passes, a BatchNorm re-tuning pass as 1) and the certification draws
 (images x N x distributions forward passes), times the model's forward
 FLOPs at the config's image size (XLA's cost analysis of the compiled
 forward pass), divided by one effective FLOP rate. That rate is the single
@@ -35,7 +35,10 @@ import ml_collections
 from absl import app, flags
 
 from experiments import main as main_lib
-from experiments import markdown, methods, models, stages, study
+from experiments import models
+from experiments.reports import markdown
+from experiments.study import runner as study
+from experiments.training import methods, stages
 
 _WORKERS = flags.DEFINE_list(
   "worker_counts", ["1", "8", "32"], "Worker counts to plan for."
@@ -84,7 +87,7 @@ def _train_images(config: ml_collections.ConfigDict) -> int:
   if name not in TRAIN_IMAGES:
     raise ValueError(
       f"plan: no training-split size for data {name!r}; add it to "
-      "experiments.plan.TRAIN_IMAGES"
+      "experiments.study.plan.TRAIN_IMAGES"
     )
   return TRAIN_IMAGES[name]
 

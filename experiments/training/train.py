@@ -1,14 +1,14 @@
 """Training driver: runs a method's stages with checkpoints and resume.
 
-``run_method`` walks through a method's recipe (experiments/methods.py),
-building each declared stage once (experiments/stages.py) and handing it to
-``run_stage``: the stage ``begin``s (new masks / optimizer state), steps over
-deterministic, resumable batches (running its per-step ``hook`` first, when
-it has one), ``finalize``s (hard masks) and saves a stage-end checkpoint.
-The loop knows no method by name. On start it resumes from the newest
-readable checkpoint of the latest stage that has one, so a run killed at any
-point (SIGKILL included) and restarted ends with bitwise the same params on
-CPU: the state,
+``run_method`` walks through a method's recipe
+(experiments/training/methods.py), building each declared stage once
+(experiments/training/stages.py) and handing it to ``run_stage``: the stage
+``begin``s (new masks / optimizer state), steps over deterministic, resumable
+batches (running its per-step ``hook`` first, when it has one), ``finalize``s
+(hard masks) and saves a stage-end checkpoint. The loop knows no method by name.
+On start it resumes from the newest readable checkpoint of the latest stage that
+has one, so a run killed at any point (SIGKILL included) and restarted ends with
+bitwise the same params on CPU: the state,
 the per-step keys (``fold_in(stage_key, step)``) and the batches
 (``train_batches(start_step=step)``) are all functions of the step. Keys
 and batch streams come from the stage's role (experiments/keys.py), not the
@@ -35,20 +35,17 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from experiments import (
+from experiments import input_pipeline, keys, models
+from experiments.robustness import evaluation, samplers
+from experiments.training import (
   checkpointing,
-  evaluation,
-  input_pipeline,
-  keys,
   logging_utils,
   methods,
-  models,
   parallel,
-  samplers,
   stages,
 )
-from experiments import state as state_lib
-from experiments.methods import StageSpec
+from experiments.training import state as state_lib
+from experiments.training.methods import StageSpec
 
 PyTree = Any
 

@@ -1,9 +1,9 @@
-"""Stages: what a declared stage (experiments/methods.py) does, built.
+"""Stages: what a declared stage (experiments/training/methods.py) does, built.
 
 `build` turns a `methods.StageSpec` into a `Stage`: ``begin`` (new masks /
 optimizer state), ``step`` (one training step), ``finalize`` (hard masks)
 and an optional per-step ``hook`` (GMP's mask schedule), each jitted and
-pure; the loop that drives them (experiments/train.py) knows no method.
+pure; the loop that drives them (experiments/training/train.py) knows no method.
 
   ===========  ==============================================  ============
   spec.kind    step                                            hook
@@ -15,7 +15,7 @@ pure; the loop that drives them (experiments/train.py) knows no method.
   finetune     `make_weight_step` (SAM / variation
                augmentation when configured)                   none
   compression  `make_weight_step` with CrAM's / SAFE's update
-               (experiments/compression.py; variation
+               (experiments/training/compression.py; variation
                augmentation when configured)                   none
   retune       BN re-tuning forward pass (masks and reset
                statistics in ``begin``)                        none
@@ -43,17 +43,12 @@ import numpy as np
 import optax
 
 import csam_jax
-from experiments import (
-  compression,
-  keys,
-  losses,
-  methods,
-  optimizers,
-  samplers,
-)
-from experiments import state as state_lib
-from experiments.methods import StageSpec
-from experiments.samplers import Sampler
+from experiments import keys
+from experiments.robustness import samplers
+from experiments.robustness.samplers import Sampler
+from experiments.training import compression, losses, methods, optimizers
+from experiments.training import state as state_lib
+from experiments.training.methods import StageSpec
 
 PyTree = Any
 StepFn = Callable[
@@ -768,7 +763,7 @@ def build(
 
   Args:
     config: the experiment config.
-    spec: the stage's declaration (experiments/methods.py).
+    spec: the stage's declaration (experiments/training/methods.py).
     model: the model.
     steps_per_epoch: steps per epoch (stage length and warm-up lengths).
     sampler: input-variation sampler of the C-SAM objective (and of the

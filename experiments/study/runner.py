@@ -5,8 +5,8 @@ r"""A study: a grid of (variant x sparsity x seed) runs, one record a cell.
     --aggregate   # only re-aggregate the committed records
 
 A study config is an experiment config (experiments/configs/default.py)
-with a ``study`` section: the variants (experiments/variants.py) run at the
-main sparsity, the variants also run at the extra sparsities, and the seeds.
+with a ``study`` section: the variants (experiments/study/variants.py) run at
+the main sparsity, the variants also run at the extra sparsities, and the seeds.
 Each cell is one `experiments.experiment.run` in its own work directory,
 ``<workdir>/<cell id>``; every cell of a seed shares that seed's pretraining
 (the pretraining checkpoints live in ``<workdir>/pretrain/<key>``, where
@@ -23,7 +23,7 @@ A finished cell writes ``<results_dir>/cells/<cell id>.json``: a small,
 self-contained record (the cell's config, accuracies, certificates with the
 per-image certified indicators, corruption accuracy, wall times) meant to be
 committed. Cells whose record exists are skipped, so a study resumes cell
-by cell, on this machine or another, and `experiments.study_report`
+by cell, on this machine or another, and `experiments.study.report`
 re-aggregates the records into ``RESULTS.md``, ``summary.json`` and plots
 without rerunning anything.
 """
@@ -41,20 +41,14 @@ from typing import Any, NamedTuple
 import ml_collections
 from absl import app, flags, logging
 
-from experiments import (
-  config_validation,
-  evaluation,
-  experiment,
-  methods,
-  report_metrics,
-  stages,
-  storage,
-  study_report,
-  train,
-  variants,
-)
+from experiments import config_validation, experiment, storage
 from experiments import main as main_lib
 from experiments import provenance as provenance_lib
+from experiments.reports import report_metrics
+from experiments.robustness import evaluation
+from experiments.study import report as study_report
+from experiments.study import variants
+from experiments.training import methods, stages, train
 
 # --config and --workdir are experiments.main's flags (one definition: both
 # modules may be imported in one process).
@@ -379,7 +373,7 @@ def record(
 
 def final_search_loss(cell_dir: str, method: str) -> float | None:
   """Cross-entropy of the last logged interval of the search stage (the
-  guard of `experiments.study_report` compares C-SAM's with HYDRA's)."""
+  guard of `experiments.study.report` compares C-SAM's with HYDRA's)."""
   path = storage.path(cell_dir, "metrics.jsonl")
   if not path.exists():
     return None
@@ -571,7 +565,7 @@ def run_study(
   when first needed), records each and re-aggregates after each.
 
   Returns:
-    The summary written by `experiments.study_report.aggregate`.
+    The summary written by `experiments.study.report.aggregate`.
   """
   cell_jobs = [job for job in jobs(config) if not job.pretraining]
   run_jobs(

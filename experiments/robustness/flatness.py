@@ -33,8 +33,10 @@ import ml_collections
 import numpy as np
 
 import csam_jax
-from experiments import certification, evaluation, losses, report_metrics
-from experiments import state as state_lib
+from experiments.reports import report_metrics
+from experiments.robustness import certification, evaluation
+from experiments.training import losses
+from experiments.training import state as state_lib
 
 PyTree = Any
 

@@ -11,7 +11,7 @@ records. What it reports:
 * paired per-image comparisons of the main variant (C-SAM) with every other
   variant at the same sparsity, on the certified indicator of the main
   distribution at 1e-2: the exact McNemar test pooled over seeds and per
-  seed, with the difference and its interval (`experiments.study_stats`);
+  seed, with the difference and its interval (`experiments.study.stats`);
 * the headline: relative improvement in certified accuracy of the main
   variant over the best baseline at the same sparsity (defined in the
   report);
@@ -38,18 +38,14 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from experiments import (
-  methods,
-  plots,
-  report_metrics,
-  stages,
-  storage,
-  study_inference,
-  study_render,
-  study_stats,
-  study_structure,
-  variants,
-)
+from experiments import storage
+from experiments.reports import plots, report_metrics
+from experiments.study import inference as study_inference
+from experiments.study import render as study_render
+from experiments.study import stats as study_stats
+from experiments.study import structure as study_structure
+from experiments.study import variants
+from experiments.training import methods, stages
 
 # Baselines of the headline comparison: the pruning methods of the paper and
 # their reference-fidelity variants (not the dense models, not ablations).
@@ -124,7 +120,7 @@ def passes_of(rec: dict) -> dict[str, int] | None:
 def corruption_mean(rec: dict) -> float | None:
   """A record's CIFAR-10-C accuracy: the mean over the corruptions, without
   frost when it was generated (a synthetic texture, not the published
-  frost: experiments/corruption_eval.py).
+  frost: experiments/robustness/corruption_eval.py).
 
   Example:
     >>> corruption_mean(dict(corruptions=dict(source="generated",

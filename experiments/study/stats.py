@@ -261,7 +261,7 @@ def heterogeneity(
     per_seed: one result per seed, a `PairedComparison` or its
       ``_asdict()`` dict (the keys ``n``, ``only_a`` and ``only_b`` are
       read), as a sequence or as a mapping seed -> result, like the
-      ``per_seed`` entry that `experiments.study_report` stores.
+      ``per_seed`` entry that `experiments.study.report` stores.
 
   Returns:
     A `Heterogeneity`; one seed gives ``q = 0`` and NaN p-value and I^2.

@@ -32,9 +32,9 @@ BatchNorm re-tuning, forward passes only):
 
 A stage declares its ``role`` (which batches and keys it draws, and whether
 it is a pretraining run shared by every method of a work directory), its
-``kind`` (what one step does, experiments/stages.py), the config sections
-whose epochs it spends and the one whose optimizer trains it. Stages of the
-same role draw the same batches in the same order and the same per-step
+``kind`` (what one step does, experiments/training/stages.py), the config
+sections whose epochs it spends and the one whose optimizer trains it. Stages of
+the same role draw the same batches in the same order and the same per-step
 keys, whatever the method, so paired methods differ only in what they do.
 """
 
@@ -67,7 +67,7 @@ SHARED_ROLES = ("pretrain_sgd", "pretrain_sam")
 
 
 class StageSpec(NamedTuple):
-  """One declared stage of a method (experiments/stages.py builds it).
+  """One declared stage of a method (experiments/training/stages.py builds it).
 
   Attributes:
     name: stage name (directories, logs), unique within the method.

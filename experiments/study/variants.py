@@ -66,7 +66,7 @@ from typing import Any, NamedTuple
 
 import ml_collections
 
-from experiments import methods
+from experiments.training import methods
 
 
 class Variant(NamedTuple):

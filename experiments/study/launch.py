@@ -5,17 +5,19 @@ r"""Runs a study's jobs on a scheduler through submitit (optional extra).
   # Slurm: the pretraining jobs as one array, the cells as another that
   # starts when they succeed; preempted or timed-out jobs are requeued and
   # resume from their orbax checkpoints.
-  python -m experiments.launch --config=experiments/configs/study_paper.py \
+  python -m experiments.study.launch \
+    --config=experiments/configs/study_paper.py \
     --executor=slurm --slurm_partition=gpu --timeout_min=720 --gpus=1
 
   # n workers that each run the shard i/n (Slurm or this machine).
-  python -m experiments.launch --config=experiments/configs/study_smoke.py \
+  python -m experiments.study.launch \
+    --config=experiments/configs/study_smoke.py \
     --executor=local --workers=2
 
 Each submitted job runs ``python -m experiments.study --config=... --cell=ID``
 (or ``--shard=i/n``) in a fresh process, with the --config overrides,
 --workdir and --results_dir given here; the job contract (ids,
-dependencies, claims, atomic records, SIGTERM) is experiments/study.py's,
+dependencies, claims, atomic records, SIGTERM) is experiments/study/runner.py's,
 so any other scheduler (a TPU VM per shard, XManager, Ray) runs the same
 commands: see docs/cluster.md.
 """
@@ -30,7 +32,7 @@ import sys
 from absl import app, flags, logging
 
 from experiments import main as main_lib
-from experiments import study
+from experiments.study import runner as study
 
 _EXECUTOR = flags.DEFINE_enum(
   "executor", "local", ["local", "slurm"], "submitit's executor."

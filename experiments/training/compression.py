@@ -34,8 +34,8 @@ import ml_collections
 import optax
 
 import csam_jax
-from experiments import losses, methods, optimizers
-from experiments import state as state_lib
+from experiments.training import losses, methods, optimizers
+from experiments.training import state as state_lib
 
 # Tie rule of each algorithm's magnitude masks (csam_jax.threshold_masks).
 TIES = {"cram": "prune", "cram_plus": "prune", "safe": "keep"}

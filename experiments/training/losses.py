@@ -6,8 +6,8 @@ C-SAM (docs/method.md, "The objective"):
        + lam_cert * certification_hinge(p(x), p(x_T), kappa)
        + lam_cons * mask_consistency(C, sparsity)
 
-with one random variation ``x_T`` per example (an experiments/samplers.py
-sampler vmapped over per-example keys).
+with one random variation ``x_T`` per example (an
+experiments/robustness/samplers.py sampler vmapped over per-example keys).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import optax
 
 import csam_jax
 from csam_jax import objectives
-from experiments import samplers
-from experiments import state as state_lib
-from experiments.samplers import Sampler
+from experiments.robustness import samplers
+from experiments.robustness.samplers import Sampler
+from experiments.training import state as state_lib
 
 PyTree = Any
 

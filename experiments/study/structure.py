@@ -3,7 +3,7 @@
 From the cell records (`experiments.study`):
 
 * `flatness_groups`: per (variant, sparsity), the structural-flatness
-  diagnostic (experiments/flatness.py) over seeds: the accuracy drop
+  diagnostic (experiments/robustness/flatness.py) over seeds: the accuracy drop
   ``base - swapped`` at every swapped fraction, random and
   gradient-directed, with Student-t intervals over seeds, and the
   certified accuracy at the certified fractions;
@@ -20,7 +20,8 @@ import collections
 import math
 from typing import Any
 
-from experiments import markdown, study_stats
+from experiments.reports import markdown
+from experiments.study import stats as study_stats
 
 KINDS = ("random", "directed")
 

@@ -1,7 +1,7 @@
 """Two levels of inference for a study's paired comparisons.
 
 Every comparison a report makes (A vs B at one sparsity, on the certified
-indicators of the same images) is stated twice (`experiments.study_stats`):
+indicators of the same images) is stated twice (`experiments.study.stats`):
 
 * per image: the exact McNemar test pooled over seeds, conditional on the
   trained models (it measures image and Monte Carlo draw noise);
@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments import markdown, study_stats
+from experiments.reports import markdown
+from experiments.study import stats as study_stats
 
 ALPHA = 0.05
 VERDICTS = {

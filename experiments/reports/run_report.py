@@ -8,14 +8,9 @@ from typing import Any
 
 from absl import logging
 
-from experiments import (
-  certification,
-  corruption_eval,
-  markdown,
-  plots,
-  report_metrics,
-  storage,
-)
+from experiments import storage
+from experiments.reports import markdown, plots, report_metrics
+from experiments.robustness import certification, corruption_eval
 
 BASE_COLUMNS = (
   ("method", "method"),

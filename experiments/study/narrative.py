@@ -3,7 +3,7 @@
 A study's hand-written interpretation (``<results_dir>/narrative.md``) is a
 template: every measured number in it is a placeholder ``{{name arg ...}}``
 that `render` replaces, at aggregation, with the value computed from the
-cell records and the summary of `experiments.study_report.aggregate`. The
+cell records and the summary of `experiments.study.report.aggregate`. The
 prose keeps the interpretation; the numbers cannot go stale or be mistyped.
 `unverified_numbers` lists the numbers a template still types by hand
 outside its placeholders and the whitelisted config-level facts (`ALLOWED`),
@@ -29,7 +29,7 @@ Per cell (METRIC one of `METRICS`):
   B; ``{{seedgaps SEED_A SEED_B}}``: its range over every (variant,
   sparsity).
 
-Comparisons (the two-level inference of `experiments.study_inference`, on
+Comparisons (the two-level inference of `experiments.study.inference`, on
 the certified indicator of the main distribution at eps 1e-2; A vs B may be
 stored as B vs A, the sign is then turned):
 
@@ -52,8 +52,8 @@ stored as B vs A, the sign is then turned):
   ``(A - B) / B`` in percent;
 * ``{{headline S}}``: the report's headline at sparsity S.
 
-Structural flatness (experiments/flatness.py; F a swapped fraction, e.g.
-0.001; KIND ``random`` or ``directed``):
+Structural flatness (experiments/robustness/flatness.py; F a swapped fraction,
+e.g. 0.001; KIND ``random`` or ``directed``):
 
 * ``{{drop V S F KIND}}``: the clean accuracy lost (points, mean over
   seeds) when F of every layer's kept entries are swapped;
@@ -86,16 +86,18 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from experiments import study_inference, study_stats
+from experiments.study import inference as study_inference
+from experiments.study import stats as study_stats
 
 PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}")
 LEVEL = "1e-02"
 
 # Literals a narrative may type by hand: config-level facts of the study
-# (experiments/configs/study_cpu.py, study_sweep.py, experiments/variants.py),
-# the paper's claim, the seeds' image-set overlaps (checked against
-# experiments.evaluation.evaluation_indices by tests/study_narrative_test.py)
-# and names that contain digits. Each is matched as a whole phrase.
+# (experiments/configs/study_cpu.py, study_sweep.py,
+# experiments/study/variants.py), the paper's claim, the seeds' image-set
+# overlaps (checked against experiments.robustness.evaluation.evaluation_indices
+# by tests/study_narrative_test.py) and names that contain digits. Each is
+# matched as a whole phrase.
 ALLOWED = (
   "0.8",  # the sparsities (study.sparsity, study.extra_sparsities)
   "0.9",
@@ -129,7 +131,7 @@ ALLOWED = (
   "3 epochs",
   "250 images",  # corruptions.num_images, names and severities
   "15 corruptions at 5 severities",
-  "rho = 0",  # the ablations (experiments/variants.py)
+  "rho = 0",  # the ablations (experiments/study/variants.py)
   "lam_cert = 0",
   "weight decay 1e-4",  # hydra_ref's reference settings
   "keeps 10%",  # 1 - sparsity 0.9
@@ -160,11 +162,11 @@ def render(text: str, summary: dict, records: list[dict]) -> str:
 
   Args:
     text: the template (a narrative.md).
-    summary: what `experiments.study_report.aggregate` returns (or its
+    summary: what `experiments.study.report.aggregate` returns (or its
       summary.json): ``inference``, ``sign_agreement``, ``headline``,
       ``sweep`` and ``main_distribution`` are read, when a placeholder
       needs them.
-    records: the cell records (`experiments.study_report.load_records`).
+    records: the cell records (`experiments.study.report.load_records`).
 
   Returns:
     The text, every ``{{...}}`` replaced.
@@ -296,8 +298,8 @@ def _certified(kind: str) -> Callable[[dict, str], float | None]:
 
 
 def _corruption(rec: dict, dist: str) -> float | None:
-  # Imported here: experiments.study_report imports this module.
-  from experiments import study_report
+  # Imported here: experiments.study.report imports this module.
+  from experiments.study import report as study_report
 
   return study_report.corruption_mean(rec)
 
@@ -403,7 +405,7 @@ def _halfwidths(context: _Context, args: list[str]) -> str:
 
 def _passes(context: _Context, args: list[str]) -> str:
   _arity("passes", args, "V S STAGE", 3, 3)
-  from experiments import study_report  # see _corruption
+  from experiments.study import report as study_report
 
   rec = context.cells(args[0], _float(args[1]))[0]
   passes = study_report.passes_of(rec) or {}

@@ -1,0 +1,1 @@
+"""Reports: the declared metrics, Markdown tables, plots, a run's results."""
