@@ -25,7 +25,7 @@ import ml_collections
 from absl import logging
 from jax.experimental import multihost_utils
 
-from experiments import config_validation, keys, storage
+from experiments import config_validation, keys, run_artifacts, storage
 from experiments.robustness import (
   certification,
   corruption_eval,
@@ -267,8 +267,7 @@ def _image_set(config, num_images: int, seed: int, split: str) -> dict:
 def method_entry(
   ctx: train.Context,
   method: str,
-  state: state_lib.TrainState,
-  records: list[dict[str, Any]],
+  run: train.MethodRun,
   t0: float,
   compile0: logging_utils.CompileTotals,
 ) -> dict[str, Any]:
@@ -277,13 +276,12 @@ def method_entry(
   Args:
     ctx: the shared context.
     method: the method.
-    state: its final state.
-    records: its stage records.
+    run: its final state, stage records and first-step time.
     t0: wall-clock start of the method in this session.
     compile0: compilation totals at ``t0``.
   """
   config = ctx.config
-  first_step = ctx.cache.get(("first_step_time", method))
+  state, records, first_step = run
   entry = dict(
     method=method,
     model=config.model.name,
@@ -310,9 +308,9 @@ def method_entry(
     time_to_first_step_s=None if first_step is None else first_step - t0,
     stages=records,
   )
-  if methods.searches_with(method, "csam") and jax.process_index() == 0:
+  if methods.searches_with(method, "csam"):
     # How much of the kept mask C-SAM's perturbation flips (search stage).
-    means = logging_utils.stage_means(ctx.workdir, method, "search")
+    means = run_artifacts.stage_summary(records, "search").get("means", {})
     entry["flip_fraction"] = means.get("flip_fraction")
     entry["flip_fraction_per_layer"] = {
       k.removeprefix("flip/"): v
@@ -375,7 +373,7 @@ def run(
   storage.path(workdir).mkdir(parents=True, exist_ok=True)
   prepare_workdir(workdir, config_dict, bool(config.overwrite))
   ctx = train.make_context(config, workdir, info, shared_dir)
-  runs = []
+  runs, first_step_logged = [], False
   for method in config.methods:
     path = storage.path(workdir, "runs", f"{method}.json")
     if path.exists():
@@ -383,14 +381,13 @@ def run(
       logging.info("%s: finished earlier, reusing %s", method, path)
       continue
     started, compile_start = time.time(), logging_utils.compile_totals()
-    state, records = train.run_method(ctx, method)
-    entry = method_entry(ctx, method, state, records, started, compile_start)
-    first_step = ctx.cache.get(("first_step_time", method))
-    if first_step is not None and not ctx.cache.get(("first_step_logged",)):
-      ctx.cache[("first_step_logged",)] = True
+    run = train.run_method(ctx, method)
+    entry = method_entry(ctx, method, run, started, compile_start)
+    if run.first_step_time is not None and not first_step_logged:
+      first_step_logged = True
       logging.info(
         "First training step of this session %.1fs after the experiment start",
-        first_step - t0,
+        run.first_step_time - t0,
       )
     runs.append(entry)
     if jax.process_index() == 0:

@@ -14,9 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+import pytest
 from absl import logging
 
-from experiments.training import checkpointing, parallel
+from experiments import config_validation, run_artifacts
+from experiments.training import checkpointing, parallel, train
 from experiments.training import state as state_lib
 
 ARGS = [
@@ -74,6 +76,9 @@ def test_sigkill_mid_stage_then_resume_is_bitwise_identical(tmp_path, run_main):
   logged = _search_steps_logged(killed)
   assert 30 <= max(logged) < 400  # killed in the middle of the search stage
   assert not os.path.exists(os.path.join(killed, "results.json"))
+  ctx = _context(killed)
+  with pytest.raises(ValueError, match="'csam' has not finished"):
+    train.restore_final(ctx, "csam")
   out = _finish(_start(run_main, killed))
   assert "csam: resuming stage 1 (search)" in out
   want, got = (
@@ -89,6 +94,52 @@ def test_sigkill_mid_stage_then_resume_is_bitwise_identical(tmp_path, run_main):
   with open(os.path.join(killed, "results.json")) as f:
     entry = json.load(f)["runs"][0]
   assert entry["clean_accuracy"] == ref_entry["clean_accuracy"]
+  # The search stage's summary, kept across the kill by the checkpoint's
+  # meta: the step-weighted means of the metrics.jsonl rows (a step logged
+  # twice counted once, its last row winning; timing left out), equal to
+  # the uninterrupted run's.
+  summary = _search_summary(killed)
+  assert summary["from_step"] == 0
+  assert summary["means"] == _means_from_jsonl(killed)
+  assert summary == _search_summary(reference)
+  assert entry["flip_fraction"] == summary["means"]["flip_fraction"]
+  assert "summary" not in entry["stages"][1]  # results.json: records only
+  # The final state, restored without running a stage.
+  restored = train.restore_final(ctx, "csam").state
+  for field in ("params", "batch_stats", "masks"):
+    leaves = jax.tree.leaves(getattr(restored, field))
+    assert len(leaves) == len(jax.tree.leaves(got[field])) > 0
+    for a, b in zip(leaves, jax.tree.leaves(got[field]), strict=True):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _context(workdir: str) -> train.Context:
+  config = run_artifacts.load_config(workdir)
+  info = config_validation.validate_config(config)
+  return train.make_context(config, workdir, info)
+
+
+def _search_summary(workdir: str) -> dict:
+  with open(os.path.join(workdir, "runs", "csam.json")) as f:
+    (search,) = [s for s in json.load(f)["stages"] if s["name"] == "search"]
+  return search["summary"]
+
+
+def _means_from_jsonl(workdir: str) -> dict:
+  rows = {}
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f.read().splitlines():
+      row = json.loads(line)
+      if row["run"] == "csam" and row["stage"] == "search":
+        rows[row["step"]] = row
+  sums, weights, previous = {}, {}, 0
+  for step in sorted(rows):
+    width, previous = step - previous, step
+    for key, value in rows[step].items():
+      if key not in ("run", "stage", "step", "time", "steps_per_second"):
+        sums[key] = sums.get(key, 0.0) + width * value
+        weights[key] = weights.get(key, 0) + width
+  return {k: sums[k] / weights[k] for k in sums}
 
 
 def _small_state(value: float) -> state_lib.TrainState:

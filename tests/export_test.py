@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import csam_jax
-from experiments import models
+from experiments import models, run_artifacts
 from experiments.deploy import compact, export, sparse_format
 from experiments.robustness import evaluation
 
@@ -30,7 +30,7 @@ def exported(tmp_path_factory):
 def reference(exported):
   """Test images and the harness's deployed logits on them."""
   workdir, _, _ = exported
-  config, model, state = export.load_method(workdir, "csam")
+  config, model, state = run_artifacts.load_method(workdir, "csam")
   images, _ = evaluation.evaluation_subset(config, 20, seed=123)
   logits = evaluation.make_logits_fn(model, state, config)(images)
   return images, np.asarray(logits)
@@ -69,7 +69,7 @@ def test_sparse_checkpoint_round_trip_is_bit_identical(exported, reference):
   assert art["bytes"] == os.path.getsize(path) < art["dense_bytes"]
   assert art["dense_bytes"] == os.path.getsize(os.path.join(out, "dense.npz"))
   assert art["encodings"]["params/conv3/kernel"] != "dense"  # 37 of 64 pruned
-  config, model, state = export.load_method(workdir, "csam")
+  config, model, state = run_artifacts.load_method(workdir, "csam")
   folded = export.deployed_forms(config, model, state, (16, 16, 3))["folded"]
   variables, spec = sparse_format.load(path)
   assert spec == folded.spec
@@ -90,7 +90,7 @@ def test_channel_pruned_narrow_model_equals_the_masked_model(
   exported, reference
 ):
   workdir, out, manifest = exported
-  config, _, state = export.load_method(workdir, "csam")
+  config, _, state = run_artifacts.load_method(workdir, "csam")
   hard = jax.device_get(state.masks)
   kept = [
     int(np.any(hard[f"conv{i}"]["kernel"] != 0, axis=(0, 1, 2)).sum())

@@ -36,7 +36,7 @@ def test_gmp_mask_update_compiles_once(tmp_path):
   config.evaluation.every_stage = False
   info = config_validation.validate_config(config)
   ctx = train.make_context(config, str(tmp_path), info)
-  state, _ = train.run_method(ctx, "gmp")
+  state = train.run_method(ctx, "gmp").state
   spec = methods.get_recipe("gmp")[1]
   assert spec.kind == "gmp"
   params = state.params

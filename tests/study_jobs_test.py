@@ -1,6 +1,7 @@
 """A study's cells as scheduler jobs: ids, shards, claims, atomic records,
 SIGTERM, the submitit launcher and paths on a bucket."""
 
+import copy
 import glob
 import json
 import os
@@ -165,7 +166,15 @@ def test_a_run_and_a_study_report_on_a_bucket(bucket, tmp_path):
     "b/work/results.json",
     "b/work/results.md",
   }
-  assert storage.read_json("gs://b/work/results.json")["runs"] == out["runs"]
+  (entry,) = out["runs"]
+  assert storage.read_json("gs://b/work/runs/hydra.json") == entry
+  # results.json: the entries, stage records without their metric summary.
+  records = [
+    {k: v for k, v in s.items() if k != "summary"} for s in entry["stages"]
+  ]
+  assert records != entry["stages"]
+  written = storage.read_json("gs://b/work/results.json")["runs"]
+  assert written == [dict(entry, stages=records)]
   assert experiment.run(config, "gs://b/work")["runs"] == out["runs"]  # reuse
   # Records and the report of a study on the bucket, claims there too.
   cell = study.Cell("hydra", 0.5, 0)
@@ -325,9 +334,21 @@ def test_sigterm_mid_stage_resumes_to_the_same_record(
   resumed = run_main(*args, module="experiments.study")
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "resuming stage 1 (search) at step 1" in resumed.stderr
-  assert _records(str(tmp_path / "r")) == {
-    cell + ".json": sequential[cell + ".json"]
-  }
+  # The record is the sequential run's. The stage summaries' means sum
+  # other intervals (rows at the stop's step 1), equal up to rounding.
+  (got,) = _records(str(tmp_path / "r")).values()
+  want = sequential[cell + ".json"]
+  (got, got_means), (want, want_means) = _pop_means(got), _pop_means(want)
+  assert got == want
+  assert len(got_means) == len(want_means) == len(want["stages"])
+  for g, w in zip(got_means, want_means, strict=True):
+    assert g == pytest.approx(w, rel=1e-6, abs=1e-9)
+
+
+def _pop_means(record: dict) -> tuple[dict, list[dict]]:
+  """A copy of the record without its stage summaries' means, and those."""
+  record = copy.deepcopy(record)
+  return record, [s["summary"].pop("means") for s in record["stages"]]
 
 
 def test_plan_counts_passes_and_schedules_longest_first():

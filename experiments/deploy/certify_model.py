@@ -48,7 +48,13 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import csam_jax
-from experiments import config_validation, entry, experiment, input_pipeline
+from experiments import (
+  config_validation,
+  entry,
+  experiment,
+  input_pipeline,
+  run_artifacts,
+)
 from experiments.deploy import export
 from experiments.reports import run_report
 from experiments.robustness import evaluation
@@ -174,9 +180,9 @@ def resolve_config(
   if model_path is not None:
     found = _config_next_to(model_path)
     if found is not None:
-      return export.load_config(os.path.dirname(found))
+      return run_artifacts.load_config(os.path.dirname(found))
   if workdir is not None:
-    return export.load_config(workdir)
+    return run_artifacts.load_config(workdir)
   raise ValueError(
     "No settings: pass --config=FILE (e.g. experiments/configs/"
     "quickstart.py), or a model exported with its config.json."
@@ -346,7 +352,9 @@ def load_model(flags_values: dict[str, Any]) -> dict[str, Any]:
   if f.get("workdir"):
     if not f.get("method"):
       raise ValueError("--workdir needs --method.")
-    config, model, state = export.load_method(f.get("workdir"), f.get("method"))
+    config, model, state = run_artifacts.load_method(
+      f.get("workdir"), f.get("method")
+    )
     return dict(
       logits_fn=evaluation.make_logits_fn(model, state, config),
       name=f.get("method"),

@@ -42,14 +42,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from experiments import config_validation, entry, models
+from experiments import config_validation, entry, models, run_artifacts
 from experiments.deploy import compact, sparse_format
 from experiments.robustness import evaluation
-from experiments.training import methods, train
 from experiments.training import state as state_lib
 
 PyTree = Any
@@ -136,62 +134,6 @@ def logits_fn(deployed: Deployed) -> jax.tree_util.Partial:
   """``logits_fn(images01) -> logits`` with the weights as Partial args."""
   spec_json = json.dumps(deployed.spec, sort_keys=True)
   return jax.tree_util.Partial(_Apply(spec_json), deployed.variables)
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config of the run in ``workdir`` (its config.json).
-
-  Raises:
-    FileNotFoundError: ``workdir`` holds no run.
-  """
-  path = os.path.join(workdir, FILES["config"])
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-      f"{path} not found: --workdir must be the work directory of a run of "
-      "python -m experiments.main."
-    )
-  with open(path) as f:
-    stored = config_validation.stored_config(json.load(f))
-  return ml_collections.ConfigDict(stored)
-
-
-def load_method(
-  workdir: str, method: str
-) -> tuple[ml_collections.ConfigDict, state_lib.Model, Any]:
-  """Restores the final state of a finished method of a run.
-
-  Args:
-    workdir: the run's work directory.
-    method: one of the run's ``config.methods``.
-
-  Returns:
-    ``(config, model, final TrainState)``.
-
-  Raises:
-    ValueError: the method is not part of the run or has not finished.
-  """
-  config = load_config(workdir)
-  if method not in config.methods:
-    raise ValueError(
-      f"method {method!r} is not in this run; valid: {list(config.methods)}"
-    )
-  if not os.path.exists(os.path.join(workdir, "runs", f"{method}.json")):
-    raise ValueError(
-      f"method {method!r} has not finished in {workdir!r} (no "
-      f"runs/{method}.json); run python -m experiments.main first."
-    )
-  recipe = methods.get_recipe(method)
-  last = train.stage_directory(workdir, method, len(recipe) - 1, recipe[-1])
-  if not config.checkpoint.enabled or not os.path.isdir(last):
-    raise ValueError(
-      f"no final checkpoint of {method!r} in {workdir!r} ({last} is "
-      "missing; runs with checkpoint.enabled=False cannot be exported)."
-    )
-  info = config_validation.validate_config(config)
-  ctx = train.make_context(config, workdir, info)
-  # The last stage has a stage-end checkpoint: this only restores it.
-  state, _ = train.run_method(ctx, method)
-  return config, ctx.model, state
 
 
 def model_spec(config, model: state_lib.Model, image_shape) -> dict:
@@ -402,7 +344,7 @@ def export_method(
     )
   if num_images < 1:
     raise ValueError(f"num_images must be >= 1, got {num_images}")
-  config, model, state = load_method(workdir, method)
+  config, model, state = run_artifacts.load_method(workdir, method)
   info = config_validation.validate_config(config)
   all_forms = deployed_forms(config, model, state, info.image_shape)
   if "narrow" in forms and "narrow" not in all_forms:
@@ -641,7 +583,7 @@ def main(argv: list[str]) -> None:
       raise app.UsageError(f"--{flag.name} is required.")
   forms = tuple(_FLAGS["forms"].value)
   if "narrow" in forms:
-    config = load_config(_FLAGS["workdir"].value)
+    config = run_artifacts.load_config(_FLAGS["workdir"].value)
     if config.structure != "channel" or _FLAGS["method"].value.startswith(
       "dense"
     ):

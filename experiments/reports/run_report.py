@@ -74,6 +74,10 @@ def write_results(
 ) -> None:
   """Writes results.json, results.md and (when available) plots.
 
+  results.json keeps each stage's record without its metric summary (the
+  means and last logged interval of every metric): that stays in the full
+  entries of ``runs/<method>.json`` and in the checkpoints.
+
   Args:
     workdir: the work directory.
     config_dict: the config as a JSON-able dict.
@@ -81,7 +85,7 @@ def write_results(
   """
   storage.write_json(
     os.path.join(workdir, "results.json"),
-    {"config": config_dict, "runs": runs},
+    {"config": config_dict, "runs": [_without_summaries(r) for r in runs]},
     indent=2,
   )
   storage.path(workdir, "results.md").write_text(
@@ -95,6 +99,15 @@ def write_results(
       plot(runs, os.path.join(workdir, name))
     except Exception as e:  # noqa: BLE001 - plots must not lose results.
       logging.warning("Plot %s failed: %s: %s", name, type(e).__name__, e)
+
+
+def _without_summaries(run: dict[str, Any]) -> dict[str, Any]:
+  if "stages" not in run:
+    return run
+  stages = [
+    {k: v for k, v in r.items() if k != "summary"} for r in run["stages"]
+  ]
+  return dict(run, stages=stages)
 
 
 def results_markdown(name: str, runs: list[dict[str, Any]]) -> str:

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 import ml_collections
 from absl import app, flags, logging
 
-from experiments import config_validation, experiment, storage
+from experiments import config_validation, experiment, run_artifacts, storage
 from experiments import main as main_lib
 from experiments import provenance as provenance_lib
 from experiments.reports import report_metrics
@@ -333,10 +333,13 @@ def record(
   cell: Cell,
   cfg: ml_collections.ConfigDict,
   entry: dict,
-  search_cross_entropy: float | None = None,
 ) -> dict:
-  """The committed record of a finished cell (JSON-able)."""
+  """The committed record of a finished cell (JSON-able): the run entry's
+  fields a report needs, the cross-entropy of the search stage's last
+  logged interval (the guard of `experiments.study.report` compares
+  C-SAM's with HYDRA's), provenance and the cell's config."""
   records = entry.get("stages", [])
+  search = run_artifacts.stage_summary(records, "search").get("last", {})
   own = [s for s in records if s.get("kind") != "pretrain"]
   return dict(
     cell=cell.id,
@@ -363,27 +366,12 @@ def record(
     flip_fraction=entry.get("flip_fraction"),
     flip_fraction_per_layer=entry.get("flip_fraction_per_layer"),
     perturbation=entry.get("perturbation"),
-    search_cross_entropy=search_cross_entropy,
+    search_cross_entropy=search.get("cross_entropy"),
     flatness=entry.get("flatness"),
     evaluation_split=evaluation.evaluation_split(cfg),
     provenance=provenance_lib.provenance(),
     config=json.loads(cfg.to_json()),
   )
-
-
-def final_search_loss(cell_dir: str, method: str) -> float | None:
-  """Cross-entropy of the last logged interval of the search stage (the
-  guard of `experiments.study.report` compares C-SAM's with HYDRA's)."""
-  path = storage.path(cell_dir, "metrics.jsonl")
-  if not path.exists():
-    return None
-  last = None
-  for line in path.read_text().splitlines():
-    row = json.loads(line)
-    if row.get("run") == method and row.get("stage") == "search":
-      if last is None or row["step"] >= last["step"]:
-        last = row
-  return None if last is None else last.get("cross_entropy")
 
 
 def record_path(results_dir: str, cell: Cell) -> str:
@@ -511,7 +499,7 @@ def run_cell(
     (entry,) = experiment.run(cfg, cell_dir, shared_dir(workdir, cfg))["runs"]
     storage.write_json(
       record_path(results_dir, cell),
-      record(cell, cfg, entry, final_search_loss(cell_dir, entry["method"])),
+      record(cell, cfg, entry),
     )
   finally:
     storage.release(claim)

@@ -105,35 +105,71 @@ class MetricWriter:
       w.flush()
 
 
-def stage_means(
-  workdir: str, run: str, stage: str, prefix: str = ""
-) -> dict[str, float]:
-  """Step-weighted means over a stage of the metrics.jsonl rows.
+class StageSummary:
+  """Running summary of a stage's logged training metrics, kept by the loop.
 
-  Each row holds the mean over the steps since the previous row; a step
-  written twice (a resumed run recomputes from its checkpoint) counts once,
-  its last row winning. Only metrics whose name starts with ``prefix``.
+  Each row holds the mean over the steps since the previous row (what
+  metrics.jsonl gets, without its steps/s), so the stage's mean of a metric
+  is the row values weighted by their widths, summed in step order. The
+  state is JSON and goes into every checkpoint's meta: a stage resumed from
+  a checkpoint continues the sums of the steps before it, and the steps
+  recomputed after it count once, as their rows in metrics.jsonl are
+  superseded.
 
-  Returns:
-    ``{metric: mean}``; empty when the file or the stage's rows are absent.
+  Example:
+    >>> s = StageSummary()
+    >>> s.add(2, {"loss": 1.0})
+    >>> s.add(3, {"loss": 4.0})
+    >>> s.result()
+    {'means': {'loss': 2.0}, 'last': {'loss': 4.0}, 'from_step': 0}
+    >>> StageSummary.from_json(s.to_json()).result() == s.result()
+    True
   """
-  path = storage.path(workdir) / "metrics.jsonl"
-  if not path.exists():
-    return {}
-  rows = {}
-  for line in path.read_text().splitlines():
-    row = json.loads(line)
-    if row.get("run") == run and row.get("stage") == stage:
-      rows[row["step"]] = row
-  sums, weights, previous = {}, {}, 0
-  for step in sorted(rows):
-    width = step - previous
-    previous = step
-    for key, value in rows[step].items():
-      if key.startswith(prefix) and key not in ("run", "stage", "step", "time"):
-        sums[key] = sums.get(key, 0.0) + width * value
-        weights[key] = weights.get(key, 0) + width
-  return {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
+
+  def __init__(self, from_step: int = 0):
+    self.from_step = from_step
+    self.step = from_step
+    self.sums: dict[str, float] = {}
+    self.weights: dict[str, int] = {}
+    self.last: dict[str, float] = {}
+
+  def add(self, step: int, row: dict[str, float]) -> None:
+    """Adds the row logged at ``step`` (the mean over the steps since the
+    previous row)."""
+    width, self.step = step - self.step, step
+    for key, value in row.items():
+      self.sums[key] = self.sums.get(key, 0.0) + width * value
+      self.weights[key] = self.weights.get(key, 0) + width
+    self.last = dict(row)
+
+  def result(self) -> dict[str, Any]:
+    """``means`` (step-weighted over the stage), ``last`` (the last logged
+    interval) and ``from_step`` (0 unless the stage resumed from a checkpoint
+    that predates summaries: then the means cover the steps from there)."""
+    means = {
+      k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k]
+    }
+    return dict(means=means, last=dict(self.last), from_step=self.from_step)
+
+  def to_json(self) -> dict[str, Any]:
+    """The state, for a checkpoint's meta."""
+    return dict(
+      from_step=self.from_step,
+      step=self.step,
+      sums=dict(self.sums),
+      weights=dict(self.weights),
+      last=dict(self.last),
+    )
+
+  @classmethod
+  def from_json(cls, state: dict[str, Any]) -> StageSummary:
+    """The summary a checkpoint's meta holds (``to_json``)."""
+    summary = cls(int(state["from_step"]))
+    summary.step = int(state["step"])
+    summary.sums = {k: float(v) for k, v in state["sums"].items()}
+    summary.weights = {k: int(v) for k, v in state["weights"].items()}
+    summary.last = {k: float(v) for k, v in state["last"].items()}
+    return summary
 
 
 class Progress:

@@ -105,9 +105,8 @@ class Context(NamedTuple):
     stages: every stage of the configured methods' recipes, built once
       (``{spec: Stage}``): methods sharing a stage share its compiled
       functions.
-    cache: the jitted model init and evaluation functions; also the
-      wall-clock time of each method's first training step,
-      ``("first_step_time", method)``.
+    cache: the jitted model init and evaluation functions, compiled once
+      per run.
   """
 
   config: Any
@@ -204,14 +203,16 @@ def _checkpointer(
   )
 
 
-def _flush_metrics(ctx, label, run, stage, pending, progress) -> None:
-  """Checks pending per-step metrics for NaN/Inf, logs and writes their mean.
+def _flush_metrics(ctx, sr, pending, progress) -> None:
+  """Checks pending per-step metrics for NaN/Inf, logs and writes their mean
+  (one metrics.jsonl row), and adds it to the stage's summary.
 
   Raises:
     NonFiniteLossError: naming the first step with a non-finite loss.
   """
   if not pending:
     return
+  label = sr.label
   host = [(t, parallel.to_host(m)) for t, m in pending]
   for t, m in host:
     finite = m.pop("finite", True)
@@ -226,8 +227,9 @@ def _flush_metrics(ctx, label, run, stage, pending, progress) -> None:
   # Per-layer metrics ("flip/<layer>") go to metrics.jsonl, not the log line.
   progress.log(last, {k: v for k, v in mean.items() if "/" not in k})
   ctx.writer.write(
-    run, stage, last, dict(mean, steps_per_second=progress.rate(last))
+    sr.run, label[1], last, dict(mean, steps_per_second=progress.rate(last))
   )
+  sr.summary.add(last, mean)  # The training metrics; no timing.
   pending.clear()
 
 
@@ -248,6 +250,8 @@ class StageRun(NamedTuple):
     compile0: compilation totals at ``started``.
     step: the stage's step: ``stage.step`` or the program compiled ahead
       for it (``_compile_ahead``).
+    summary: the running summary of the stage's logged metrics (its state
+      goes into every checkpoint's meta, its result into the stage record).
   """
 
   label: tuple[str, str]
@@ -260,20 +264,18 @@ class StageRun(NamedTuple):
   started: float
   compile0: logging_utils.CompileTotals
   step: Callable[..., Any]
+  summary: logging_utils.StageSummary
 
 
-def _first_step_started(ctx: Context, sr: StageRun) -> float:
+def _first_step_started(sr: StageRun) -> float:
   """Logs and returns the time to the start of the stage's first step.
 
   Called when the first training step has been dispatched: its program is
   compiled (or read from the persistent cache) and queued; its own compute
   runs asynchronously and is not included. The time runs from the stage's
-  start in this session (before ``begin``). The first of the method's
-  stages to get here also sets the method's first-step time
-  (``ctx.cache[("first_step_time", method)]``, a wall-clock time).
+  start in this session (before ``begin``).
   """
   now = time.time()
-  ctx.cache.setdefault(("first_step_time", sr.label[0]), now)
   compiled = logging_utils.compile_totals().since(sr.compile0)
   logging.info(
     "[%s] first training step started %.1fs after the stage start "
@@ -333,17 +335,21 @@ def run_stage(
       batch = parallel.global_batch(next(batches), ctx.mesh)
       state, metrics = sr.step(state, batch)
       if t == start:
-        first_step_s = _first_step_started(ctx, sr)
+        first_step_s = _first_step_started(sr)
       pending.append((t, metrics))
       flush = (t + 1) % log_every == 0 or t + 1 == n
       # Several processes agree on a stop at flush steps only (a collective).
       stop = t + 1 < n and stop_requested(collective=flush)
       saving = sr.ckpt.should_save(t + 1, n) or stop
       if saving or flush:
-        _flush_metrics(ctx, sr.label, sr.run, sr.label[1], pending, progress)
+        _flush_metrics(ctx, sr, pending, progress)
       if saving:
         meta = dict(
-          sr.meta, step=t + 1, done=False, elapsed_s=time.time() - sr.t0
+          sr.meta,
+          step=t + 1,
+          done=False,
+          elapsed_s=time.time() - sr.t0,
+          summary=sr.summary.to_json(),
         )
         sr.ckpt.save(t + 1, state, meta)
       if stop:
@@ -363,6 +369,7 @@ def _finish(ctx, sr, state, first_step_s):
     steps=n,
     wall_time_s=time.time() - sr.t0,
     time_to_first_step_s=first_step_s,
+    summary=sr.summary.result(),
   )
   if ctx.config.evaluation.every_stage:
     record["eval_accuracy"] = evaluation.evaluate_accuracy(
@@ -492,9 +499,24 @@ def _resume(ctx, method, recipe, templates):
   return first, list(meta["records"]), restored, meta, None
 
 
+class MethodRun(NamedTuple):
+  """What ``run_method`` gives back.
+
+  Attributes:
+    state: the final state.
+    records: one record per stage (``run_stage``).
+    first_step_time: wall-clock time at which the method's first training
+      step of this session started; None when every stage was done before.
+  """
+
+  state: state_lib.TrainState
+  records: list[dict[str, Any]]
+  first_step_time: float | None
+
+
 def run_method(
   ctx: Context, method: str, shared_only: bool = False
-) -> tuple[state_lib.TrainState, list[dict[str, Any]]]:
+) -> MethodRun:
   """Trains ``method`` through its recipe's stages, resuming when possible.
 
   Args:
@@ -504,8 +526,9 @@ def run_method(
       study's job of its own).
 
   Returns:
-    ``(final state, stage records)``; a record holds name, kind, steps,
-    wall time (and clean accuracy) of the stage.
+    the final state, the stage records (name, kind, steps, wall time, the
+    summary of the logged metrics, and clean accuracy of the stage) and
+    the time of the first training step (``MethodRun``).
 
   Raises:
     NonFiniteLossError: on a NaN/Inf loss.
@@ -530,11 +553,13 @@ def run_method(
       )
   if state is None and restored is None:
     state = init_state(ctx)  # While the first stage's programs compile.
+  first_step_time = None
   for i in range(first, len(recipe)):
     spec = recipe[i]
     stage = ctx.stages[spec]
     elapsed, started = 0.0, time.time()
     compile0 = logging_utils.compile_totals()
+    summary = logging_utils.StageSummary()
     if restored is None:
       begin = stage.begin
       if i == first and begin_ahead is not None:
@@ -542,6 +567,7 @@ def run_method(
       state = begin(state, ctx.keys.stages[spec.role])
     else:
       state, elapsed, restored = restored, float(meta["elapsed_s"]), None
+      summary = _resumed_summary(meta)
     step = stage.step
     if i == first and ahead is not None:
       step = ahead.result()
@@ -565,7 +591,40 @@ def run_method(
       started=started,
       compile0=compile0,
       step=step,
+      summary=summary,
     )
     state, records = run_stage(ctx, sr, state)
     sr.ckpt.close()
-  return state, records
+    to_first_step = records[-1]["time_to_first_step_s"]
+    if first_step_time is None and to_first_step is not None:
+      first_step_time = started + to_first_step
+  return MethodRun(state, records, first_step_time)
+
+
+def restore_final(ctx: Context, method: str) -> MethodRun:
+  """The final state and stage records of a finished method, read from its
+  last stage's stage-end checkpoint; nothing is trained or compiled.
+
+  Raises:
+    ValueError: the method's last stage has no stage-end checkpoint.
+  """
+  recipe = methods.get_recipe(method)
+  found = _find_resume(ctx, method, recipe, _templates(ctx, recipe))
+  if found is None or found[0] != len(recipe) - 1 or not found[2]["done"]:
+    last = stage_directory(
+      ctx.workdir, method, len(recipe) - 1, recipe[-1], ctx.shared_dir
+    )
+    raise ValueError(
+      f"{method!r} has not finished in {ctx.workdir!r}: no stage-end "
+      f"checkpoint in {last}."
+    )
+  _, state, meta = found
+  return MethodRun(state, list(meta["records"]), None)
+
+
+def _resumed_summary(meta: dict[str, Any]) -> logging_utils.StageSummary:
+  """The summary a mid-stage checkpoint holds; a checkpoint that predates
+  summaries starts one at its step."""
+  if "summary" in meta:
+    return logging_utils.StageSummary.from_json(meta["summary"])
+  return logging_utils.StageSummary(from_step=int(meta["step"]))
