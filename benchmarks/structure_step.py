@@ -54,7 +54,7 @@ def _step(name: str):
   shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
   state = state_lib.init_train_state(model, jax.random.PRNGKey(0), shape)
   csam = cfg.search.csam
-  sampler = samplers.make_sampler(csam.variation_kind, csam.variations)
+  sampler = samplers.make_sampler(csam.distribution, csam.variations)
   spec = methods.get_recipe("csam")[1]
   stage = stages.build(cfg, spec, model, 78, sampler=sampler)
   begun = stage.begin(state, jax.random.PRNGKey(1))

@@ -122,7 +122,7 @@ def main(argv):
   ctx = dict(
     model=model,
     mesh=mesh,
-    sampler=samplers.make_sampler(csam.variation_kind, csam.variations),
+    sampler=samplers.make_sampler(csam.distribution, csam.variations),
   )
   rng = np.random.default_rng(0)
   batch = parallel.global_batch(

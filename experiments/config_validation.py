@@ -147,11 +147,11 @@ def _check_search(config: ml_collections.ConfigDict) -> None:
       f"config.finetune.augment_variations must be True or False, got "
       f"{augment!r}."
     )
-  samplers.check_kind("config.search.csam.variation_kind", c.variation_kind)
-  if augment and c.variation_kind == "none":
+  samplers.check_distribution("config.search.csam.distribution", c.distribution)
+  if augment and c.distribution == "none":
     raise ValueError(
       "config.finetune.augment_variations=True needs input variations: set "
-      "config.search.csam.variation_kind to 'semantic', a family or "
+      "config.search.csam.distribution to 'semantic', a family or "
       "'corruptions'."
     )
   _choice("search.hydra.init", config.search.hydra.init, SEARCH_INITS)
@@ -167,7 +167,7 @@ def _check_search(config: ml_collections.ConfigDict) -> None:
     )
   for field in ("lam_cert", "lam_cons", "kappa"):
     _at_least(f"search.csam.{field}", c[field], 0.0)
-  samplers.make_sampler(c.variation_kind, c.variations)
+  samplers.make_sampler(c.distribution, c.variations)
 
 
 def _check_budget(config: ml_collections.ConfigDict) -> None:
@@ -347,9 +347,11 @@ def upgrade_config_dict(config_dict: dict[str, Any]) -> dict[str, Any]:
   ``certify.corruptions.{names,severities}`` and
   ``search.csam.variations.kind``; they become ``certify.variations``
   (with ``corruption_names`` / ``corruption_severities``) and
-  ``search.csam.variation_kind`` (the training corruption kind drew every
-  corruption and severity), values kept. Fields of today's shape are left
-  as they are.
+  ``search.csam.distribution`` (the training corruption kind drew every
+  corruption and severity), values kept. Those written before the one
+  vocabulary hold ``search.csam.variation_kind``: it becomes
+  ``search.csam.distribution``. Fields of today's shape are left as they
+  are.
 
   Example:
     >>> old = {"certify": {"semantic": {"ranges": {"brightness": 0.1}},
@@ -358,8 +360,10 @@ def upgrade_config_dict(config_dict: dict[str, Any]) -> dict[str, Any]:
     >>> new = upgrade_config_dict(old)
     >>> new["certify"]["variations"]["corruption_severities"]
     [1, 2]
-    >>> new["search"]["csam"]["variation_kind"]
+    >>> new["search"]["csam"]["distribution"]
     'none'
+    >>> upgrade_config_dict({"search": {"csam": {"variation_kind": "gamma"}}})
+    {'search': {'csam': {'distribution': 'gamma'}}}
   """
   out = copy.deepcopy(config_dict)
   certify = out.get("certify") or {}
@@ -374,9 +378,11 @@ def upgrade_config_dict(config_dict: dict[str, Any]) -> dict[str, Any]:
   csam = (out.get("search") or {}).get("csam") or {}
   variations = csam.get("variations") or {}
   if "kind" in variations:
-    csam["variation_kind"] = variations.pop("kind")
+    csam["distribution"] = variations.pop("kind")
     variations.setdefault("corruption_names", [])
     variations.setdefault("corruption_severities", [1, 2, 3, 4, 5])
+  if "variation_kind" in csam:
+    csam["distribution"] = csam.pop("variation_kind")
   return out
 
 

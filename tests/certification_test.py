@@ -373,7 +373,7 @@ def test_bad_config_raises():
     certification.certify(
       _small_cfg(), jax.random.key(0), _constant_logits, images, labels[:1]
     )
-  with pytest.raises(ValueError, match="sampler kind must be one of"):
+  with pytest.raises(ValueError, match="the distribution must be one of"):
     samplers.make_sampler("weather", _small_cfg().variations)
 
 

@@ -178,7 +178,7 @@ def test_cifar10c_certifies_under_semantic_and_corruption_distributions():
 def test_training_variations_match_certification_by_default():
   config = default.get_config()
   train_var, cert = config.search.csam.variations, config.certify.variations
-  assert config.search.csam.variation_kind == "semantic"
+  assert config.search.csam.distribution == "semantic"
   # One config shape: the same fields with the same values.
   assert train_var.to_dict() == cert.to_dict()
 
@@ -195,11 +195,23 @@ def _old_shape(config_dict):
   )
   cert["semantic"] = variations
   csam = old["search"]["csam"]
-  csam["variations"]["kind"] = csam.pop("variation_kind")
+  csam["variations"]["kind"] = csam.pop("distribution")
   del csam["variations"]["corruption_names"]
   del csam["variations"]["corruption_severities"]
   del old["search"]["hydra"]["rank_by_abs"]
   return old
+
+
+def test_configs_that_say_variation_kind_load_as_distribution():
+  new = json.loads(quickstart.get_config().to_json())
+  old = json.loads(json.dumps(new))
+  old["search"]["csam"]["variation_kind"] = old["search"]["csam"].pop(
+    "distribution"
+  )
+  assert experiment.differing_fields(old, new) == []
+  stored = config_validation.stored_config(old)
+  assert "variation_kind" not in stored["search"]["csam"]
+  assert stored["search"]["csam"]["distribution"] == "semantic"
 
 
 def test_runs_written_before_the_renames_resume(tmp_path):

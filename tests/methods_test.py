@@ -53,7 +53,7 @@ def _build(config, method, index, model, num_steps, steps_per_epoch, **kw):
 
 def _sampler(config):
   csam = config.search.csam
-  return samplers.make_sampler(csam.variation_kind, csam.variations)
+  return samplers.make_sampler(csam.distribution, csam.variations)
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ def test_kinds_build_the_library_samplers():
   np.testing.assert_array_equal(got, want)
   assert samplers.make_sampler("none", cfg) is None
   with pytest.raises(ValueError, match="must be one of"):
-    samplers.check_kind("config.search.csam.variation_kind", "fog")
+    samplers.check_distribution("config.search.csam.distribution", "fog")
 
 
 def test_sample_batch_uses_the_bucketed_corruption_path_bit_for_bit():
@@ -44,7 +44,7 @@ def test_sample_batch_uses_the_bucketed_corruption_path_bit_for_bit():
   assert hasattr(sampler, "sample_batch")
   keys = jax.random.split(jax.random.key(2), 6)
   x = _images(size=32)
-  batched = samplers.sample_batch(sampler, keys, x)
+  batched = variations.sample_batch(sampler, keys, x)
   # The same draws (the library pins this at 1e-6: XLA fuses the bucketed
   # programs differently), and not the identity.
   np.testing.assert_allclose(batched, jax.vmap(sampler)(keys, x), atol=1e-6)
@@ -52,5 +52,5 @@ def test_sample_batch_uses_the_bucketed_corruption_path_bit_for_bit():
   # A plain function falls back to vmap.
   shift = lambda key, im: jnp.clip(im + jax.random.uniform(key), 0, 1)
   np.testing.assert_array_equal(
-    samplers.sample_batch(shift, keys, x), jax.vmap(shift)(keys, x)
+    variations.sample_batch(shift, keys, x), jax.vmap(shift)(keys, x)
   )

@@ -52,7 +52,7 @@ def _config(**csam):
 
 def _stage(config, model):
   csam = config.search.csam
-  sampler = samplers.make_sampler(csam.variation_kind, csam.variations)
+  sampler = samplers.make_sampler(csam.distribution, csam.variations)
   spec = methods.get_recipe("csam")[1]
   stage = stages.build(config, spec, model, 4, sampler=sampler)
   settings = stages._search_settings(config, "csam", sampler)

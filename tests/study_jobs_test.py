@@ -386,9 +386,13 @@ def test_a_cell_another_study_ran_with_the_same_config_is_reused(
   cell = study.Cell("hydra", 0.5, 0)
   cfg = study.cell_config(config, cell)
   own = json.loads(cfg.to_json())
+  # Written by an older version: the field's old name, a field it predates.
+  older = copy.deepcopy(dict(own, name="other-study-hydra"))
+  csam = older["search"]["csam"]
+  csam["variation_kind"] = csam.pop("distribution")
+  del older["search"]["hydra"]["rank_by_abs"]
   storage.write_json(
-    study.record_path(str(other), cell),
-    dict(cell=cell.id, config=dict(own, name="other-study-hydra")),
+    study.record_path(str(other), cell), dict(cell=cell.id, config=older)
   )
   odd = study.Cell("csam", 0.5, 0)  # same id, another config: runs
   storage.write_json(

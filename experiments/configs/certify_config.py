@@ -34,7 +34,7 @@ def get_certify_config() -> ml_collections.ConfigDict:
       Carlo work; ``mean_changed_fraction`` is then over the images drawn
       for. False draws for every image, as runs before this field did.
     eps: certification levels reported.
-    distributions: the sampler kinds (experiments/robustness/samplers.py) to
+    distributions: the distributions (experiments/robustness/samplers.py) to
       certify under, from `experiments.robustness.certification.DISTRIBUTIONS`:
       "semantic" (every family of ``variations.ranges`` composed in each draw),
       a family name (that family alone at its ``variations.ranges`` range,

@@ -164,7 +164,7 @@ def search_config() -> ml_collections.ConfigDict:
           # (experiments/robustness/samplers.py): "semantic" (the composed
           # families of variations.ranges), one family, "corruptions"
           # (CIFAR-10-C) or "none" (no hinge term).
-          variation_kind="semantic",
+          distribution="semantic",
           # The samplers' parameters: the same section as
           # config.certify.variations (CC-Cert's ranges and conventions).
           variations=samplers.get_config(),
@@ -322,7 +322,7 @@ def get_config() -> ml_collections.ConfigDict:
       num_steps=0,
       optimizer=optimizer_config(0.01),
       # Fine-tune (and the dense continuation) on inputs varied by the
-      # sampler of search.csam.variation_kind / .variations, as data
+      # sampler of search.csam.distribution / .variations, as data
       # augmentation: the baselines that
       # see the distribution C-SAM's hinge trains on (variants *_aug).
       augment_variations=False,

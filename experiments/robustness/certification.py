@@ -5,7 +5,7 @@
 from the same Monte Carlo draws, and Gaussian randomized smoothing (Cohen
 et al. 2019) once; it returns a JSON-serialisable dict. The distributions:
 
-the sampler kinds of experiments/robustness/samplers.py ("semantic": every
+the distributions of experiments/robustness/samplers.py ("semantic": every
 family of ``certify.variations.ranges`` composed in one draw; one family alone,
 as the CC-Cert reference certifies in one run, so our numbers sit beside
 published per-family ones; "corruptions": CIFAR-10-C), each drawn by
@@ -44,7 +44,8 @@ from experiments.robustness import samplers
 
 # Single variation families certified alone: CC-Cert's set.
 FAMILIES = samplers.FAMILIES
-DISTRIBUTIONS = ("semantic", *FAMILIES, "corruptions")
+# The distributions a model is certified under: every one but "none".
+DISTRIBUTIONS = tuple(d for d in samplers.DISTRIBUTIONS if d != "none")
 
 
 def eps_key(eps: float) -> str:

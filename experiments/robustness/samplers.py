@@ -1,8 +1,7 @@
 """Input-variation samplers: one builder, one config shape.
 
 A *sampler* is ``sampler(key, image) -> image``: one random draw of an input
-variation applied to a [0, 1] HWC image. Its *kind* names the distribution
-it draws from:
+variation applied to a [0, 1] HWC image, from a named *distribution*:
 
 * "semantic": every family of ``variations.ranges`` composed in one draw
   (csam_jax.variations.compose);
@@ -18,7 +17,7 @@ it draws from:
 
 The same `make_sampler` and the same ``variations`` section (`get_config`)
 serve C-SAM's certification hinge and data augmentation
-(``config.search.csam.variation_kind`` / ``.variations``) and certification
+(``config.search.csam.distribution`` / ``.variations``) and certification
 (``config.certify.distributions`` / ``.variations``).
 """
 
@@ -36,11 +35,11 @@ Sampler = Callable[[jax.Array, jax.Array], jax.Array]
 
 # The families certified alone (csam_jax.variations.REGISTRY decides).
 FAMILIES = csam_variations.CERTIFIABLE
-KINDS = ("semantic", *FAMILIES, "corruptions", "none")
+DISTRIBUTIONS = ("semantic", *FAMILIES, "corruptions", "none")
 
 
 def get_config(**overrides: Any) -> ml_collections.ConfigDict:
-  """The ``variations`` section: parameters of every sampler kind.
+  """The ``variations`` section: parameters of every distribution.
 
   Fields:
     ranges: per-family ranges of the semantic kinds (CC-Cert's by default;
@@ -73,36 +72,20 @@ def get_config(**overrides: Any) -> ml_collections.ConfigDict:
   return section
 
 
-def check_kind(field: str, kind: Any, *, none_ok: bool = True) -> str:
-  """``kind`` if valid, else a ValueError naming ``field`` and the kinds."""
-  valid = KINDS if none_ok else KINDS[:-1]
-  if kind not in valid:
-    raise ValueError(f"{field} must be one of {valid}, got {kind!r}.")
-  return kind
+def check_distribution(field: str, name: Any, *, none_ok: bool = True) -> str:
+  """``name`` if a distribution, else a ValueError naming ``field`` and the
+  distributions."""
+  valid = DISTRIBUTIONS if none_ok else DISTRIBUTIONS[:-1]
+  if name not in valid:
+    raise ValueError(f"{field} must be one of {valid}, got {name!r}.")
+  return name
 
 
-def sample_batch(sampler: Sampler, keys: jax.Array, images: jax.Array):
-  """Image i varied by draw ``keys[i]``: ``jax.vmap(sampler)``, or the
-  sampler's own batched form when it has one (the corruption sampler runs
-  each corruption on its own draws instead of every branch of a
-  ``lax.switch`` on every draw; same draws, equal to ``vmap`` up to float
-  rounding). ``csam_jax.variations.sample_batch``, as certification uses.
-
-  Example:
-    >>> import jax, jax.numpy as jnp
-    >>> sampler = make_sampler("brightness", get_config())
-    >>> keys = jax.random.split(jax.random.key(0), 2)
-    >>> sample_batch(sampler, keys, jnp.full((2, 4, 4, 3), 0.5)).shape
-    (2, 4, 4, 3)
-  """
-  return csam_variations.sample_batch(sampler, keys, images)
-
-
-def make_sampler(kind: str, variations: Any) -> Sampler | None:
-  """The sampler of ``kind`` with the parameters of ``variations``.
+def make_sampler(distribution: str, variations: Any) -> Sampler | None:
+  """The sampler of ``distribution`` with the parameters of ``variations``.
 
   Args:
-    kind: one of `KINDS`.
+    distribution: one of `DISTRIBUTIONS`.
     variations: a ``variations`` section (`get_config`).
 
   Returns:
@@ -110,7 +93,8 @@ def make_sampler(kind: str, variations: Any) -> Sampler | None:
     "none").
 
   Raises:
-    ValueError: an unknown kind (and the variations module's range errors).
+    ValueError: an unknown distribution (and the variations module's range
+      errors).
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -118,19 +102,21 @@ def make_sampler(kind: str, variations: Any) -> Sampler | None:
     >>> sampler(jax.random.key(0), jnp.full((4, 4, 3), 0.5)).shape
     (4, 4, 3)
   """
-  check_kind("the sampler kind", kind)
-  if kind == "none":
+  check_distribution("the distribution", distribution)
+  if distribution == "none":
     return None
-  if kind == "corruptions":
+  if distribution == "corruptions":
     names = tuple(variations.corruption_names) or csam_variations.CORRUPTIONS
     return csam_variations.corruption_sampler(
       names, tuple(variations.corruption_severities)
     )
-  if kind == "semantic":
+  if distribution == "semantic":
     ranges = dict(variations.ranges)
   else:
     ranges = {
-      kind: variations.ranges.get(kind, csam_variations.CC_CERT_RANGES[kind])
+      distribution: variations.ranges.get(
+        distribution, csam_variations.CC_CERT_RANGES[distribution]
+      )
     }
   return csam_variations.compose(
     ranges,

@@ -452,8 +452,8 @@ def _same_run(a: dict, b: dict) -> bool:
 
 def reused_record(config: ml_collections.ConfigDict, cell: Cell) -> dict | None:
   """The record of ``cell`` from one of ``study.reuse_dirs`` (another
-  study's results) whose config is the cell's own but for its name: the
-  same run, not run twice. It gains ``reused_from`` (that directory). A
+  study's results) whose config, read through the upgrade path of older
+  runs, is the cell's own but for its name: the same run, not run twice. It gains ``reused_from`` (that directory). A
   record there with the cell's id but another config is not reused (a
   warning names it) and the cell runs.
   """
@@ -463,7 +463,9 @@ def reused_record(config: ml_collections.ConfigDict, cell: Cell) -> dict | None:
     if not path.exists():
       continue
     rec = storage.read_json(path)
-    if _same_run(rec.get("config", {}), own):
+    # Through the upgrade path: a record of an older version holds the
+    # config of its day.
+    if _same_run(config_validation.stored_config(rec.get("config", {})), own):
       return dict(rec, reused_from=directory)
     logging.warning(
       "%s: not reused, its config differs from this study's cell", path

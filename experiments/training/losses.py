@@ -20,7 +20,6 @@ import optax
 
 import csam_jax
 from csam_jax import objectives
-from experiments.robustness import samplers
 from experiments.robustness.samplers import Sampler
 from experiments.training import state as state_lib
 
@@ -144,7 +143,7 @@ def mask_objective(
   loss = ce
   if settings.lam_cert > 0 and settings.sampler is not None:
     keys = jax.random.split(key, images.shape[0])
-    varied = samplers.sample_batch(settings.sampler, keys, images)
+    varied = csam_jax.variations.sample_batch(settings.sampler, keys, images)
     train = settings.hinge_bn == "batch"
     logits_c = logits
     if not train:

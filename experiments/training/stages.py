@@ -44,7 +44,6 @@ import optax
 
 import csam_jax
 from experiments import keys
-from experiments.robustness import samplers
 from experiments.robustness.samplers import Sampler
 from experiments.training import compression, losses, methods, optimizers
 from experiments.training import state as state_lib
@@ -233,7 +232,7 @@ def passes_per_step(config: ml_collections.ConfigDict, spec: StageSpec) -> int:
   if spec.algo == "hydra":
     return 1
   c = config.search.csam
-  hinge = c.lam_cert > 0 and c.variation_kind != "none"
+  hinge = c.lam_cert > 0 and c.distribution != "none"
   objective = 1 + (hinge * (1 + (c.hinge_bn == "running")))
   return objective * (2 if perturbs(c) else 1)
 
@@ -675,7 +674,7 @@ def _augment(config, step: StepFn, sampler: Sampler | None) -> StepFn:
   if sampler is None:
     raise ValueError(
       "config.finetune.augment_variations needs the input-variation "
-      "sampler of config.search.csam.variation_kind ('none' builds none)"
+      "sampler of config.search.csam.distribution ('none' builds none)"
     )
   return augmented_step(step, sampler)
 
@@ -849,7 +848,9 @@ def augmented_step(step: StepFn, sampler: Sampler) -> StepFn:
       jax.random.fold_in(state.key, state.step), keys.AUGMENT_PURPOSE
     )
     draw_keys = jax.random.split(key, batch["image"].shape[0])
-    images = samplers.sample_batch(sampler, draw_keys, batch["image"])
+    images = csam_jax.variations.sample_batch(
+      sampler, draw_keys, batch["image"]
+    )
     return step(state, dict(batch, image=images))
 
   return augmented

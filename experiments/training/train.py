@@ -136,7 +136,7 @@ def make_context(
   )
   csam = config.search.csam
   sampler = (
-    samplers.make_sampler(csam.variation_kind, csam.variations)
+    samplers.make_sampler(csam.distribution, csam.variations)
     if uses_variations
     else None
   )
