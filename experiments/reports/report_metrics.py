@@ -57,7 +57,7 @@ METRICS = (
 HEADLINE = METRICS[0]
 # The run report's columns (results.md): the headline level, both
 # certificates (Clopper-Pearson for the composed distributions only).
-RUN_COLUMNS = (METRICS[0], METRICS[2])
+RUN_COLUMNS = tuple(m for m in METRICS if m.eps == HEADLINE.eps)
 
 
 def run_columns(cert: dict[str, Any]) -> dict[str, float | None]:
@@ -109,6 +109,6 @@ def check_levels(eps: tuple[float, ...] | list[float]) -> None:
   if missing:
     raise ValueError(
       f"certify.eps lacks {', '.join(missing)}, which the reports show "
-      "(experiments/report_metrics.METRICS); add the level(s) to "
+      "(experiments/reports/report_metrics.py METRICS); add the level(s) to "
       "certify.eps."
     )

@@ -112,12 +112,15 @@ def make_sampler(distribution: str, variations: Any) -> Sampler | None:
     )
   if distribution == "semantic":
     ranges = dict(variations.ranges)
+  elif distribution in variations.ranges:
+    ranges = {distribution: variations.ranges[distribution]}
+  elif distribution in csam_variations.CC_CERT_RANGES:
+    ranges = {distribution: csam_variations.CC_CERT_RANGES[distribution]}
   else:
-    ranges = {
-      distribution: variations.ranges.get(
-        distribution, csam_variations.CC_CERT_RANGES[distribution]
-      )
-    }
+    raise ValueError(
+      f"the distribution {distribution!r} has no range: give one in "
+      f"variations.ranges.{distribution} (it has no CC-Cert range)."
+    )
   return csam_variations.compose(
     ranges,
     border_mode=variations.border_mode,

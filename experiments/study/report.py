@@ -38,7 +38,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from experiments import storage
+from experiments import config_validation, storage
 from experiments.reports import plots, report_metrics
 from experiments.study import inference as study_inference
 from experiments.study import render as study_render
@@ -102,12 +102,14 @@ def _distributions(records: list[dict]) -> list[str]:
 
 def passes_of(rec: dict) -> dict[str, int] | None:
   """The record's model passes per step of each post-pretraining stage
-  (recomputed from its config for records written before they were kept;
-  None when the config is of an older shape)."""
+  (recomputed from its config, read through the upgrade path of older
+  runs, for records written before they were kept; None when that fails)."""
   if rec.get("passes_per_step"):
     return rec["passes_per_step"]
   try:
-    cfg = ml_collections.ConfigDict(rec["config"])
+    cfg = ml_collections.ConfigDict(
+      config_validation.stored_config(rec["config"])
+    )
     return {
       spec.name: stages.passes_per_step(cfg, spec)
       for spec in methods.get_recipe(rec["method"])
@@ -382,8 +384,11 @@ def sweep_rows(
         if name in variants.VARIANTS
         else "",
         clean=r["clean_accuracy"],
-        cc_cert=cert.get("cc_cert", {}).get(level),
-        binomial=cert.get("binomial", {}).get(level),
+        # The run report's columns, one per certificate (RUN_COLUMNS).
+        **{
+          m.certificate: cert.get(m.certificate, {}).get(m.level)
+          for m in report_metrics.RUN_COLUMNS
+        },
         search_cross_entropy=r.get("search_cross_entropy"),
         flip_fraction=r.get("flip_fraction"),
         wall_time_s=r.get("wall_time_s"),

@@ -35,7 +35,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import ml_collections
@@ -379,15 +379,6 @@ def record_path(results_dir: str, cell: Cell) -> str:
   return os.path.join(results_dir, "cells", cell.id + ".json")
 
 
-def pending(
-  config: ml_collections.ConfigDict, results_dir: str
-) -> Iterator[Cell]:
-  """Cells without a record, in grid order."""
-  for cell in cells(config.study):
-    if not storage.path(record_path(results_dir, cell)).exists():
-      yield cell
-
-
 def _done_marker(shared: str) -> str:
   return os.path.join(shared, "DONE.json")
 
@@ -453,9 +444,10 @@ def _same_run(a: dict, b: dict) -> bool:
 def reused_record(config: ml_collections.ConfigDict, cell: Cell) -> dict | None:
   """The record of ``cell`` from one of ``study.reuse_dirs`` (another
   study's results) whose config, read through the upgrade path of older
-  runs, is the cell's own but for its name: the same run, not run twice. It gains ``reused_from`` (that directory). A
-  record there with the cell's id but another config is not reused (a
-  warning names it) and the cell runs.
+  runs, is the cell's own but for its name: the same run, not run twice.
+  It gains ``reused_from`` (that directory). A record there with the
+  cell's id but another config is not reused (a warning names it) and the
+  cell runs.
   """
   own = json.loads(cell_config(config, cell).to_json())
   for directory in config.study.get("reuse_dirs", ()):
@@ -531,7 +523,7 @@ def run_jobs(
     if job.pretraining:
       ensure_pretraining(config, job, workdir, wait_s)
       continue
-    if storage.path(record_path(results_dir, job.cell)).exists():
+    if job_done(config, job, workdir, results_dir):
       continue
     reused = reused_record(config, job.cell)
     if reused is not None:

@@ -521,7 +521,7 @@ def run_method(
 
   Args:
     ctx: the shared context.
-    method: one of ``methods.METHODS``.
+    method: one of ``methods.ALL_METHODS``.
     shared_only: run only the recipe's shared stages (its pretraining, a
       study's job of its own).
 
