@@ -54,3 +54,16 @@ def test_sample_batch_uses_the_bucketed_corruption_path_bit_for_bit():
   np.testing.assert_array_equal(
     variations.sample_batch(shift, keys, x), jax.vmap(shift)(keys, x)
   )
+
+
+def test_a_family_without_a_range_gets_a_named_error(monkeypatch):
+  # A registered family with no CC-Cert range (none today) and none given.
+  ranges = dict(variations.CC_CERT_RANGES)
+  del ranges["gamma"]
+  monkeypatch.setattr(samplers.csam_variations, "CC_CERT_RANGES", ranges)
+  cfg = samplers.get_config()  # its ranges: the patched CC-Cert ones
+  assert "gamma" not in cfg.ranges
+  with pytest.raises(ValueError, match="'gamma' has no range"):
+    samplers.make_sampler("gamma", cfg)
+  cfg.ranges["gamma"] = 0.7  # a range given in the config is used
+  assert samplers.make_sampler("gamma", cfg) is not None
