@@ -313,6 +313,12 @@ def test_one_family_registry_that_every_list_derives_from():
     gaussian_blur=8,
   )
   assert samplers.FAMILIES == v.CERTIFIABLE
+  # Each family carries its transform and range reading; the geometric ones
+  # their keyword in the one resampling.
+  for f in registry:
+    assert f.make_op is not None
+    assert (f.from_number is None) == (f.name == "translation")
+    assert (f.fused is not None) == (f.group == "geometric")
   cert = certify_config.get_certify_config()
   offsets = dict(cert.seed_offsets)
   assert len(set(offsets.values())) == len(offsets)

@@ -11,7 +11,8 @@ stated) are documented in the modules:
 * `geometric`: rotation, scale, translation and their fused form
   `rotate_scale_translate` (one bilinear resampling, documented border mode);
 * `blur`: gaussian_blur;
-* `ranges`: parameter ranges and samplers; `compose`: the random chain.
+* `registry`: every family declared once (`REGISTRY`); `ranges`: parameter
+  ranges and samplers; `compose`: the random chain.
 """
 
 from csam_jax._src.variations.blur import gaussian_blur as gaussian_blur
@@ -30,15 +31,15 @@ from csam_jax._src.variations.photometric import gamma as gamma
 from csam_jax._src.variations.photometric import (
   gaussian_noise as gaussian_noise,
 )
-from csam_jax._src.variations.ranges import CC_CERT_RANGES as CC_CERT_RANGES
-from csam_jax._src.variations.ranges import CERTIFIABLE as CERTIFIABLE
-from csam_jax._src.variations.ranges import REGISTRY as REGISTRY
-from csam_jax._src.variations.ranges import SEED_OFFSETS as SEED_OFFSETS
-from csam_jax._src.variations.ranges import VARIATIONS as VARIATIONS
-from csam_jax._src.variations.ranges import Family as Family
 from csam_jax._src.variations.ranges import (
   parameter_range as parameter_range,
 )
 from csam_jax._src.variations.ranges import (
   parameter_sampler as parameter_sampler,
 )
+from csam_jax._src.variations.registry import CC_CERT_RANGES as CC_CERT_RANGES
+from csam_jax._src.variations.registry import CERTIFIABLE as CERTIFIABLE
+from csam_jax._src.variations.registry import REGISTRY as REGISTRY
+from csam_jax._src.variations.registry import SEED_OFFSETS as SEED_OFFSETS
+from csam_jax._src.variations.registry import VARIATIONS as VARIATIONS
+from csam_jax._src.variations.registry import Family as Family

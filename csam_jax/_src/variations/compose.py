@@ -8,73 +8,41 @@ from typing import Any
 import jax
 
 from csam_jax._src import validation
-from csam_jax._src.variations import base, blur, geometric, photometric
+from csam_jax._src.variations import (
+  base,
+  blur,
+  geometric,
+  photometric,
+  registry,
+)
 from csam_jax._src.variations import ranges as ranges_lib
 
 Array = base.Array
 Op = Callable[[Array, dict[str, Array]], Array]
 
 
-def _geometric_ops(names, fuse, mode, cval) -> list[Op]:
-  """One op resampling once for all of ``names`` (fused) or one per name."""
-  if not names:
-    return []
-  opts = dict(mode=mode, cval=cval)
-  if fuse:
+def _fused(families, options) -> Op:
+  """The geometric families present, in one resampling."""
+  mode, cval = options["border_mode"], options["cval"]
 
-    def fused(x, p):
-      return geometric.rotate_scale_translate(
-        x,
-        degrees=p.get("rotation", 0.0),
-        factor=p.get("scale", 1.0),
-        shift=p.get("translation", (0.0, 0.0)),
-        **opts,
-      )
+  def op(x, p):
+    kwargs = {f.fused: p[f.name] for f in families}
+    return geometric.rotate_scale_translate(x, **kwargs, mode=mode, cval=cval)
 
-    return [fused]
-  fns = {
-    "rotation": geometric.rotation,
-    "scale": geometric.scale,
-    "translation": geometric.translation,
-  }
-  return [
-    lambda x, p, name=name: fns[name](x, p[name], **opts) for name in names
-  ]
+  return op
 
 
-def _ops(items: dict[str, Any], fuse: bool, options: dict[str, Any]):
-  """The ops of ``items`` in the canonical order of `VARIATIONS`."""
-  center = options["contrast_center"]
-  photo = {
-    "gamma": lambda x, p: photometric.gamma(x, p["gamma"]),
-    "contrast": lambda x, p: photometric.contrast(
-      x, p["contrast"], center=center
-    ),
-    "brightness": lambda x, p: photometric.brightness(x, p["brightness"]),
-  }
-  ops = [photo[n] for n in ranges_lib.PHOTOMETRIC if n in items]
-  ops += _geometric_ops(
-    [n for n in ranges_lib.GEOMETRIC if n in items],
-    fuse,
-    options["border_mode"],
-    options["cval"],
-  )
-  if "gaussian_blur" in items:
-    sigma_max = ranges_lib.parameter_range(
-      "gaussian_blur", items["gaussian_blur"]
-    )[1]
-    radius = blur.default_radius(sigma_max)
-    ops.append(
-      lambda x, p: blur.gaussian_blur(
-        x, p["gaussian_blur"], radius=radius, mode=options["blur_mode"]
-      )
-    )
-  if "gaussian_noise" in items:
-    ops.append(
-      lambda x, p: photometric.gaussian_noise(
-        p["noise_key"], x, p["gaussian_noise"]
-      )
-    )
+def _ops(bounds: dict[str, Any], fuse: bool, options: dict[str, Any]):
+  """The ops of the families in ``bounds`` (name -> ``(lo, hi)``), in the
+  registry's order; the geometric ones fused into one when ``fuse``."""
+  present = [f for f in registry.REGISTRY if f.name in bounds]
+  geometric_families = [f for f in present if f.group == "geometric"]
+  ops = []
+  for family in present:
+    if family.group != "geometric" or not fuse:
+      ops.append(family.make_op(bounds[family.name], options))
+    elif family is geometric_families[0]:
+      ops.append(_fused(geometric_families, options))
   return ops
 
 
@@ -149,19 +117,18 @@ def compose(
     contrast_center=contrast_center,
     blur_mode=blur_mode,
   )
-  ops = _ops(items, bool(fuse_geometric), options)
+  bounds = {n: ranges_lib.parameter_range(n, items[n]) for n in names}
+  ops = _ops(bounds, bool(fuse_geometric), options)
 
   def sample_fn(key: Array, image: Array) -> Array:
     image = base.check_image(image)
     # Variation i draws its parameter from keys[2 i]; keys[2 i + 1] is its
-    # own randomness (the noise of gaussian_noise).
+    # own randomness (``<name>/key``: the noise of gaussian_noise).
     keys = jax.random.split(key, 2 * len(names))
-    params = {
-      n: sample(keys[2 * i])
-      for i, (n, sample) in enumerate(zip(names, samplers, strict=True))
-    }
-    if "gaussian_noise" in items:
-      params["noise_key"] = keys[2 * names.index("gaussian_noise") + 1]
+    params = {}
+    for i, (n, sample) in enumerate(zip(names, samplers, strict=True)):
+      params[n] = sample(keys[2 * i])
+      params[f"{n}/key"] = keys[2 * i + 1]
     for op in ops:
       image = op(image, params)
     return image

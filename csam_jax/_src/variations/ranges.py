@@ -4,66 +4,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from csam_jax._src.variations import base
+from csam_jax._src.variations import base, registry
 
 Array = base.Array
 
 
-class Family(NamedTuple):
-  """One family of semantic variations, declared once (`REGISTRY`).
-
-  Attributes:
-    name: the family's name (a key of every ``ranges`` dict).
-    group: where `compose` applies it: "photometric" (pointwise, on the
-      original pixels), "geometric" (one resampling for all of them),
-      "blur", "noise" (additive sensor noise, last).
-    cc_cert_range: the range CC-Cert suggests (Pautov et al., AAAI 2022; how
-      we use them: docs/method.md), read as `parameter_range` documents;
-      None: not one of CC-Cert's families.
-    certifiable: certified as a distribution of its own (CC-Cert's
-      per-family certificates); every CC-Cert family is.
-    seed_offset: its fold_in offset among the certification keys (fixed:
-      adding a family never changes another family's draws).
-  """
-
-  name: str
-  group: str
-  cc_cert_range: float | None
-  certifiable: bool
-  seed_offset: int | None
-
-
-# The registry, in the canonical order in which `compose` applies them:
-# pointwise photometric changes first (on the original pixels, before
-# geometric transforms fill the border with `cval`), then the geometric
-# transforms, then blur, then additive noise. The composed default
-# ("semantic") is every family with a CC-Cert range.
-REGISTRY = (
-  Family("gamma", "photometric", 0.7, True, 3),
-  Family("contrast", "photometric", 1.3, True, 4),
-  Family("brightness", "photometric", 0.2, True, 5),
-  Family("rotation", "geometric", 10.0, True, 6),
-  Family("scale", "geometric", None, False, None),
-  Family("translation", "geometric", 0.1, True, 7),
-  Family("gaussian_blur", "blur", 1.0, True, 8),
-  Family("gaussian_noise", "noise", None, False, None),
-)
-GROUPS = ("photometric", "geometric", "blur", "noise")
-
-# Derived views (every other list of families derives from `REGISTRY`).
-VARIATIONS = tuple(f.name for f in REGISTRY)
-PHOTOMETRIC = tuple(f.name for f in REGISTRY if f.group == "photometric")
-GEOMETRIC = tuple(f.name for f in REGISTRY if f.group == "geometric")
-CC_CERT_RANGES = {
-  f.name: f.cc_cert_range for f in REGISTRY if f.cc_cert_range is not None
-}
-CERTIFIABLE = tuple(f.name for f in REGISTRY if f.certifiable)
-SEED_OFFSETS = {f.name: f.seed_offset for f in REGISTRY if f.certifiable}
+# The families and their derived lists live in `registry`; re-exported
+# here, where `parameter_range` reads them.
+REGISTRY = registry.REGISTRY
+GROUPS = registry.GROUPS
+VARIATIONS = registry.VARIATIONS
+PHOTOMETRIC = registry.PHOTOMETRIC
+GEOMETRIC = registry.GEOMETRIC
+CC_CERT_RANGES = registry.CC_CERT_RANGES
+CERTIFIABLE = registry.CERTIFIABLE
+SEED_OFFSETS = registry.SEED_OFFSETS
 
 
 def _as_pair(name: str, spec: Any) -> tuple[float, float] | None:
@@ -84,35 +44,21 @@ def _as_pair(name: str, spec: Any) -> tuple[float, float] | None:
   )
 
 
-def _from_number(name: str, value: float) -> tuple[float, float]:
-  """The CC-Cert reading of a one-number range (see `parameter_range`)."""
-  if name in ("brightness", "rotation"):
-    if value < 0:
-      raise ValueError(f"range of {name!r} must be >= 0, got {value}")
-    return -value, value
-  if name == "contrast":
-    return 1.0 - abs(1.0 - value), 1.0 + abs(1.0 - value)
-  if name == "gamma":
-    if value <= 0:
-      raise ValueError(f"range of 'gamma' must be > 0, got {value}")
-    return min(value, 1.0 / value), max(value, 1.0 / value)
-  if name == "scale":
-    return 1.0 - value, 1.0 + value
-  if name == "gaussian_blur":
-    return 0.0, value
-  return value, value  # gaussian_noise: a fixed sigma, as CC-Cert's awgn.
-
-
 def _scalar_range(name: str, spec: Any) -> tuple[float, float]:
-  """(lo, hi) of a one-number family; see `parameter_range`."""
+  """(lo, hi) of a one-number family: its `Family.from_number` reading of
+  a number, a pair as given; checked against its `Family.lower`."""
+  family = registry.BY_NAME[name]
   pair = _as_pair(name, spec)
   if pair is None:
-    pair = _from_number(name, float(spec))
+    pair = family.from_number(float(spec))
   lo, hi = min(pair), max(pair)
-  if name in ("gaussian_blur", "gaussian_noise", "contrast") and lo < 0:
-    raise ValueError(f"range of {name!r} must be >= 0, got {spec}")
-  if name in ("gamma", "scale") and lo <= 0:
-    raise ValueError(f"range of {name!r} must be > 0, got {spec}")
+  if family.lower is not None:
+    bound, strict = family.lower
+    if lo < bound or (strict and lo == bound):
+      sign = ">" if strict else ">="
+      raise ValueError(
+        f"range of {name!r} must be {sign} {bound:g}, got {spec}"
+      )
   return lo, hi
 
 
@@ -153,7 +99,7 @@ def parameter_range(name: str, spec: Any) -> tuple[Any, Any]:
   """
   if name not in VARIATIONS:
     raise ValueError(f"unknown variation {name!r}; valid: {VARIATIONS}")
-  if name != "translation":
+  if registry.BY_NAME[name].from_number is not None:
     lo, hi = _scalar_range(name, spec)
     return round(lo, 12), round(hi, 12)
   if isinstance(spec, Sequence) and len(spec) == 2:
