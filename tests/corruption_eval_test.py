@@ -49,7 +49,7 @@ def test_hand_computed_accuracies():
   }
   assert out["mean_corruption_accuracy"] == pytest.approx(0.95)
   assert out["source"] == "generated" and out["num_images"] == 6
-  assert corruption_eval.headline_columns(out) == {
+  assert corruption_eval.corruption_columns(out) == {
     "corruption acc.": pytest.approx(0.95)
   }
   table = corruption_eval.markdown_table(out)
@@ -167,7 +167,7 @@ def test_frost_is_marked_and_excluded_from_one_mean():
   assert out["mean_corruption_accuracy"] == pytest.approx(
     (1.5 + frost["1"] + frost["5"]) / 4
   )
-  assert corruption_eval.headline_columns(out) == {
+  assert corruption_eval.corruption_columns(out) == {
     "corruption acc. (incl. generated frost)": out["mean_corruption_accuracy"],
     "corruption acc. (excl. frost)": pytest.approx(0.75),
   }

@@ -562,7 +562,7 @@ def test_flatness_placeholders():
     "-5.0 points [-8.0, -2.0], same sign on 5 of 5 seeds"
   )
   assert render("{{flatdiff a b 0.9 0.001 random}}") == "+1.0 points (one seed)"
-  with pytest.raises(ValueError, match="KIND must be random or directed"):
+  with pytest.raises(ValueError, match="SWAP must be random or directed"):
     render("{{drop a 0.9 0.001 worst}}")
   with pytest.raises(ValueError, match="no swapped fraction 0.5"):
     render("{{drop a 0.9 0.5 random}}")

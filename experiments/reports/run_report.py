@@ -22,13 +22,13 @@ BASE_COLUMNS = (
 )
 
 
-def headline_columns(entry: dict[str, Any]) -> dict[str, float | None]:
+def table_columns(entry: dict[str, Any]) -> dict[str, float | None]:
   """Extra table columns from certification and corruption results."""
   columns: dict[str, float | None] = {}
   if entry.get("certification") is not None:
     columns.update(report_metrics.run_columns(entry["certification"]))
   if entry.get("corruptions") is not None:
-    columns.update(corruption_eval.headline_columns(entry["corruptions"]))
+    columns.update(corruption_eval.corruption_columns(entry["corruptions"]))
   return columns
 
 
@@ -58,7 +58,7 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
   A column a run lacks reads "-"; a certified accuracy at a level its
   certificate cannot reach (None) reads "n/a".
   """
-  extra = [headline_columns(r) for r in runs]
+  extra = [table_columns(r) for r in runs]
   extra_names = list(dict.fromkeys(k for e in extra for k in e))
   header = [title for _, title in BASE_COLUMNS] + extra_names
   rows = []

@@ -255,17 +255,17 @@ def display_name(name: str, source: str = "generated") -> str:
   return name
 
 
-def headline_columns(corr_dict: dict[str, Any]) -> dict[str, float]:
+def corruption_columns(corr_dict: dict[str, Any]) -> dict[str, float]:
   """Columns for the results table: the mean corruption accuracy.
 
   When the generated frost texture is part of the mean, the column says so
   and a second column gives the mean without frost.
 
   Example:
-    >>> headline_columns({"mean_corruption_accuracy": 0.5,
+    >>> corruption_columns({"mean_corruption_accuracy": 0.5,
     ...                   "per_corruption": {"fog": {"1": 0.5}}})
     {'corruption acc.': 0.5}
-    >>> headline_columns({"mean_corruption_accuracy": 0.5,
+    >>> corruption_columns({"mean_corruption_accuracy": 0.5,
     ...   "mean_without_frost": 0.6, "source": "generated",
     ...   "per_corruption": {"fog": {"1": 0.6}, "frost": {"1": 0.4}}})
     {'corruption acc. (incl. generated frost)': 0.5, 'corruption acc. (excl. frost)': 0.6}

@@ -53,11 +53,11 @@ stored as B vs A, the sign is then turned):
 * ``{{headline S}}``: the report's headline at sparsity S.
 
 Structural flatness (experiments/robustness/flatness.py; F a swapped fraction,
-e.g. 0.001; KIND ``random`` or ``directed``):
+e.g. 0.001; SWAP ``random`` or ``directed``):
 
-* ``{{drop V S F KIND}}``: the clean accuracy lost (points, mean over
+* ``{{drop V S F SWAP}}``: the clean accuracy lost (points, mean over
   seeds) when F of every layer's kept entries are swapped;
-* ``{{flatdiff A B S F KIND}}``: A's drop minus B's, seed-level mean, t
+* ``{{flatdiff A B S F SWAP}}``: A's drop minus B's, seed-level mean, t
   interval and seeds of its sign (A before B as in the study's pairs or
   its main comparisons).
 
@@ -618,10 +618,10 @@ def _headline(context: _Context, args: list[str]) -> str:
 # --- Structural flatness ---------------------------------------------------
 
 
-def _flatness_kind(name: str, kind: str) -> str:
-  if kind not in ("random", "directed"):
-    raise ValueError(f"{name}: KIND must be random or directed, got {kind!r}")
-  return kind
+def _swap(name: str, swap: str) -> str:
+  if swap not in ("random", "directed"):
+    raise ValueError(f"{name}: SWAP must be random or directed, got {swap!r}")
+  return swap
 
 
 def _fraction_key(row: dict, f: str) -> str:
@@ -632,22 +632,22 @@ def _fraction_key(row: dict, f: str) -> str:
 
 
 def _drop(context: _Context, args: list[str]) -> str:
-  _arity("drop", args, "V S F KIND", 4, 4)
+  _arity("drop", args, "V S F SWAP", 4, 4)
   v, s, f = args[0], _float(args[1]), args[2]
-  kind = _flatness_kind("drop", args[3])
+  swap = _swap("drop", args[3])
   for g in context.need("flatness"):
     if g["variant"] == v and math.isclose(g["sparsity"], s):
-      return f"{100 * g[kind][_fraction_key(g[kind], f)]['drop']['mean']:.1f}"
+      return f"{100 * g[swap][_fraction_key(g[swap], f)]['drop']['mean']:.1f}"
   raise ValueError(f"no flatness diagnostic of {v} at sparsity {s:g}")
 
 
 def _flatdiff(context: _Context, args: list[str]) -> str:
-  _arity("flatdiff", args, "A B S F KIND", 5, 5)
+  _arity("flatdiff", args, "A B S F SWAP", 5, 5)
   a, b, s, f = args[0], args[1], _float(args[2]), args[3]
-  kind = _flatness_kind("flatdiff", args[4])
+  swap = _swap("flatdiff", args[4])
   for c in context.need("flatness_comparisons"):
     if (c["main"], c["other"]) == (a, b) and math.isclose(c["sparsity"], s):
-      d = c[kind][_fraction_key(c[kind], f)]
+      d = c[swap][_fraction_key(c[swap], f)]
       if math.isnan(d["low"]):
         return f"{_points(d['mean'])} points (one seed)"
       return (

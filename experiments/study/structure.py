@@ -23,7 +23,7 @@ from typing import Any
 from experiments.reports import markdown
 from experiments.study import stats as study_stats
 
-KINDS = ("random", "directed")
+SWAPS = ("random", "directed")
 
 
 def _interval(values: list[float]) -> dict[str, Any] | None:
@@ -31,10 +31,10 @@ def _interval(values: list[float]) -> dict[str, Any] | None:
   return study_stats.seed_interval(values)._asdict() if values else None
 
 
-def _drops(rec: dict, kind: str) -> dict[str, float]:
+def _drops(rec: dict, swap: str) -> dict[str, float]:
   f = rec["flatness"]
   base = f["base"]["accuracy"]
-  return {name: base - r["accuracy"] for name, r in f[kind].items()}
+  return {name: base - r["accuracy"] for name, r in f[swap].items()}
 
 
 def flatness_groups(records: list[dict]) -> list[dict[str, Any]]:
@@ -42,8 +42,8 @@ def flatness_groups(records: list[dict]) -> list[dict[str, Any]]:
 
   Returns:
     Rows with variant, sparsity, seeds, fractions, ``base`` (accuracy,
-    cross_entropy, certified intervals) and, per kind and fraction,
-    ``drop`` (accuracy drop), ``cross_entropy`` and ``certified``.
+    cross_entropy, certified intervals) and, per swap (random or directed)
+    and fraction, ``drop`` (accuracy drop), ``cross_entropy`` and ``certified``.
   """
   groups = collections.defaultdict(list)
   for rec in records:
@@ -62,15 +62,15 @@ def flatness_groups(records: list[dict]) -> list[dict[str, Any]]:
         for m in ("accuracy", "cross_entropy", "certified")
       },
     )
-    for kind in KINDS:
-      row[kind] = {
+    for swap in SWAPS:
+      row[swap] = {
         name: dict(
-          drop=_interval([_drops(r, kind)[name] for r in recs]),
+          drop=_interval([_drops(r, swap)[name] for r in recs]),
           cross_entropy=_interval(
-            [r["flatness"][kind][name]["cross_entropy"] for r in recs]
+            [r["flatness"][swap][name]["cross_entropy"] for r in recs]
           ),
           certified=_interval(
-            [r["flatness"][kind][name].get("certified") for r in recs]
+            [r["flatness"][swap][name].get("certified") for r in recs]
           ),
         )
         for name in fractions
@@ -103,10 +103,10 @@ def flatness_comparisons(
       if not seeds:
         continue
       row = dict(main=a, other=b, sparsity=sparsity, seeds=sorted(seeds))
-      for kind in KINDS:
-        da = [_drops(by_key[(a, sparsity, s)], kind) for s in row["seeds"]]
-        db = [_drops(by_key[(b, sparsity, s)], kind) for s in row["seeds"]]
-        row[kind] = {
+      for swap in SWAPS:
+        da = [_drops(by_key[(a, sparsity, s)], swap) for s in row["seeds"]]
+        db = [_drops(by_key[(b, sparsity, s)], swap) for s in row["seeds"]]
+        row[swap] = {
           name: study_stats.seed_level_difference(
             [x[name] - y[name] for x, y in zip(da, db, strict=True)]
           )._asdict()
@@ -166,7 +166,7 @@ def _mean(iv: dict | None, scale: float = 100.0, digits: int = 1) -> str:
 
 
 def flatness_table(groups: list[dict]) -> str:
-  """Markdown: accuracy drop (points) per swapped fraction, both kinds."""
+  """Markdown: accuracy drop (points) per swapped fraction, both swaps."""
   if not groups:
     return ""
   fractions = groups[0]["fractions"]
