@@ -285,7 +285,7 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_one_family_registry_that_every_list_derives_from():
-  from csam_jax._src.variations import ranges as ranges_lib
+  from csam_jax._src.variations import registry as registry_lib
   from experiments.configs import certify_config
   from experiments.robustness import samplers
 
@@ -293,7 +293,7 @@ def test_one_family_registry_that_every_list_derives_from():
   names = [f.name for f in registry]
   assert tuple(names) == v.VARIATIONS and len(set(names)) == 8
   # compose's canonical order: the groups in order, each family once.
-  groups = [ranges_lib.GROUPS.index(f.group) for f in registry]
+  groups = [registry_lib.GROUPS.index(f.group) for f in registry]
   assert groups == sorted(groups)
   assert v.CC_CERT_RANGES == {
     "gamma": 0.7,

@@ -97,7 +97,7 @@ def compose(
     >>> jax.vmap(sample_fn)(keys, jnp.full((4, 8, 8, 3), 0.5)).shape
     (4, 8, 8, 3)
   """
-  variations = ranges_lib.VARIATIONS
+  variations = registry.VARIATIONS
   items = {k: v for k, v in dict(ranges).items() if v is not None}
   unknown = sorted(set(items) - set(variations))
   if unknown:

@@ -14,18 +14,6 @@ from csam_jax._src.variations import base, registry
 Array = base.Array
 
 
-# The families and their derived lists live in `registry`; re-exported
-# here, where `parameter_range` reads them.
-REGISTRY = registry.REGISTRY
-GROUPS = registry.GROUPS
-VARIATIONS = registry.VARIATIONS
-PHOTOMETRIC = registry.PHOTOMETRIC
-GEOMETRIC = registry.GEOMETRIC
-CC_CERT_RANGES = registry.CC_CERT_RANGES
-CERTIFIABLE = registry.CERTIFIABLE
-SEED_OFFSETS = registry.SEED_OFFSETS
-
-
 def _as_pair(name: str, spec: Any) -> tuple[float, float] | None:
   """Returns ``spec`` as an explicit (lo, hi) range, or None for a number."""
   if isinstance(spec, int | float) and not isinstance(spec, bool):
@@ -97,8 +85,10 @@ def parameter_range(name: str, spec: Any) -> tuple[Any, Any]:
     >>> parameter_range("contrast", 1.3)
     (0.7, 1.3)
   """
-  if name not in VARIATIONS:
-    raise ValueError(f"unknown variation {name!r}; valid: {VARIATIONS}")
+  if name not in registry.VARIATIONS:
+    raise ValueError(
+      f"unknown variation {name!r}; valid: {registry.VARIATIONS}"
+    )
   if registry.BY_NAME[name].from_number is not None:
     lo, hi = _scalar_range(name, spec)
     return round(lo, 12), round(hi, 12)

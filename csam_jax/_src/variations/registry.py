@@ -206,8 +206,6 @@ BY_NAME = {f.name: f for f in REGISTRY}
 
 # Derived views (every other list of families derives from `REGISTRY`).
 VARIATIONS = tuple(f.name for f in REGISTRY)
-PHOTOMETRIC = tuple(f.name for f in REGISTRY if f.group == "photometric")
-GEOMETRIC = tuple(f.name for f in REGISTRY if f.group == "geometric")
 CC_CERT_RANGES = {
   f.name: f.cc_cert_range for f in REGISTRY if f.cc_cert_range is not None
 }
