@@ -2,12 +2,13 @@
 
 C-SAM with ``structure="channel"`` on the embedded digits (tiny CNN, 16 px),
 with a small certification. Both test modules call ``channel_run``; the
-second call finds the finished method in the session's work directory and
-reuses it (the harness's resume).
+first to call it trains the run, once per test session (pytest-xdist
+workers included); the others find it finished and reuse it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 from experiments import experiment
@@ -35,9 +36,21 @@ def channel_config():
   return config
 
 
+def _session_dir(tmp_path_factory):
+  """The directory every pytest process of this session shares: under
+  pytest-xdist each worker's base temp directory is a child of it."""
+  base = tmp_path_factory.getbasetemp()
+  return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 def channel_run(tmp_path_factory) -> str:
-  """The work directory of the run (trained once per pytest worker)."""
-  workdir = str(tmp_path_factory.getbasetemp() / "export_channel_run")
-  if not os.path.exists(os.path.join(workdir, "results.json")):
-    experiment.run(channel_config(), workdir)
+  """The work directory of the run, trained once per test session: the
+  first process to take the lock trains it, any other waits and reuses it.
+  """
+  root = _session_dir(tmp_path_factory)
+  workdir = str(root / "export_channel_run")
+  with open(root / "export_channel_run.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    if not os.path.exists(os.path.join(workdir, "results.json")):
+      experiment.run(channel_config(), workdir)
   return workdir
