@@ -133,15 +133,25 @@ def swap_masks(
   if (direction is None) == (key is None):
     raise ValueError("swap_masks needs exactly one of `direction` and `key`.")
   if key is not None:
-    leaves, treedef = jax.tree.flatten(masks)
-    keys = jax.random.split(key, max(len(leaves), 1))
-    direction = jax.tree.unflatten(
-      treedef,
-      [
-        jax.random.uniform(k, x.shape)
-        for k, x in zip(keys, leaves, strict=False)
-      ],
-    )
+    direction = _uniform_like(masks, key)
+  return _swap_tree(masks, direction, fraction)
+
+
+# Jitted whole-tree helpers: one program per tree structure instead of a
+# dozen eagerly compiled ops per leaf shape (the same integer and boolean
+# arithmetic, so the same swaps; inside a caller's jit they are inlined).
+@jax.jit
+def _uniform_like(masks: PyTree, key: jax.Array) -> PyTree:
+  """One uniform draw per leaf of ``masks``, from a key split per leaf."""
+  leaves, treedef = jax.tree.flatten(masks)
+  keys = jax.random.split(key, max(len(leaves), 1))
+  pairs = zip(keys, leaves, strict=False)  # one key even for no leaves
+  draws = [jax.random.uniform(k, x.shape) for k, x in pairs]
+  return jax.tree.unflatten(treedef, draws)
+
+
+@jax.jit
+def _swap_tree(masks: PyTree, direction: PyTree, fraction) -> PyTree:
   return jax.tree.map(lambda m, d: _swap_leaf(m, d, fraction), masks, direction)
 
 
