@@ -179,6 +179,16 @@ SUMMARY = dict(
       "-3.0 points [-3.0, -3.0], t-test p = 0, Holm 0, same sign on 2 of 2 "
       "seeds",
     ),
+    # Paired by seed: differences -0.05 and -0.06 (scipy's t interval and
+    # ttest_1samp: [-11.853, +0.853], p = 0.0577); clean: -0.01 twice.
+    (
+      "{{seedmetric cert a b 0.9}}",
+      "-5.5 points [-11.9, +0.9], t-test p = 0.0577, same sign on 2 of 2 seeds",
+    ),
+    (
+      "{{seedmetric clean a b 0.9}}",
+      "-1.0 points [-1.0, -1.0], t-test p = 0, same sign on 2 of 2 seeds",
+    ),
     ("{{verdict a b 0.9}}", "holds for these trained models only"),
     ("{{verdict a b 0.8}}", "holds across training runs"),
     ("{{verdicts seeds}}", "`b` minus `a` at 0.8 (+3.0)"),
@@ -229,6 +239,8 @@ def test_render_keeps_text_and_replaces_every_placeholder():
     ("{{diff a c 0.9}}", "no comparison of a and c at sparsity 0.9"),
     ("{{diff a b 0.9 7}}", "the comparison has no seed 7"),
     ("{{seeddiff a b 0.9 0}}", "seeddiff takes A B S"),
+    ("{{seedmetric wall a b 0.9}}", "needs an accuracy or fraction metric"),
+    ("{{seedmetric clean a c 0.9}}", "no records of c at sparsity 0.9"),
     ("{{verdicts maybe}}", "unknown verdict 'maybe'"),
     ("{{agree a c}}", "no comparison of a and c"),
     ("{{headline 0.5}}", "no headline at sparsity 0.5"),

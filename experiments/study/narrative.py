@@ -39,6 +39,9 @@ stored as B vs A, the sign is then turned):
 * ``{{only A B S [SEED]}}``: images certified only by A / only by B;
 * ``{{seeddiff A B S}}``: per seed: the mean of the per-seed differences, its
   t interval, t-test p, Holm p and the seeds of the mean's sign;
+* ``{{seedmetric METRIC A B S}}``: the same for any accuracy or fraction
+  METRIC (e.g. ``clean``), on the seeds A and B share; outside the family
+  the report Holm-adjusts, so no Holm p;
 * ``{{verdict A B S}}``: which level supports the difference
   (`study_inference.VERDICTS`);
 * ``{{verdicts KEY}}``: every comparison of that verdict (KEY: seeds,
@@ -537,6 +540,33 @@ def _seeddiff(context: _Context, args: list[str]) -> str:
   )
 
 
+def _seedmetric(context: _Context, args: list[str]) -> str:
+  """A metric's difference A minus B paired by seed (the seeds both have):
+  mean, Student-t interval, t-test p and the seeds of the mean's sign."""
+  _arity("seedmetric", args, "METRIC A B S", 4, 4)
+  metric, a, b, s = args[0], args[1], args[2], _float(args[3])
+  if metric not in METRICS or METRICS[metric][1](0.01) != "1.0":
+    raise ValueError(
+      f"seedmetric needs an accuracy or fraction metric, got {metric!r}"
+    )
+  seeds = sorted(
+    {r["seed"] for r in context.cells(a, s)}
+    & {r["seed"] for r in context.cells(b, s)}
+  )
+  if not seeds:
+    raise ValueError(f"{a} and {b} share no seed at sparsity {s:g}")
+  va = _values(context, metric, context.cells(a, s, seeds))
+  vb = _values(context, metric, context.cells(b, s, seeds))
+  pairs = zip(va, vb, strict=True)
+  d = study_stats.seed_level_difference([x - y for x, y in pairs])
+  if d.n < 2:
+    return f"{_points(d.mean)} points (one seed)"
+  return (
+    f"{_points(d.mean)} points [{_points(d.low)}, {_points(d.high)}], "
+    f"t-test p = {_p(d.p_value)}, same sign on {d.agree} of {d.n} seeds"
+  )
+
+
 def _verdict(context: _Context, args: list[str]) -> str:
   a, b, s, _ = _pair_args("verdict", args, seed=False)
   return study_inference.VERDICTS[_comparison(context, a, b, s)["verdict"]]
@@ -706,6 +736,7 @@ HANDLERS = {
   "diff": _diff,
   "only": _only,
   "seeddiff": _seeddiff,
+  "seedmetric": _seedmetric,
   "verdict": _verdict,
   "verdicts": _verdicts,
   "agree": _agree,
