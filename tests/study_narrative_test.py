@@ -257,6 +257,15 @@ def test_bad_placeholders_raise_naming_placeholder_and_line(text, message):
     study_narrative.render(text, SUMMARY, RECORDS)
 
 
+def test_percent_metrics_are_the_metrics_formatted_in_percent():
+  in_percent = {
+    name
+    for name, (_, fmt) in study_narrative.METRICS.items()
+    if fmt(0.25).startswith("25")
+  }
+  assert set(study_narrative.PERCENT_METRICS) == in_percent
+
+
 def test_a_summary_without_inference_raises():
   with pytest.raises(ValueError, match="the summary has no 'inference'"):
     study_narrative.render("{{diff a b 0.9}}", {}, RECORDS)

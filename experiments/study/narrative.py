@@ -319,7 +319,8 @@ def _plain(digits: int) -> Callable[[float], str]:
   return lambda v: f"{v:.{digits}f}"
 
 
-# name: (value of a record, format). Accuracies and fractions in percent.
+# name: (value of a record, format). Accuracies and fractions in percent
+# (`PERCENT_METRICS`, the ones a difference in points is defined for).
 METRICS = {
   "clean": (_field("clean_accuracy"), _pct(1)),
   "cert": (_certified("cc_cert"), _pct(1)),  # CC-Cert at eps 1e-2
@@ -342,6 +343,7 @@ METRICS = {
     _plain(0),
   ),
 }
+PERCENT_METRICS = ("clean", "cert", "cp", "corr", "flip", "search_acc")
 
 
 def _values(context: _Context, metric: str, cells: list[dict]) -> list[float]:
@@ -498,6 +500,15 @@ def _p(p: float | None) -> str:
   return "n/a" if p is None or math.isnan(p) else f"{p:.3g}"
 
 
+def _seed_interval(mean, low, high, agree, n, p_value=None) -> str:
+  """A seed-level difference: mean, t interval, [t-test p,] sign count."""
+  test = "" if p_value is None else f"t-test p = {_p(p_value)}, "
+  return (
+    f"{_points(mean)} points [{_points(low)}, {_points(high)}], "
+    f"{test}same sign on {agree} of {n} seeds"
+  )
+
+
 def _pair_args(name: str, args: list[str], seed: bool) -> tuple:
   _arity(name, args, "A B S [SEED]" if seed else "A B S", 3, 4 if seed else 3)
   return (
@@ -545,7 +556,7 @@ def _seedmetric(context: _Context, args: list[str]) -> str:
   mean, Student-t interval, t-test p and the seeds of the mean's sign."""
   _arity("seedmetric", args, "METRIC A B S", 4, 4)
   metric, a, b, s = args[0], args[1], args[2], _float(args[3])
-  if metric not in METRICS or METRICS[metric][1](0.01) != "1.0":
+  if metric not in PERCENT_METRICS:
     raise ValueError(
       f"seedmetric needs an accuracy or fraction metric, got {metric!r}"
     )
@@ -561,10 +572,7 @@ def _seedmetric(context: _Context, args: list[str]) -> str:
   d = study_stats.seed_level_difference([x - y for x, y in pairs])
   if d.n < 2:
     return f"{_points(d.mean)} points (one seed)"
-  return (
-    f"{_points(d.mean)} points [{_points(d.low)}, {_points(d.high)}], "
-    f"t-test p = {_p(d.p_value)}, same sign on {d.agree} of {d.n} seeds"
-  )
+  return _seed_interval(d.mean, d.low, d.high, d.agree, d.n, d.p_value)
 
 
 def _verdict(context: _Context, args: list[str]) -> str:
@@ -680,10 +688,7 @@ def _flatdiff(context: _Context, args: list[str]) -> str:
       d = c[swap][_fraction_key(c[swap], f)]
       if math.isnan(d["low"]):
         return f"{_points(d['mean'])} points (one seed)"
-      return (
-        f"{_points(d['mean'])} points [{_points(d['low'])}, "
-        f"{_points(d['high'])}], same sign on {d['agree']} of {d['n']} seeds"
-      )
+      return _seed_interval(d["mean"], d["low"], d["high"], d["agree"], d["n"])
   raise ValueError(f"no flatness comparison of {a} and {b} at {s:g}")
 
 
