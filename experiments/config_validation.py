@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from typing import Any
 
 import jax
@@ -199,6 +200,15 @@ def _check_compression(config: ml_collections.ConfigDict) -> None:
     raise ValueError(
       f"config.cram.sparsities={c.sparsities!r} must be a non-empty list of "
       "fractions in [0, 1)."
+    )
+  if "cram_plus" in config.methods and not any(
+    math.isclose(s, config.sparsity) for s in sparsities
+  ):
+    raise ValueError(
+      f"cram_plus trains at config.cram.sparsities={sparsities!r} but is "
+      f"pruned to config.sparsity={config.sparsity!r}, which is not among "
+      "them; add it (the reference's high-sparsity run trains at "
+      "(0.5, 0.7, 0.8, 0.9, 0.95))."
     )
   s = config.safe
   _at_least("safe.lam", s.lam, 0.0)

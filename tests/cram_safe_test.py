@@ -258,11 +258,14 @@ def _masked_tree(tree, masks):
   )
 
 
-@pytest.mark.parametrize("method", ["cram", "cram_plus"])
+@pytest.mark.parametrize("method", ["cram", "cram_plus", "cram_plus_k"])
 def test_compression_step_is_exact_and_keeps_clean_batch_stats(method):
   model, state, batches = _setup()
   config = _cram_config()
-  stage = _build(config, method, 1, model, 5)
+  # CrAM+-k: the method cram with config.cram.plus (variant cram_plus_k).
+  config.cram.plus = method == "cram_plus_k"
+  algo = "cram" if method == "cram_plus_k" else method
+  stage = _build(config, algo, 1, model, 5)
   stage_key = jax.random.PRNGKey(3)
   current = stage.begin(state, stage_key)
   sparsity_key = jax.random.fold_in(stage_key, keys.SPARSITY_PURPOSE)
@@ -285,7 +288,7 @@ def test_compression_step_is_exact_and_keeps_clean_batch_stats(method):
     masks = _reference_masks(point, sparsity)
     compressed = _masked_tree(point, masks)
     g1 = _masked_tree(jax.grad(loss)(compressed), masks)
-    g = jax.tree.map(jnp.add, g0, g1) if method == "cram_plus" else g1
+    g = jax.tree.map(jnp.add, g0, g1) if method != "cram" else g1
     # torch SGD: d = g + wd w, buf = mu buf + d, w -= lr buf.
     d = jax.tree.map(lambda gi, wi: gi + 5e-4 * wi, g, w)
     buf = jax.tree.map(lambda b, di: 0.9 * b + di, buf, d)
@@ -421,6 +424,8 @@ def test_registry_keeps_the_seven_default_methods():
   assert variants.get_variant("safe_ref").overrides == {
     "safe.hold_biases_at_zero": True
   }
+  assert variants.get_variant("cram_plus_k").method == "cram"
+  assert variants.get_variant("cram_plus_k").overrides == {"cram.plus": True}
   assert variants.get_variant("cram_aug").method == "cram"
   assert variants.get_variant("cram_aug").overrides == {
     "finetune.augment_variations": True
@@ -438,6 +443,19 @@ def test_config_validation_rejects_bad_cram_settings():
   config.safe.schedule = "step"
   with pytest.raises(ValueError, match="safe.schedule"):
     config_validation.validate_config(config)
+
+
+def test_cram_plus_must_train_at_its_target_sparsity():
+  config = smoke.get_config()
+  config.methods = ("csam", "cram_plus")
+  config.sparsity = 0.95
+  with pytest.raises(ValueError, match="config.sparsity=0.95, which is not"):
+    config_validation.validate_config(config)
+  config.cram.sparsities = (0.5, 0.7, 0.8, 0.9, 0.95)
+  config_validation.validate_config(config)
+  config.methods = ("cram",)  # CrAM-k compresses at config.sparsity
+  config.cram.sparsities = (0.5,)
+  config_validation.validate_config(config)
 
 
 def test_augmented_compression_stage_needs_a_sampler():

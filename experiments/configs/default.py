@@ -184,8 +184,13 @@ def cram_config() -> ml_collections.ConfigDict:
       # default grad_norm=False; normalize=True divides by ||g|| + 1e-12).
       rho=0.2,
       normalize=False,
+      # cram: add the clean gradient g0 to the masked one (CrAM+-k: the
+      # reference's plus_version, on in every config it ships; the paper's
+      # CrAM-k without it). cram_plus always adds it.
+      plus=False,
       # cram_plus: the sparsity of each step's compression, drawn
-      # uniformly (cram compresses at config.sparsity).
+      # uniformly (cram compresses at config.sparsity); must hold
+      # config.sparsity, the sparsity it is pruned to at the end.
       sparsities=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
       # Mask the gradient at the compressed point (reference sparse_grad).
       sparse_grad=True,

@@ -15,6 +15,12 @@ seeds 0-2. So the pretraining is the structure study's (run with its
 ``--workdir`` to share it) and a cell both studies hold, with the same
 config, is run once: ``reuse_dirs`` copies its record from
 results/study_structure (marked ``reused_from``).
+
+The CrAMs: ``cram`` is the paper's CrAM-k (the masked gradient at the
+target sparsity), ``cram_plus`` CrAM+ Multi (the reference's CIFAR-10
+ResNet-20 run) and ``cram_plus_k`` CrAM+-k (the clean gradient added at
+the target sparsity: what the reference's single-sparsity configs run,
+since every config it ships sets ``plus_version``).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import ml_collections
 
 from experiments.configs import study_structure
 
-PEERS = ("cram", "safe", "cram_aug", "safe_aug", "cram_plus")
+PEERS = ("cram", "safe", "cram_aug", "safe_aug", "cram_plus", "cram_plus_k")
 BASELINES = ("csam", "hydra_aug", "csam_rho0_aug")
 
 
@@ -50,6 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
         ("cram", "hydra_aug"),
         ("safe", "hydra_aug"),
         ("cram_plus", "cram"),
+        ("cram_plus_k", "cram"),
       ),
       main_distribution="semantic",
       sweep_dir=None,

@@ -14,6 +14,9 @@ setting of their reference code. Each variant is one `Variant` in
   cram_aug,           itself     finetune.augment_variations: trained
   cram_plus_aug,                 (and re-tuned) on C-SAM's input
   safe_aug                       variations (augmentation)
+  cram_plus_k         cram       cram.plus: CrAM+-k, the clean gradient
+                                 added at the one target sparsity (the
+                                 reference's single-sparsity runs)
   safe_ref            safe       safe.hold_biases_at_zero: the reference
                                  code's biases held at 0
   csam_rho0           csam       search.csam.rho = 0: no mask perturbation
@@ -291,6 +294,11 @@ VARIANTS: dict[str, Variant] = {
     )
     for m in methods.COMPRESSION_ALGOS
   },
+  "cram_plus_k": _variant(
+    "cram",
+    "CrAM+-k: the clean gradient added, at the target sparsity only",
+    cram__plus=True,
+  ),
   "safe_ref": _variant(
     "safe",
     "SAFE as its reference code runs: biases held at 0 (aliasing)",

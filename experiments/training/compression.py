@@ -175,7 +175,7 @@ def make_tx(
   update = csam_jax.cram_transform(
     float(c.rho),
     random_sparsity_masks(sparsities),
-    plus=algo == "cram_plus",
+    plus=multi or bool(c.plus),
     normalize=bool(c.normalize),
     sparse_grad=bool(c.sparse_grad),
     key=key,
