@@ -93,7 +93,18 @@ def get_config() -> ml_collections.ConfigDict:
       seeds=(9,),
       image_seed=2026,
       main_variant="csam_rho0",
-      pairs=(),
+      # Beyond every setting against csam_rho0: each control against what
+      # it controls for, and each setting without the hinge against its
+      # own twin without the perturbation.
+      pairs=(
+        ("csam_rand_f1", "csam_f1"),  # a random direction, same flips
+        ("csam_rand_f10", "csam_f10"),
+        ("csam_randswap_f10", "csam_swap_f10"),  # a random swap, same size
+        ("csam_soft", "csam_soft_rho0"),  # the soft forward's perturbation
+        ("csam_nocert_f1", "csam_nocert_rho0"),  # no hinge: dose-response
+        ("csam_nocert_f10", "csam_nocert_rho0"),
+        ("csam_nocert_rho0", "hydra"),  # the [0, 1] projection alone
+      ),
       main_distribution="semantic",
       sweep_dir=None,
     )
