@@ -257,6 +257,18 @@ def test_bad_placeholders_raise_naming_placeholder_and_line(text, message):
     study_narrative.render(text, SUMMARY, RECORDS)
 
 
+def test_seeddiff_of_one_seed_has_no_interval():
+  one = dict(SUMMARY["inference"][0], per_seed={"0": {}})
+  one["seed_level"] = dict(
+    mean=-0.02, low=math.nan, high=math.nan, p_value=math.nan, n=1, agree=1
+  )
+  summary = dict(SUMMARY, inference=[one])
+  assert (
+    study_narrative.render("{{seeddiff a b 0.9}}", summary, RECORDS)
+    == "-2.0 points (one seed: no seed-level interval)"
+  )
+
+
 def test_percent_metrics_are_the_metrics_formatted_in_percent():
   in_percent = {
     name

@@ -544,6 +544,8 @@ def _seeddiff(context: _Context, args: list[str]) -> str:
   a, b, s, _ = _pair_args("seeddiff", args, seed=False)
   c = _comparison(context, a, b, s)
   d = c["seed_level"]
+  if d["n"] < 2:
+    return f"{_points(d['mean'])} points (one seed: no seed-level interval)"
   return (
     f"{_points(d['mean'])} points [{_points(d['low'])}, "
     f"{_points(d['high'])}], t-test p = {_p(d['p_value'])}, Holm "
