@@ -111,6 +111,7 @@ def get_config() -> ml_collections.ConfigDict:
         ("csam_nocert_rho0", "hydra"),  # the projection alone
         ("csam", "csam_rho0"),  # today's perturbation (~0.3% flips)
         ("csam_rho0_aug", "hydra_aug"),  # the hinge on top of augmentation
+        ("hydra_aug", "hydra"),  # augmentation alone
       ),
       main_distribution="semantic",
       sweep_dir=None,
