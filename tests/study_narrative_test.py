@@ -48,12 +48,39 @@ def _rec(variant, sparsity, seed, clean, cert, **kw):
       dict(name="finetune", wall_time_s=50.0, eval_accuracy=clean),
     ],
     passes_per_step=dict(search=kw.get("passes", 1), finetune=1),
+    perturbation=kw.get("perturbation"),
   )
 
 
 RECORDS = [
-  _rec("a", 0.9, 0, 0.60, 0.20, flip=0.003, ce=1.10, wall=200, passes=4),
-  _rec("a", 0.9, 1, 0.62, 0.16, flip=0.004, ce=1.06, wall=210, corr=0.46),
+  _rec(
+    "a",
+    0.9,
+    0,
+    0.60,
+    0.20,
+    flip=0.003,
+    ce=1.10,
+    wall=200,
+    passes=4,
+    perturbation=dict(
+      perturbation_radius=0.2, loss_increase=0.25, grad_cosine=0.8
+    ),
+  ),
+  _rec(
+    "a",
+    0.9,
+    1,
+    0.62,
+    0.16,
+    flip=0.004,
+    ce=1.06,
+    wall=210,
+    corr=0.46,
+    perturbation=dict(
+      perturbation_radius=0.1, loss_increase=0.2, grad_cosine=0.7005
+    ),
+  ),
   _rec("b", 0.9, 0, 0.61, 0.25, wall=95),
   _rec("b", 0.9, 1, 0.63, 0.22, wall=105),
   _rec("a", 0.8, 0, 0.64, 0.24, flip=0.002, ce=1.0),
@@ -146,6 +173,9 @@ SUMMARY = dict(
     ("{{flip a 0.9}}", "0.35"),
     ("{{flip_range a 0.9,0.8}}", None),  # (not a list of sparsities)
     ("{{ce_range a 0.9}}", "1.06-1.10"),
+    ("{{radius a 0.9}}", "0.150"),
+    ("{{loss_increase a 0.9 1}}", "0.200"),
+    ("{{grad_cosine_range a 0.9}}", "0.701-0.800"),
     ("{{wall a 0.9 0}}", "200"),
     ("{{wall_range a,b 0.9}}", "95-210"),
     ("{{wall_range b 0.9 1}}", "105"),
@@ -233,6 +263,7 @@ def test_render_keeps_text_and_replaces_every_placeholder():
     ("{{cert a 0.7}}", "no records of a at sparsity 0.7"),
     ("{{cert a 0.9 5}}", r"no records of a at sparsity 0.9, seed \[5\]"),
     ("{{flip b 0.9}}", "b at sparsity 0.9, seed 0 has no flip"),
+    ("{{grad_cosine b 0.9}}", "b at sparsity 0.9, seed 0 has no grad_cosine"),
     ("{{cert_ci a 0.9 0}}", "cert_ci takes V S"),
     ("{{halfwidths nope}}", "unknown metric 'nope'"),
     ("{{passes a 0.9 gmp}}", "a has no stage 'gmp'"),
@@ -582,7 +613,9 @@ def test_flatness_placeholders():
         other="b",
         sparsity=0.9,
         directed={
-          "0.001": dict(mean=-0.05, low=-0.08, high=-0.02, agree=5, n=5)
+          "0.001": dict(mean=-0.05, low=-0.08, high=-0.02, agree=5, n=5),
+          "0.005": dict(mean=-0.01, low=-0.03, high=0.01, agree=3, n=5),
+          "0.02": dict(mean=0.02, low=0.01, high=0.03, agree=5, n=5),
         },
         random={"0.001": dict(mean=0.01, low=math.nan, high=math.nan)},
       )
@@ -595,6 +628,16 @@ def test_flatness_placeholders():
     "-5.0 points [-8.0, -2.0], same sign on 5 of 5 seeds"
   )
   assert render("{{flatdiff a b 0.9 0.001 random}}") == "+1.0 points (one seed)"
+  assert render("{{flatsigns a b 0.9 directed}}") == (
+    "below zero at 2 of 3 swapped fractions (-5.0 to +2.0 points); the "
+    "seed-level interval lies below zero at 0.1% and above it at 2%"
+  )
+  assert render("{{flatsigns a b 0.9 random}}") == (
+    "below zero at 0 of 1 swapped fractions (+1.0 points); the seed-level "
+    "interval lies below zero at none and above it at none"
+  )
+  with pytest.raises(ValueError, match="no flatness comparison of b and a"):
+    render("{{flatsigns b a 0.9 random}}")
   with pytest.raises(ValueError, match="SWAP must be random or directed"):
     render("{{drop a 0.9 0.001 worst}}")
   with pytest.raises(ValueError, match="no swapped fraction 0.5"):
@@ -602,4 +645,5 @@ def test_flatness_placeholders():
   assert "{{drop" not in " ".join(study_narrative.names()) and {
     "drop",
     "flatdiff",
+    "flatsigns",
   } <= set(study_narrative.names())

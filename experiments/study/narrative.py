@@ -62,7 +62,11 @@ e.g. 0.001; SWAP ``random`` or ``directed``):
   seeds) when F of every layer's kept entries are swapped;
 * ``{{flatdiff A B S F SWAP}}``: A's drop minus B's, seed-level mean, t
   interval and seeds of its sign (A before B as in the study's pairs or
-  its main comparisons).
+  its main comparisons);
+* ``{{flatsigns A B S SWAP}}``: that difference over every swapped
+  fraction: how many are below zero, their range, and the fractions whose
+  seed-level interval lies below or above zero (each fraction's own 95%
+  interval, not adjusted for the fractions' number).
 
 The study: ``{{records}}`` (cell records), ``{{family}}`` (comparisons in the
 Holm family), ``{{sweep NAME}}`` (certified accuracy of a setting of the
@@ -311,6 +315,10 @@ def _field(name: str) -> Callable[[dict, str], float | None]:
   return lambda rec, dist: rec.get(name)
 
 
+def _perturbation(name: str) -> Callable[[dict, str], float | None]:
+  return lambda rec, dist: (rec.get("perturbation") or {}).get(name)
+
+
 def _pct(digits: int) -> Callable[[float], str]:
   return lambda v: f"{100 * v:.{digits}f}"
 
@@ -328,6 +336,11 @@ METRICS = {
   "corr": (_corruption, _pct(1)),  # CIFAR-10-C (generated), without frost
   "flip": (_field("flip_fraction"), _pct(2)),  # kept entries flipped / step
   "ce": (_field("search_cross_entropy"), _plain(2)),  # search's last CE
+  # The search's perturbation, means over its steps: ||e||, L(C+e) - L(C)
+  # and cos(g(C+e), g(C)).
+  "radius": (_perturbation("perturbation_radius"), _plain(3)),
+  "loss_increase": (_perturbation("loss_increase"), _plain(3)),
+  "grad_cosine": (_perturbation("grad_cosine"), _plain(3)),
   "search_acc": (  # test accuracy of the hard mask after the search
     lambda rec, dist: _stage(rec, "search", "eval_accuracy"),
     _pct(1),
@@ -681,17 +694,45 @@ def _drop(context: _Context, args: list[str]) -> str:
   raise ValueError(f"no flatness diagnostic of {v} at sparsity {s:g}")
 
 
+def _flatness_comparison(context: _Context, a: str, b: str, s: float) -> dict:
+  for c in context.need("flatness_comparisons"):
+    if (c["main"], c["other"]) == (a, b) and math.isclose(c["sparsity"], s):
+      return c
+  raise ValueError(f"no flatness comparison of {a} and {b} at {s:g}")
+
+
+def _flatsigns(context: _Context, args: list[str]) -> str:
+  """A's drop minus B's over every swapped fraction: how many are below
+  zero, their range, and where the seed-level interval excludes zero."""
+  _arity("flatsigns", args, "A B S SWAP", 4, 4)
+  a, b, s = args[0], args[1], _float(args[2])
+  swap = _swap("flatsigns", args[3])
+  rows = _flatness_comparison(context, a, b, s)[swap]
+  means = [d["mean"] for d in rows.values()]
+  below = sum(m < 0 for m in means)
+  span = _span(_points, min(means), max(means), " to ")
+
+  def where(side) -> str:
+    keys = [f"{100 * float(k):g}%" for k, d in rows.items() if side(d)]
+    return ", ".join(keys) or "none"
+
+  return (
+    f"below zero at {below} of {len(means)} swapped fractions ({span} "
+    f"points); the seed-level interval lies below zero at "
+    f"{where(lambda d: d['high'] < 0)} and above it at "
+    f"{where(lambda d: d['low'] > 0)}"
+  )
+
+
 def _flatdiff(context: _Context, args: list[str]) -> str:
   _arity("flatdiff", args, "A B S F SWAP", 5, 5)
   a, b, s, f = args[0], args[1], _float(args[2]), args[3]
   swap = _swap("flatdiff", args[4])
-  for c in context.need("flatness_comparisons"):
-    if (c["main"], c["other"]) == (a, b) and math.isclose(c["sparsity"], s):
-      d = c[swap][_fraction_key(c[swap], f)]
-      if math.isnan(d["low"]):
-        return f"{_points(d['mean'])} points (one seed)"
-      return _seed_interval(d["mean"], d["low"], d["high"], d["agree"], d["n"])
-  raise ValueError(f"no flatness comparison of {a} and {b} at {s:g}")
+  rows = _flatness_comparison(context, a, b, s)[swap]
+  d = rows[_fraction_key(rows, f)]
+  if math.isnan(d["low"]):
+    return f"{_points(d['mean'])} points (one seed)"
+  return _seed_interval(d["mean"], d["low"], d["high"], d["agree"], d["n"])
 
 
 # --- The study --------------------------------------------------------------
@@ -753,6 +794,7 @@ HANDLERS = {
   "headline": _headline,
   "drop": _drop,
   "flatdiff": _flatdiff,
+  "flatsigns": _flatsigns,
   "records": _records,
   "family": _family,
   "sweep": _sweep,
