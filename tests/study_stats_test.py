@@ -1,6 +1,7 @@
 """Study statistics against scipy and hand-computed cases."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -101,6 +102,15 @@ def test_seed_level_difference_degenerate_cases():
   assert study_stats.seed_level_difference([0.01, -0.01, 0.0]).agree == 0
   same = study_stats.seed_level_difference([0.01, 0.01])
   assert (same.low, same.high, same.p_value) == (0.01, 0.01, 0.0)
+  # Equal up to rounding (0.5 - 0.514 and 0.333 - 0.347 differ in floats):
+  # the limit too, without scipy's precision-loss warning.
+  d = [0.5 - 0.514, 0.333 - 0.347]
+  assert d[0] != d[1]
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    rounded = study_stats.seed_level_difference(d)
+  assert rounded.p_value == 0.0
+  assert rounded.low == pytest.approx(-0.014, abs=1e-12)
   with pytest.raises(ValueError, match="non-empty"):
     study_stats.seed_level_difference([])
 

@@ -212,12 +212,18 @@ def seed_level_difference(
   return SeedDifference(iv.mean, iv.low, iv.high, _t_test_p(d), iv.n, agree)
 
 
+# A spread of differences below this is rounding: differences of accuracies
+# over hundreds or thousands of images are multiples of 1e-4 or more.
+ZERO_SPREAD = 1e-12
+
+
 def _t_test_p(d: np.ndarray) -> float:
-  """Two-sided p-value of ``mean(d) = 0``; zero spread handled exactly."""
+  """Two-sided p-value of ``mean(d) = 0``; zero spread (up to the rounding
+  of differences of accuracies, `ZERO_SPREAD`) handled exactly."""
   if d.size < 2:
     return math.nan
-  if np.ptp(d) == 0:  # t = +-inf, or 0 / 0 when all are 0.
-    return 0.0 if d[0] != 0 else math.nan
+  if np.ptp(d) <= ZERO_SPREAD:  # t = +-inf, or 0 / 0 when all are 0.
+    return 0.0 if abs(d[0]) > ZERO_SPREAD else math.nan
   return float(scipy.stats.ttest_1samp(d, 0.0).pvalue)
 
 
