@@ -1,5 +1,6 @@
 """The main job end to end: the quickstart (fewer steps) gives results for
-all seven methods; reruns resume; other configs are refused."""
+all ten methods (the seven of the paper, CrAM, CrAM+ and SAFE); reruns
+resume; other configs are refused."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 import os
 
 import pytest
+
+from experiments.training import methods
 
 # The quickstart with two corruption families (list fields cannot be
 # overridden from the command line, so a config file sets them).
@@ -59,7 +62,12 @@ def test_short_quickstart_all_methods(tmp_path, run_main):
   config_file.write_text(_CONFIG_FILE)
   err = _ok(
     run_main(
-      f"--workdir={workdir}", f"--config={config_file}", *SHORT_QUICKSTART
+      f"--workdir={workdir}",
+      f"--config={config_file}",
+      "--config.methods=" + ",".join(methods.ALL_METHODS),
+      "--config.cram.retune_batches=2",
+      "--config.safe.retune_batches=3",
+      *SHORT_QUICKSTART,
     )
   )
   assert "[csam/search] step 4/4 " in err  # progress lines
@@ -76,6 +84,9 @@ def test_short_quickstart_all_methods(tmp_path, run_main):
     "gmp",
     "hydra",
     "csam",
+    "cram",
+    "cram_plus",
+    "safe",
   ]
   for run in runs:
     assert abs(run["sparsity_reached"] - run["sparsity"]) <= 1e-3, run
@@ -88,18 +99,31 @@ def test_short_quickstart_all_methods(tmp_path, run_main):
     per = run["corruptions"]["per_corruption"]
     assert set(per) == {"gaussian_noise", "contrast"}
     assert all(set(p) == {"3"} for p in per.values())
-    assert sum(s["steps"] for s in run["stages"]) == 4 + 4 + 3
+    steps = [(s["name"], s["steps"]) for s in run["stages"]]
+    if run["method"] in methods.COMPRESSION_ALGOS:
+      # Pretraining, the compression-aware training over the search and
+      # fine-tuning budget, then one-shot pruning with BN re-tuning.
+      retune = 3 if run["method"] == "safe" else 2
+      assert steps == [
+        ("pretrain", 4),
+        (run["method"], 4 + 3),
+        ("prune", retune),
+      ]
+    else:
+      assert sum(n for _, n in steps) == 4 + 4 + 3
   with open(os.path.join(workdir, "results.md")) as f:
     table = f.read().splitlines()
   assert table[2].startswith("| method | model | sparsity | sparsity reached |")
   assert "CC-Cert@1e-2" in table[2] and "corruption" in table[2]
   assert table[4].startswith("| dense | tiny_cnn |")
-  assert table[10].startswith("| csam | tiny_cnn |") and table[11] == ""
+  assert table[10].startswith("| csam | tiny_cnn |")
+  assert table[13].startswith("| safe | tiny_cnn |") and table[14] == ""
   # Then the certification protocol and the accuracy per corruption.
-  assert table[12].startswith("Certification: 8 test images")
-  assert table[14] == "## Accuracy per corruption (mean over severities)"
-  assert table[16].startswith("| corruption | dense | dense_sam |")
-  assert [r.split(" |")[0] for r in table[18:]] == [
+  assert table[15].startswith("Certification: 8 test images")
+  assert table[17] == "## Accuracy per corruption (mean over severities)"
+  assert table[19].startswith("| corruption | dense | dense_sam |")
+  assert table[19].endswith("| cram | cram_plus | safe |")
+  assert [r.split(" |")[0] for r in table[21:]] == [
     "| gaussian_noise",
     "| contrast",
     "| mean",
