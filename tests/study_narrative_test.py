@@ -596,6 +596,15 @@ def test_structure_narratives_render_with_every_number_generated(
   assert "{{" not in rendered and "}}" not in rendered
 
 
+def test_the_sweep_narrative_names_the_rules_choice():
+  from experiments.configs import study_structure
+
+  sweep = os.path.join(REPO, "results", "study_structure_sweep")
+  with open(os.path.join(sweep, "narrative.md")) as f:
+    assert "chose `csam_f1`" in f.read()
+  assert study_structure.chosen_setting(sweep) == "csam_f1"
+
+
 def test_flatness_placeholders():
   iv = lambda m, lo=math.nan, hi=math.nan: dict(mean=m, low=lo, high=hi)
   summary = dict(
