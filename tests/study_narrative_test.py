@@ -596,6 +596,38 @@ def test_structure_narratives_render_with_every_number_generated(
   assert "{{" not in rendered and "}}" not in rendered
 
 
+def test_structure_narrative_claims_in_words_hold(tmp_path):
+  """What results/study_structure/narrative.md states in words."""
+  from experiments.configs import study_structure
+
+  source = os.path.join(REPO, "results", "study_structure")
+  shutil.copytree(os.path.join(source, "cells"), tmp_path / "cells")
+  summary = study_report.aggregate(
+    str(tmp_path), study_structure.get_config().study
+  )
+  get = lambda a, b: _get(summary, a, b, 0.9)
+  # The main pair: no gain ("not established"), at most a fraction of a
+  # point above zero.
+  main = get("csam_f1", "csam_rho0")
+  assert main["verdict"] == "none" and 0 < main["seed_level"]["high"] < 0.01
+  clean = {
+    (r["variant"], r["seed"]): r["clean_accuracy"]
+    for r in study_report.load_records(str(tmp_path))
+  }
+  for seed in range(5):  # "it lowers clean accuracy": on every seed
+    assert clean[("csam_f1", seed)] < clean[("csam_rho0", seed)]
+  # The hinge on augmentation: about one point, every seed, per image
+  # only; the seed-level interval excludes zero, its Holm p does not.
+  aug = get("csam_rho0_aug", "hydra_aug")
+  assert aug["verdict"] == "images" and 0.005 < aug["seed_level"]["mean"]
+  assert aug["seed_level"]["mean"] < 0.015
+  assert aug["seed_level"]["agree"] == aug["seed_level"]["n"] == 5
+  assert aug["seed_level"]["low"] > 0 and aug["holm_seed"] > 0.05
+  for other in ("hydra_aug", "csam_rho0_aug"):  # below both, every seed
+    d = get("csam_f1", other)["seed_level"]
+    assert d["high"] < 0 and d["agree"] == d["n"] == 5
+
+
 def test_the_sweep_narrative_names_the_rules_choice():
   from experiments.configs import study_structure
 
