@@ -2,6 +2,7 @@
 results/study_cpu/narrative.md and results/study_sweep/narrative.md rendered
 against their committed records."""
 
+import json
 import math
 import os
 import shutil
@@ -626,6 +627,27 @@ def test_structure_narrative_claims_in_words_hold(tmp_path):
   for other in ("hydra_aug", "csam_rho0_aug"):  # below both, every seed
     d = get("csam_f1", other)["seed_level"]
     assert d["high"] < 0 and d["agree"] == d["n"] == 5
+
+
+def test_the_projection_alone_trained_hydras_model_in_the_sweep():
+  """The structure sweep's narrative: csam_nocert_rho0 and HYDRA's records
+  are equal in every measured number but the times."""
+  cells = os.path.join(REPO, "results", "study_structure_sweep", "cells")
+
+  def measured(name):
+    with open(os.path.join(cells, f"{name}__s0.90__seed9.json")) as f:
+      rec = json.load(f)
+
+    def strip(x):
+      if isinstance(x, dict):
+        return {k: strip(v) for k, v in x.items() if "time" not in k}
+      return [strip(v) for v in x] if isinstance(x, list) else x
+
+    keep = ("clean_accuracy", "search_cross_entropy", "stages")
+    keep += ("certification", "flatness", "sparsity_reached")
+    return strip({k: rec[k] for k in keep})
+
+  assert measured("csam_nocert_rho0") == measured("hydra")
 
 
 def test_the_sweep_narrative_names_the_rules_choice():
