@@ -5,9 +5,12 @@ Times the jitted training step of every stage kind on a fixed random batch
 cifar10c epoch budget (pretrain + search + finetune epochs): a method's
 images/s is total images / total time over its stages; one-shot pruning
 costs no steps. Ratios are relative to ``dense``, all measured side by side
-in this one run.
+in this one run. ``--methods`` picks the methods (default: every registered
+one, the compression-aware peers CrAM, CrAM+ and SAFE included; ``dense``
+is always timed, as the reference of the ratios).
 
   python benchmarks/train_throughput.py --width=0.25 --batch=64
+  python benchmarks/train_throughput.py --methods=dense,hydra,csam,cram,safe
 
 It also prints each method's projected time of one full CIFAR-10 epoch
 (50,000 images at the method's measured images/s, averaged over its
@@ -15,7 +18,9 @@ stages) and of the whole cifar10c budget (pretrain + search + finetune
 epochs), and, given
 --overhead_json (the JSON of benchmarks/step_overhead.py), the same from
 the dense step time of this run times the passes/step ratios measured there:
-optax_sam/sgd for SAM stages, csam/sgd for C-SAM search, 1 otherwise.
+optax_sam/sgd for SAM stages and for the compression-aware stages (CrAM's
+and SAFE's updates take two forward-backward passes, as SAM's), csam/sgd
+for C-SAM search, 1 otherwise.
 --dtype=bfloat16 computes in bfloat16; --json_out writes the results.
 """
 
@@ -48,6 +53,11 @@ _OVERHEAD_JSON = flags.DEFINE_string(
   "overhead_json", None, "step_overhead.py --json_out file, for projections."
 )
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Write results as JSON.")
+_METHODS = flags.DEFINE_list(
+  "methods",
+  list(methods.ALL_METHODS),
+  "Methods to time (default: every registered method, the peers included).",
+)
 EPOCH_IMAGES = 50_000  # CIFAR-10 training set
 
 
@@ -55,15 +65,19 @@ def _pass_ratio(stage, ratios: dict[str, float]) -> float:
   """Step cost of ``stage`` relative to an SGD step (step_overhead ratios)."""
   if stage.kind == "search" and stage.algo == "csam":
     return ratios["csam"]
-  if stage.sam and stage.kind in ("pretrain", "finetune"):
+  if stage.kind == "compression" or (
+    stage.sam and stage.kind in ("pretrain", "finetune")
+  ):
     return ratios["optax_sam"]
   return 1.0
 
 
-def _projected_epochs(config, dense_step_s: float, ratios, steps_per_epoch):
+def _projected_epochs(
+  config, dense_step_s: float, ratios, steps_per_epoch, chosen
+):
   """Seconds per CIFAR-10 epoch of each method from step_overhead ratios."""
   out = {}
-  for method in methods.METHODS:
+  for method in chosen:
     steps, cost = 0, 0.0
     for stage in methods.get_recipe(method):
       n = methods.stage_steps(config, stage, steps_per_epoch)
@@ -104,8 +118,19 @@ def _time_stage(ctx, config, spec, state, batch):
   return statistics.median(times), state
 
 
+def _methods() -> list[str]:
+  """The methods to time, ``dense`` first (the reference of the ratios)."""
+  unknown = sorted(set(_METHODS.value) - set(methods.ALL_METHODS))
+  if unknown:
+    raise app.UsageError(
+      f"--methods: unknown {unknown}; choose from {methods.ALL_METHODS}."
+    )
+  return ["dense"] + [m for m in dict.fromkeys(_METHODS.value) if m != "dense"]
+
+
 def main(argv):
   del argv
+  chosen = _methods()
   config = cifar10c.get_config()
   config.batch_size = _BATCH.value
   mesh = parallel.make_mesh()
@@ -144,7 +169,7 @@ def main(argv):
   )
   print(f"{'method/stage':28s} {'ms/step':>9s} {'images/s':>10s}")
   results = {}
-  for method in methods.METHODS:
+  for method in chosen:
     state, total_time, total_images = init, 0.0, 0
     for stage in methods.get_recipe(method):
       key = (stage, state.masks is None)  # masked and dense steps differ
@@ -167,7 +192,7 @@ def main(argv):
       overhead = json.load(f)
     dense_step = per_step[(methods.get_recipe("dense")[0], True)]
     projected = _projected_epochs(
-      config, dense_step, overhead["ratio_to_sgd"], steps_per_epoch
+      config, dense_step, overhead["ratio_to_sgd"], steps_per_epoch, chosen
     )
     ratios = ", ".join(
       f"{k}/sgd {v:.3f}" for k, v in overhead["ratio_to_sgd"].items()
