@@ -578,7 +578,9 @@ def test_readme_results_paragraph_is_generated_from_the_records(study_summary):
   assert rendered in readme
 
 
-@pytest.mark.parametrize("name", ["study_structure_sweep", "study_structure"])
+@pytest.mark.parametrize(
+  "name", ["study_structure_sweep", "study_structure", "study_peers"]
+)
 def test_structure_narratives_render_with_every_number_generated(
   name, tmp_path
 ):
@@ -657,6 +659,21 @@ def test_the_sweep_narrative_names_the_rules_choice():
   with open(os.path.join(sweep, "narrative.md")) as f:
     assert "chose `csam_f1`" in f.read()
   assert study_structure.chosen_setting(sweep) == "csam_f1"
+
+
+def test_dense_acc_reads_the_compression_stage():
+  """CrAM's / SAFE's dense model before the one-shot pruning: the test
+  accuracy of the record's stage of kind "compression"."""
+  rec = _rec("cram", 0.9, 0, 0.61, 0.18)
+  rec["stages"] = [
+    dict(name="pretrain", kind="pretrain", eval_accuracy=0.64),
+    dict(name="cram", kind="compression", eval_accuracy=0.6209),
+    dict(name="prune", kind="retune", eval_accuracy=0.61),
+  ]
+  render = lambda t, recs: study_narrative.render(t, {}, recs)
+  assert render("{{dense_acc cram 0.9}}", [rec]) == "62.1"
+  with pytest.raises(ValueError, match="seed 0 has no dense_acc"):
+    render("{{dense_acc a 0.9}}", RECORDS)
 
 
 def test_flatness_placeholders():

@@ -135,6 +135,7 @@ ALLOWED = (
   "10,000",  # data.train_examples
   "width 0.125",  # model.width
   "15 + 3 + 3 epochs",  # pretrain, search and fine-tuning epochs
+  "200 epochs",  # the CrAM and SAFE references' training (docs/method.md)
   "3 epochs",
   "250 images",  # corruptions.num_images, names and severities
   "15 corruptions at 5 severities",
@@ -296,6 +297,13 @@ def _stage(rec: dict, name: str, field: str) -> float | None:
   return None
 
 
+def _stage_of_kind(rec: dict, kind: str, field: str) -> float | None:
+  for stage in rec.get("stages") or ():
+    if stage.get("kind") == kind:
+      return stage.get(field)
+  return None
+
+
 def _certified(kind: str) -> Callable[[dict, str], float | None]:
   def get(rec: dict, dist: str) -> float | None:
     cert = (rec.get("certification") or {}).get(dist) or {}
@@ -345,6 +353,12 @@ METRICS = {
     lambda rec, dist: _stage(rec, "search", "eval_accuracy"),
     _pct(1),
   ),
+  # CrAM's / SAFE's dense model before the one-shot pruning (test accuracy
+  # at the end of the compression-aware stage).
+  "dense_acc": (
+    lambda rec, dist: _stage_of_kind(rec, "compression", "eval_accuracy"),
+    _pct(1),
+  ),
   "wall": (_field("wall_time_s"), _plain(0)),  # training after pretraining
   "pretrain_s": (_field("pretrain_wall_time_s"), _plain(0)),
   "search_s": (
@@ -356,7 +370,15 @@ METRICS = {
     _plain(0),
   ),
 }
-PERCENT_METRICS = ("clean", "cert", "cp", "corr", "flip", "search_acc")
+PERCENT_METRICS = (
+  "clean",
+  "cert",
+  "cp",
+  "corr",
+  "flip",
+  "search_acc",
+  "dense_acc",
+)
 
 
 def _values(context: _Context, metric: str, cells: list[dict]) -> list[float]:
