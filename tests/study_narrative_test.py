@@ -727,3 +727,28 @@ def test_flatness_placeholders():
     "flatdiff",
     "flatsigns",
   } <= set(study_narrative.names())
+
+
+def test_peers_narrative_claims_in_words_hold():
+  """What results/study_peers/narrative.md states in words about seed 0:
+  the one-shot pruning and re-tuning cost CrAM under a point of test
+  accuracy and SAFE several; each peer certifies less than csam and
+  hydra_aug there."""
+  cells = os.path.join(REPO, "results", "study_peers", "cells")
+
+  def rec(variant):
+    with open(os.path.join(cells, f"{variant}__s0.90__seed0.json")) as f:
+      return json.load(f)
+
+  def before_after(variant):
+    r = rec(variant)
+    (dense,) = [s for s in r["stages"] if s["kind"] == "compression"]
+    return dense["eval_accuracy"], r["clean_accuracy"]
+
+  before, after = before_after("cram")
+  assert 0 <= before - after < 0.01
+  before, after = before_after("safe")
+  assert before - after > 0.05
+  cert = lambda v: rec(v)["certification"]["semantic"]["cc_cert"]["1e-02"]
+  for peer in ("cram", "safe"):
+    assert cert(peer) < cert("csam") < cert("hydra_aug")
