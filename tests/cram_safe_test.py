@@ -432,6 +432,24 @@ def test_registry_keeps_the_seven_default_methods():
   }
 
 
+@pytest.mark.parametrize("study", ["default", "study_peers"])
+def test_ft_variants_train_with_the_dense_continuations_optimizer(study):
+  """cram_ft / cram_plus_ft / safe_ft: the compression stage's optimizer
+  equals config.finetune.optimizer (what every other method's weights
+  continue with), field for field; the plain variants keep the
+  references' lr 0.1 after a 5-epoch warm-up."""
+  import importlib
+
+  config = importlib.import_module(f"experiments.configs.{study}").get_config()
+  for algo in methods.COMPRESSION_ALGOS:
+    section = methods.config_section(algo)
+    ft = variants.variant_config(config, f"{algo}_ft")
+    assert ft.methods == (algo,)
+    assert ft[section].optimizer.to_dict() == ft.finetune.optimizer.to_dict()
+    plain = variants.variant_config(config, algo)[section].optimizer
+    assert (plain.learning_rate, plain.warmup_epochs) == (0.1, 5.0)
+
+
 def test_config_validation_rejects_bad_cram_settings():
   config = smoke.get_config()
   config.methods = ("cram_plus",)

@@ -431,7 +431,7 @@ def test_the_peers_study_shares_the_structure_studys_pretraining_and_cells():
       for c in (peers, structure)
     )
     assert a["name"] != b["name"] and study._same_run(a, b)
-  assert len(study.cells(peers.study)) == 9 * 3
+  assert len(study.cells(peers.study)) == 11 * 3
 
 
 def test_an_npz_dataset_on_a_bucket(bucket):

@@ -16,6 +16,16 @@ seeds 0-2. So the pretraining is the structure study's (run with its
 config, is run once: ``reuse_dirs`` copies its record from
 results/study_structure (marked ``reused_from``).
 
+The optimizer: ``cram`` and ``safe`` train with their references'
+settings (lr 0.1 after a 5-epoch warm-up, written for 200 epochs from
+scratch), which in this six-epoch stage from a pretrained model means a
+learning rate ten times the one every other method's weights continue
+with. ``cram_ft`` and ``safe_ft`` take the dense continuation's optimizer
+instead (lr 0.01, cosine, no warm-up, weight decay 5e-4), so that a
+difference from ``hydra_aug`` or ``csam`` is not the learning rate's;
+paired with ``cram`` / ``safe``, they measure what the optimizer alone
+changes. Both are reported: neither was chosen on test images.
+
 The CrAMs: ``cram`` is the paper's CrAM-k (the masked gradient at the
 target sparsity), ``cram_plus`` CrAM+ Multi (the reference's CIFAR-10
 ResNet-20 run) and ``cram_plus_k`` CrAM+-k (the clean gradient added at
@@ -29,7 +39,16 @@ import ml_collections
 
 from experiments.configs import study_structure
 
-PEERS = ("cram", "safe", "cram_aug", "safe_aug", "cram_plus", "cram_plus_k")
+PEERS = (
+  "cram",
+  "safe",
+  "cram_ft",
+  "safe_ft",
+  "cram_aug",
+  "safe_aug",
+  "cram_plus",
+  "cram_plus_k",
+)
 BASELINES = ("csam", "hydra_aug", "csam_rho0_aug")
 
 
@@ -43,8 +62,16 @@ def get_config() -> ml_collections.ConfigDict:
       variants=PEERS + BASELINES,
       sparsity=0.9,
       extra_sparsities=(),
-      # First tier, seed by seed: each method against C-SAM and HYDRA.
-      extra_variants=("cram", "safe", "csam", "hydra_aug"),
+      # First tier, seed by seed: each method against C-SAM and HYDRA, with
+      # the references' optimizer and with the dense continuation's.
+      extra_variants=(
+        "cram",
+        "safe",
+        "csam",
+        "hydra_aug",
+        "cram_ft",
+        "safe_ft",
+      ),
       seeds=(0, 1, 2),
       image_seed=2027,
       main_variant="csam",
@@ -55,6 +82,10 @@ def get_config() -> ml_collections.ConfigDict:
         ("safe_aug", "csam_rho0_aug"),
         ("cram", "hydra_aug"),
         ("safe", "hydra_aug"),
+        ("cram_ft", "hydra_aug"),
+        ("safe_ft", "hydra_aug"),
+        ("cram_ft", "cram"),  # the optimizer alone
+        ("safe_ft", "safe"),
         ("cram_plus", "cram"),
         ("cram_plus_k", "cram"),
       ),

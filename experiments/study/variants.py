@@ -14,6 +14,11 @@ setting of their reference code. Each variant is one `Variant` in
   cram_aug,           itself     finetune.augment_variations: trained
   cram_plus_aug,                 (and re-tuned) on C-SAM's input
   safe_aug                       variations (augmentation)
+  cram_ft,            itself     <section>.optimizer: the dense
+  cram_plus_ft,                  continuation's optimizer (lr 0.01,
+  safe_ft                        cosine, no warm-up, weight decay 5e-4)
+                                 instead of the references' from-scratch
+                                 lr 0.1 after a 5-epoch warm-up
   cram_plus_k         cram       cram.plus: CrAM+-k, the clean gradient
                                  added at the one target sparsity (the
                                  reference's single-sparsity runs)
@@ -83,6 +88,13 @@ class Variant(NamedTuple):
 def _variant(method: str, description: str, **overrides: Any) -> Variant:
   flat = {k.replace("__", "."): v for k, v in overrides.items()}
   return Variant(method, types.MappingProxyType(flat), description)
+
+
+# The fields in which the compression-aware methods' reference optimizers
+# differ from the harness's fine-tuning optimizer (default.py).
+FINETUNE_OPTIMIZER = dict(
+  learning_rate=0.01, warmup_epochs=0.0, weight_decay=5e-4
+)
 
 
 # The sweep's centre: global radius (the layerwise default was reported not
@@ -291,6 +303,21 @@ VARIANTS: dict[str, Variant] = {
       m,
       f"{m} trained on C-SAM's input variations as augmentation",
       finetune__augment_variations=True,
+    )
+    for m in methods.COMPRESSION_ALGOS
+  },
+  # The dense continuation's optimizer (config.finetune.optimizer's
+  # defaults: lr 0.01, cosine, no warm-up, weight decay 5e-4) instead of
+  # the references' from-scratch settings (lr 0.1 after a 5-epoch warm-up):
+  # what every other method's weights train with after the pretraining.
+  **{
+    f"{m}_ft": _variant(
+      m,
+      f"{m} with the dense continuation's optimizer (lr 0.01, no warm-up)",
+      **{
+        f"{methods.config_section(m)}__optimizer__{field}": value
+        for field, value in FINETUNE_OPTIMIZER.items()
+      },
     )
     for m in methods.COMPRESSION_ALGOS
   },
