@@ -115,6 +115,28 @@ def test_family_counts_a_pair_once_and_verdicts_rest_on_seeds():
   assert study_inference.verdict(0.01, math.nan) == "images"
 
 
+def test_two_seeds_with_equal_differences_claim_nothing_across_runs():
+  """Two seeds with the same difference (zero spread: t-test p = 0) hold
+  for the trained models only; a third seed lets the seed level decide."""
+
+  def comparison(diffs):
+    per_seed = {
+      s: dict(difference=d, n=1000, only_a=60, only_b=60 - round(1000 * d))
+      for s, d in enumerate(diffs)
+    }
+    pooled = dict(difference=float(np.mean(diffs)), p_value=1e-9)
+    return dict(
+      main="a", other="b", sparsity=0.9, per_seed=per_seed, pooled=pooled
+    )
+
+  (two,) = study_inference.adjust([comparison([0.046, 0.046])])
+  assert two["seed_level"]["p_value"] == 0.0 and two["holm_seed"] == 0.0
+  assert two["verdict"] == "images"
+  (three,) = study_inference.adjust([comparison([0.046, 0.046, 0.046])])
+  assert three["verdict"] == "seeds"
+  assert study_inference.MIN_SEEDS == 3
+
+
 def test_flatness_groups_and_comparisons_hand_case():
   records = [
     _record("x", 0, _bits(5, 10), flat=_flat(0.60, (0.58, 0.50), (0.5, 0.3))),

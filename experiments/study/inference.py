@@ -25,6 +25,11 @@ from experiments.reports import markdown
 from experiments.study import stats as study_stats
 
 ALPHA = 0.05
+# The fewest seeds whose t-test may carry a claim across training runs.
+# Certified accuracies on a fixed image set are multiples of 1/n_images, so
+# two seeds can give the same difference by chance: the t-test's spread is
+# then zero and its p 0, a verdict one more training run easily undoes.
+MIN_SEEDS = 3
 VERDICTS = {
   "seeds": "holds across training runs",
   "images": "holds for these trained models only",
@@ -71,7 +76,8 @@ def adjust(comparisons: list[dict]) -> list[dict]:
   p-values), ``holm_seed`` (of the seed-level t-test p-values; NaN where
   one seed) and ``verdict`` set; the family size is ``len(comparisons)``
   for the per-image level and the comparisons with two or more seeds for
-  the seed level.
+  the seed level. The seed level decides a verdict only with at least
+  `MIN_SEEDS` seeds; with fewer, the verdict is the per-image level's.
   """
   out = [c if "seed_level" in c else two_level(c) for c in comparisons]
   if not out:
@@ -79,7 +85,12 @@ def adjust(comparisons: list[dict]) -> list[dict]:
   image = study_stats.holm([c["pooled"]["p_value"] for c in out])
   seed = study_stats.holm([_nan(c["seed_level"]["p_value"]) for c in out])
   return [
-    dict(c, holm_image=float(i), holm_seed=float(s), verdict=verdict(i, s))
+    dict(
+      c,
+      holm_image=float(i),
+      holm_seed=float(s),
+      verdict=verdict(i, s if c["seed_level"]["n"] >= MIN_SEEDS else math.nan),
+    )
     for c, i, s in zip(out, image, seed, strict=True)
   ]
 

@@ -257,8 +257,10 @@ INFERENCE_NOTE = (
   "across seeds beyond its within-seed noise (I² its share). Holm: the "
   "p-values of each level adjusted over the {n} comparisons of the "
   "report. Verdict: a difference holds across training runs when the "
-  "seed-level Holm p < 0.05; a per-image Holm p < 0.05 alone supports a "
-  "claim about these trained models only."
+  "seed-level Holm p < 0.05 on at least three seeds (two seeds can give "
+  "the same difference by chance, a zero spread and a t-test p of 0); a "
+  "per-image Holm p < 0.05 alone supports a claim about these trained "
+  "models only."
 )
 
 
