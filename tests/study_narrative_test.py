@@ -752,3 +752,8 @@ def test_peers_narrative_claims_in_words_hold():
   cert = lambda v: rec(v)["certification"]["semantic"]["cc_cert"]["1e-02"]
   for peer in ("cram", "safe"):
     assert cert(peer) < cert("csam") < cert("hydra_aug")
+    # The smaller learning rate: both certify less, and the pruning costs
+    # more than with the references' optimizer.
+    assert cert(f"{peer}_ft") < cert(peer)
+    (b, a), (b_ft, a_ft) = before_after(peer), before_after(f"{peer}_ft")
+    assert b_ft - a_ft > b - a
