@@ -729,6 +729,28 @@ def test_flatness_placeholders():
   } <= set(study_narrative.names())
 
 
+def test_peers_first_tier_claims_in_words_hold(tmp_path):
+  """The peers narrative's one sentence on three training runs."""
+  from experiments.configs import study_peers
+
+  source = os.path.join(REPO, "results", "study_peers")
+  shutil.copytree(os.path.join(source, "cells"), tmp_path / "cells")
+  summary = study_report.aggregate(
+    str(tmp_path), study_peers.get_config().study
+  )
+  get = lambda a, b: _get(summary, a, b, 0.9)
+  for peer, verdict_vs_csam in (("cram", "images"), ("safe", "seeds")):
+    vs_hydra = get(peer, "hydra_aug")
+    assert vs_hydra["verdict"] == "seeds" and vs_hydra["seed_level"]["n"] == 3
+    vs_csam = get("csam", peer)  # stored as csam minus the peer
+    seed = vs_csam["seed_level"]
+    assert seed["n"] == seed["agree"] == 3 and seed["low"] > 0
+    assert vs_csam["verdict"] == verdict_vs_csam
+  means = {g["variant"]: g for g in summary["groups"]}
+  cert = lambda v: means[v]["certified"]["semantic"]["cc_cert@1e-02"]["mean"]
+  assert cert("safe") < cert("cram") < cert("csam") < cert("hydra_aug")
+
+
 def test_peers_narrative_claims_in_words_hold():
   """What results/study_peers/narrative.md states in words about seed 0:
   the one-shot pruning and re-tuning cost CrAM under a point of test
