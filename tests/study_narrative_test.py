@@ -729,6 +729,12 @@ def test_flatness_placeholders():
   } <= set(study_narrative.names())
 
 
+def _turned(c):
+  """A comparison stored as B minus A, read as A minus B."""
+  seed = c["seed_level"]
+  return dict(c, seed_level=dict(seed, mean=-seed["mean"]))
+
+
 def test_peers_first_tier_claims_in_words_hold(tmp_path):
   """The peers narrative's one sentence on three training runs."""
   from experiments.configs import study_peers
@@ -739,13 +745,12 @@ def test_peers_first_tier_claims_in_words_hold(tmp_path):
     str(tmp_path), study_peers.get_config().study
   )
   get = lambda a, b: _get(summary, a, b, 0.9)
-  for peer, verdict_vs_csam in (("cram", "images"), ("safe", "seeds")):
-    vs_hydra = get(peer, "hydra_aug")
-    assert vs_hydra["verdict"] == "seeds" and vs_hydra["seed_level"]["n"] == 3
-    vs_csam = get("csam", peer)  # stored as csam minus the peer
-    seed = vs_csam["seed_level"]
-    assert seed["n"] == seed["agree"] == 3 and seed["low"] > 0
-    assert vs_csam["verdict"] == verdict_vs_csam
+  for peer in ("cram", "safe"):  # below both on every one of three seeds
+    for seed in (
+      get(peer, "hydra_aug")["seed_level"],
+      _turned(get("csam", peer))["seed_level"],  # stored as csam minus it
+    ):
+      assert seed["n"] == seed["agree"] == 3 and seed["mean"] < 0
   means = {g["variant"]: g for g in summary["groups"]}
   cert = lambda v: means[v]["certified"]["semantic"]["cc_cert@1e-02"]["mean"]
   assert cert("safe") < cert("cram") < cert("csam") < cert("hydra_aug")
