@@ -751,6 +751,9 @@ def test_peers_first_tier_claims_in_words_hold(tmp_path):
       _turned(get("csam", peer))["seed_level"],  # stored as csam minus it
     ):
       assert seed["n"] == seed["agree"] == 3 and seed["mean"] < 0
+    # The dense continuation's optimizer: lower still, on every seed run.
+    seed = get(f"{peer}_ft", peer)["seed_level"]
+    assert seed["n"] == seed["agree"] >= 2 and seed["mean"] < 0
   means = {g["variant"]: g for g in summary["groups"]}
   cert = lambda v: means[v]["certified"]["semantic"]["cc_cert@1e-02"]["mean"]
   assert cert("safe") < cert("cram") < cert("csam") < cert("hydra_aug")
