@@ -369,12 +369,23 @@ def test_study_narrative_renders_with_every_number_generated(study_summary):
 
 
 def _get(summary, a, b, s):
-  (c,) = [
-    c
-    for c in summary["inference"]
-    if (c["main"], c["other"], c["sparsity"]) == (a, b, s)
-  ]
-  return c
+  """The comparison A minus B at sparsity S (turned if stored as B vs A)."""
+  for c in summary["inference"]:
+    if c["sparsity"] == s and {c["main"], c["other"]} == {a, b}:
+      return c if c["main"] == a else study_narrative._turned(c)
+  raise KeyError((a, b, s))
+
+
+def _aggregate_committed(name, tmp_path):
+  """The summary and records of results/<name>'s committed cells,
+  aggregated afresh in ``tmp_path`` with the study's config."""
+  import importlib
+
+  config = importlib.import_module(f"experiments.configs.{name}").get_config()
+  source = os.path.join(REPO, "results", name)
+  shutil.copytree(os.path.join(source, "cells"), tmp_path / "cells")
+  summary = study_report.aggregate(str(tmp_path), config.study)
+  return summary, study_report.load_records(str(tmp_path))
 
 
 def test_study_narrative_claims_in_words_hold(study_summary):
@@ -584,39 +595,23 @@ def test_readme_results_paragraph_is_generated_from_the_records(study_summary):
 def test_structure_narratives_render_with_every_number_generated(
   name, tmp_path
 ):
-  import importlib
-
-  config = importlib.import_module(f"experiments.configs.{name}").get_config()
-  source = os.path.join(REPO, "results", name)
-  shutil.copytree(os.path.join(source, "cells"), tmp_path / "cells")
-  summary = study_report.aggregate(str(tmp_path), config.study)
-  with open(os.path.join(source, "narrative.md")) as f:
+  summary, records = _aggregate_committed(name, tmp_path)
+  with open(os.path.join(REPO, "results", name, "narrative.md")) as f:
     narrative = f.read()
   assert study_narrative.unverified_numbers(narrative) == []
-  rendered = study_narrative.render(
-    narrative, summary, study_report.load_records(str(tmp_path))
-  )
+  rendered = study_narrative.render(narrative, summary, records)
   assert "{{" not in rendered and "}}" not in rendered
 
 
 def test_structure_narrative_claims_in_words_hold(tmp_path):
   """What results/study_structure/narrative.md states in words."""
-  from experiments.configs import study_structure
-
-  source = os.path.join(REPO, "results", "study_structure")
-  shutil.copytree(os.path.join(source, "cells"), tmp_path / "cells")
-  summary = study_report.aggregate(
-    str(tmp_path), study_structure.get_config().study
-  )
+  summary, records = _aggregate_committed("study_structure", tmp_path)
   get = lambda a, b: _get(summary, a, b, 0.9)
   # The main pair: no gain ("not established"), at most a fraction of a
   # point above zero.
   main = get("csam_f1", "csam_rho0")
   assert main["verdict"] == "none" and 0 < main["seed_level"]["high"] < 0.01
-  clean = {
-    (r["variant"], r["seed"]): r["clean_accuracy"]
-    for r in study_report.load_records(str(tmp_path))
-  }
+  clean = {(r["variant"], r["seed"]): r["clean_accuracy"] for r in records}
   for seed in range(5):  # "it lowers clean accuracy": on every seed
     assert clean[("csam_f1", seed)] < clean[("csam_rho0", seed)]
   # The hinge on augmentation: about one point, every seed, per image
@@ -729,27 +724,13 @@ def test_flatness_placeholders():
   } <= set(study_narrative.names())
 
 
-def _turned(c):
-  """A comparison stored as B minus A, read as A minus B."""
-  seed = c["seed_level"]
-  return dict(c, seed_level=dict(seed, mean=-seed["mean"]))
-
-
 def test_peers_first_tier_claims_in_words_hold(tmp_path):
   """The peers narrative's one sentence on three training runs."""
-  from experiments.configs import study_peers
-
-  source = os.path.join(REPO, "results", "study_peers")
-  shutil.copytree(os.path.join(source, "cells"), tmp_path / "cells")
-  summary = study_report.aggregate(
-    str(tmp_path), study_peers.get_config().study
-  )
+  summary, _ = _aggregate_committed("study_peers", tmp_path)
   get = lambda a, b: _get(summary, a, b, 0.9)
   for peer in ("cram", "safe"):  # below both on every one of three seeds
-    for seed in (
-      get(peer, "hydra_aug")["seed_level"],
-      _turned(get("csam", peer))["seed_level"],  # stored as csam minus it
-    ):
+    for other in ("hydra_aug", "csam"):
+      seed = get(peer, other)["seed_level"]
       assert seed["n"] == seed["agree"] == 3 and seed["mean"] < 0
     # The dense continuation's optimizer: lower still, on every seed run.
     seed = get(f"{peer}_ft", peer)["seed_level"]

@@ -290,16 +290,11 @@ class _Context:
 # --- Per-cell metrics -------------------------------------------------------
 
 
-def _stage(rec: dict, name: str, field: str) -> float | None:
+def _stage(rec: dict, value: str, field: str, by: str = "name") -> float | None:
+  """``field`` of the first stage whose ``by`` ("name" or "kind") is
+  ``value``."""
   for stage in rec.get("stages") or ():
-    if stage.get("name") == name:
-      return stage.get(field)
-  return None
-
-
-def _stage_of_kind(rec: dict, kind: str, field: str) -> float | None:
-  for stage in rec.get("stages") or ():
-    if stage.get("kind") == kind:
+    if stage.get(by) == value:
       return stage.get(field)
   return None
 
@@ -356,7 +351,7 @@ METRICS = {
   # CrAM's / SAFE's dense model before the one-shot pruning (test accuracy
   # at the end of the compression-aware stage).
   "dense_acc": (
-    lambda rec, dist: _stage_of_kind(rec, "compression", "eval_accuracy"),
+    lambda rec, dist: _stage(rec, "compression", "eval_accuracy", by="kind"),
     _pct(1),
   ),
   "wall": (_field("wall_time_s"), _plain(0)),  # training after pretraining
