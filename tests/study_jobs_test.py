@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from experiments import experiment, storage
 from experiments.configs import smoke, study_cpu, study_smoke
+from experiments.study import pretraining as study_pretraining
 from experiments.study import report as study_report
 from experiments.study import runner as study
 
@@ -337,12 +338,18 @@ def test_sigterm_mid_stage_resumes_to_the_same_record(
   # The record is the sequential run's. The stage summaries' means sum
   # other intervals (rows at the stop's step 1), equal up to rounding.
   (got,) = _records(str(tmp_path / "r")).values()
+  recorded = got["stages"]
   want = sequential[cell + ".json"]
   (got, got_means), (want, want_means) = _pop_means(got), _pop_means(want)
   assert got == want
   assert len(got_means) == len(want_means) == len(want["stages"])
   for g, w in zip(got_means, want_means, strict=True):
     assert g == pytest.approx(w, rel=1e-6, abs=1e-9)
+  # The done marker identifies the pretraining run the record starts from.
+  marker = storage.read_json(f"{shared}/DONE.json")
+  sig = study_pretraining.signature(marker["stages"]["pretrain_sgd"])
+  assert "pretrain/eval_accuracy" in sig and "pretrain/mean_loss" in sig
+  assert study_pretraining.same_run(sig, study_pretraining.signature(recorded))
 
 
 def _pop_means(record: dict) -> tuple[dict, list[dict]]:
@@ -378,36 +385,64 @@ def test_plan_counts_passes_and_schedules_longest_first():
   assert rows[0][:3] == ["study_smoke", "2", "4"]
 
 
-def test_a_cell_another_study_ran_with_the_same_config_is_reused(
+def _pretrain_stage(accuracy: float) -> list[dict]:
+  return [
+    dict(name="pretrain", kind="pretrain", steps=30, eval_accuracy=accuracy)
+  ]
+
+
+def test_a_record_with_the_same_config_and_pretraining_run_is_reused(
   tmp_path, monkeypatch
 ):
   config = study_smoke.get_config()
-  other = tmp_path / "other"
+  other, work = tmp_path / "other", str(tmp_path / "w")
+  by_seed = {0: 0.5, 1: 0.6}  # this work directory's pretraining runs
+  for job in study.jobs(config):
+    if job.pretraining:
+      shared = study.shared_dir(work, study.cell_config(config, job.cell))
+      storage.write_json(
+        f"{shared}/DONE.json",
+        dict(
+          job=job.id,
+          stages=dict(pretrain_sgd=_pretrain_stage(by_seed[job.cell.seed])),
+        ),
+      )
   cell = study.Cell("hydra", 0.5, 0)
-  cfg = study.cell_config(config, cell)
-  own = json.loads(cfg.to_json())
+  own = json.loads(study.cell_config(config, cell).to_json())
   # Written by an older version: the field's old name, a field it predates.
   older = copy.deepcopy(dict(own, name="other-study-hydra"))
   csam = older["search"]["csam"]
   csam["variation_kind"] = csam.pop("distribution")
   del older["search"]["hydra"]["rank_by_abs"]
+  stages = _pretrain_stage(0.5)
   storage.write_json(
-    study.record_path(str(other), cell), dict(cell=cell.id, config=older)
+    study.record_path(str(other), cell),
+    dict(cell=cell.id, config=older, stages=stages),
   )
   odd = study.Cell("csam", 0.5, 0)  # same id, another config: runs
   storage.write_json(
     study.record_path(str(other), odd),
-    dict(cell=odd.id, config=dict(own, seed=5)),
+    dict(cell=odd.id, config=dict(own, seed=5), stages=stages),
+  )
+  # The same config from another pretraining run of seed 1: runs.
+  moved = study.Cell("hydra", 0.5, 1)
+  storage.write_json(
+    study.record_path(str(other), moved),
+    dict(
+      cell=moved.id,
+      config=json.loads(study.cell_config(config, moved).to_json()),
+      stages=_pretrain_stage(0.55),
+    ),
   )
   config.study.reuse_dirs = (str(other),)
   ran = []
   monkeypatch.setattr(
     study, "run_cell", lambda c, job, *_: ran.append(job.id) or True
   )
-  monkeypatch.setattr(study, "ensure_pretraining", lambda *_: None)
-  selected = [j for j in study.jobs(config) if j.id in (cell.id, odd.id)]
-  study.run_jobs(config, selected, str(tmp_path / "w"), str(tmp_path / "r"))
-  assert ran == [odd.id]
+  ids = (cell.id, odd.id, moved.id)
+  selected = [j for j in study.jobs(config) if j.id in ids]
+  study.run_jobs(config, selected, work, str(tmp_path / "r"))
+  assert sorted(ran) == sorted([odd.id, moved.id])
   rec = storage.read_json(study.record_path(str(tmp_path / "r"), cell))
   assert rec["reused_from"] == str(other) and rec["config"]["seed"] == 0
   for bad in ("results/x", (3,)):

@@ -13,6 +13,7 @@ from experiments import storage
 from experiments.reports import markdown, report_metrics
 from experiments.study import inference as study_inference
 from experiments.study import narrative as study_narrative
+from experiments.study import pretraining as study_pretraining
 from experiments.study import structure as study_structure
 
 
@@ -163,6 +164,7 @@ def results_markdown(
     "generated in JAX without frost (a synthetic texture standing in for "
     "the published frost photographs)."
   )
+  parts.append(study_pretraining.describe(summary.get("pretraining_runs", [])))
   if summary["comparisons"]:
     parts.append(
       f"### Paired comparisons ({summary['main_distribution']}, CC-Cert "

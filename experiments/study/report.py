@@ -41,6 +41,7 @@ import numpy as np
 from experiments import config_validation, storage
 from experiments.reports import plots, report_metrics
 from experiments.study import inference as study_inference
+from experiments.study import pretraining as study_pretraining
 from experiments.study import render as study_render
 from experiments.study import stats as study_stats
 from experiments.study import structure as study_structure
@@ -459,6 +460,7 @@ def aggregate(results_dir: str, study: Any) -> dict[str, Any]:
   summary = dict(
     study=study.name,
     image_sets=study_structure.image_sets(records),
+    pretraining_runs=study_pretraining.runs(records),
     inference=inference,
     sign_agreement=study_inference.sign_agreement(inference),
     flatness=study_structure.flatness_groups(records),

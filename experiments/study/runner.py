@@ -46,6 +46,7 @@ from experiments import main as main_lib
 from experiments import provenance as provenance_lib
 from experiments.reports import report_metrics
 from experiments.robustness import evaluation
+from experiments.study import pretraining as study_pretraining
 from experiments.study import report as study_report
 from experiments.study import variants
 from experiments.training import methods, stages, train
@@ -394,10 +395,15 @@ def run_pretraining(
   shared = shared_dir(workdir, cfg)
   logging.info("study %s: %s", config.study.name, job.id)
   ctx = train.make_context(cfg, os.path.join(shared, "run"), info, shared)
+  stages_by_role = {}
   for method in job.methods:
-    train.run_method(ctx, method, shared_only=True)
+    run = train.run_method(ctx, method, shared_only=True)
+    stages_by_role[study_pretraining.role(method)] = run.records
   ctx.writer.flush()
-  storage.write_json(_done_marker(shared), dict(job=job.id))
+  # The stage records identify this pretraining run (`reused_record`).
+  storage.write_json(
+    _done_marker(shared), dict(job=job.id, stages=stages_by_role)
+  )
 
 
 def ensure_pretraining(
@@ -441,13 +447,34 @@ def _same_run(a: dict, b: dict) -> bool:
   }
 
 
-def reused_record(config: ml_collections.ConfigDict, cell: Cell) -> dict | None:
+def local_pretraining(
+  config: ml_collections.ConfigDict, cell: Cell, workdir: str
+) -> dict[str, Any]:
+  """The signature (`study_pretraining.signature`) of the pretraining run
+  this work directory holds for ``cell`` (empty when its done marker
+  predates the stage records, or it has not run)."""
+  cfg = cell_config(config, cell)
+  marker = storage.path(_done_marker(shared_dir(workdir, cfg)))
+  if not marker.exists():
+    return {}
+  by_role = storage.read_json(marker).get("stages") or {}
+  (method,) = cfg.methods  # a cell runs one method
+  return study_pretraining.signature(
+    by_role.get(study_pretraining.role(method), [])
+  )
+
+
+def reused_record(
+  config: ml_collections.ConfigDict, cell: Cell, pretrained: dict[str, Any]
+) -> dict | None:
   """The record of ``cell`` from one of ``study.reuse_dirs`` (another
   study's results) whose config, read through the upgrade path of older
-  runs, is the cell's own but for its name: the same run, not run twice.
-  It gains ``reused_from`` (that directory). A record there with the
-  cell's id but another config is not reused (a warning names it) and the
-  cell runs.
+  runs, is the cell's own but for its name, and whose pretraining run is
+  ``pretrained`` (`local_pretraining`: the one this study's other cells of
+  the seed start from): the same run, not run twice. It gains
+  ``reused_from`` (that directory). A record there with the cell's id but
+  another config or another pretraining run is not reused (a warning names
+  it) and the cell runs.
   """
   own = json.loads(cell_config(config, cell).to_json())
   for directory in config.study.get("reuse_dirs", ()):
@@ -457,11 +484,23 @@ def reused_record(config: ml_collections.ConfigDict, cell: Cell) -> dict | None:
     rec = storage.read_json(path)
     # Through the upgrade path: a record of an older version holds the
     # config of its day.
-    if _same_run(config_validation.stored_config(rec.get("config", {})), own):
+    if not _same_run(
+      config_validation.stored_config(rec.get("config", {})), own
+    ):
+      logging.warning(
+        "%s: not reused, its config differs from this study's cell", path
+      )
+    elif not study_pretraining.same_run(
+      study_pretraining.signature(rec.get("stages", [])), pretrained
+    ):
+      logging.warning(
+        "%s: not reused, it starts from another pretraining run than this "
+        "work directory's (%s)",
+        path,
+        "its stage records differ" if pretrained else "none recorded here",
+      )
+    else:
       return dict(rec, reused_from=directory)
-    logging.warning(
-      "%s: not reused, its config differs from this study's cell", path
-    )
   return None
 
 
@@ -525,13 +564,15 @@ def run_jobs(
       continue
     if job_done(config, job, workdir, results_dir):
       continue
-    reused = reused_record(config, job.cell)
+    # The pretraining first: a record is reused only if it starts from it.
+    (needed,) = job.needs
+    ensure_pretraining(config, by_id[needed], workdir, wait_s)
+    pretrained = local_pretraining(config, job.cell, workdir)
+    reused = reused_record(config, job.cell, pretrained)
     if reused is not None:
       storage.write_json(record_path(results_dir, job.cell), reused)
       logging.info("%s: reused from %s", job.id, reused["reused_from"])
     else:
-      (needed,) = job.needs
-      ensure_pretraining(config, by_id[needed], workdir, wait_s)
       if not run_cell(config, job, workdir, results_dir):
         continue
     ran += 1
