@@ -29,8 +29,11 @@ def _git(*args: str, cwd: str) -> str | None:
 def code_version(root: str = _ROOT) -> dict[str, str | bool | None]:
   """``{"commit": sha or None, "dirty": bool or None}`` of the repository.
 
-  ``dirty`` is True when tracked files differ from the commit (untracked
-  files are ignored: results and work directories live beside the code).
+  ``dirty`` is True when tracked files outside ``results/`` differ from
+  the commit. Untracked files are ignored (work directories live beside
+  the code), and so is ``results/``: a study rewrites its own tracked
+  reports there as it runs, and a snapshot's results may be edited (a
+  record removed to run again) without changing the code that runs.
   Both are None outside a git checkout (e.g. an installed package).
 
   Example:
@@ -41,7 +44,15 @@ def code_version(root: str = _ROOT) -> dict[str, str | bool | None]:
   commit = _git("rev-parse", "HEAD", cwd=root)
   if commit is None or not commit.strip():
     return {"commit": None, "dirty": None}
-  status = _git("status", "--porcelain", "--untracked-files=no", cwd=root)
+  status = _git(
+    "status",
+    "--porcelain",
+    "--untracked-files=no",
+    "--",
+    ".",
+    ":!results",
+    cwd=root,
+  )
   return {
     "commit": commit.strip(),
     "dirty": None if status is None else bool(status.strip()),

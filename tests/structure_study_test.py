@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -372,6 +373,28 @@ def test_provenance_names_the_commit_and_libraries():
   assert code["commit"] is None or len(code["commit"]) == 40
   assert out["libraries"]["jax"] == jax.__version__
   assert out["libraries"]["optax"] == optax.__version__
+
+
+def test_the_code_version_is_dirty_for_code_not_for_results(tmp_path):
+  git = lambda *a: subprocess.run(
+    ("git", "-c", "user.name=t", "-c", "user.email=t@t", *a),
+    cwd=tmp_path,
+    check=True,
+    capture_output=True,
+  )
+  (tmp_path / "results").mkdir()
+  (tmp_path / "results" / "RESULTS.md").write_text("a")
+  (tmp_path / "code.py").write_text("a")
+  git("init", "-q")
+  git("add", ".")
+  git("commit", "-q", "-m", "c")
+  assert provenance.code_version(str(tmp_path))["dirty"] is False
+  (tmp_path / "results" / "RESULTS.md").unlink()  # a study's own files
+  (tmp_path / "untracked.py").write_text("b")
+  assert provenance.code_version(str(tmp_path))["dirty"] is False
+  (tmp_path / "code.py").write_text("b")
+  out = provenance.code_version(str(tmp_path))
+  assert out["dirty"] is True and len(out["commit"]) == 40
 
 
 def _sweep_record(variant, certified, split="validation"):
