@@ -3,14 +3,21 @@
 A study's records are committed and aggregated long after they were made,
 possibly while the code changes: each record says which code made it
 (`code_version`: the git commit of the repository and whether its tracked
-files differed from it) and with which libraries (`library_versions`).
+files differed from it), with which libraries (`library_versions`) and on
+which machine (`machine`: XLA's CPU code depends on the instruction-set
+extensions, so the same code and seed can train a different model on
+another CPU).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
+import platform
 import subprocess
+
+import jax
 
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,6 +82,59 @@ def library_versions() -> dict[str, str | None]:
   return out
 
 
+def _cpuinfo(cpuinfo: str) -> dict[str, str | None]:
+  r"""The CPU model and a digest of its feature flags from the text of
+  ``/proc/cpuinfo`` (Linux; None where a field is missing).
+
+  Example:
+    >>> out = _cpuinfo("model name : AMD EPYC\nflags : sse avx2 fma\n")
+    >>> out["cpu"], out["cpu_flags_sha256"] == hashlib.sha256(
+    ...   b"avx2 fma sse").hexdigest()[:16]
+    ('AMD EPYC', True)
+  """
+  fields = {}
+  for line in cpuinfo.splitlines():
+    key, sep, value = line.partition(":")
+    if sep:
+      fields.setdefault(key.strip(), value.strip())
+  flags = fields.get("flags")
+  return {
+    "cpu": fields.get("model name"),
+    "cpu_flags_sha256": None
+    if flags is None
+    else hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[
+      :16
+    ],
+  }
+
+
+def machine() -> dict[str, str | int | None]:
+  """The machine the numbers were computed on: CPU model and a digest of
+  its feature flags, architecture, JAX backend, device kind and count.
+
+  Example:
+    >>> sorted(machine())
+    ['backend', 'cpu', 'cpu_flags_sha256', 'device_count', 'device_kind', 'machine']
+  """  # noqa: E501 - a doctest output line.
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = _cpuinfo(f.read())
+  except OSError:
+    cpu = {"cpu": platform.processor() or None, "cpu_flags_sha256": None}
+  return dict(
+    cpu,
+    machine=platform.machine(),
+    backend=jax.default_backend(),
+    device_kind=jax.devices()[0].device_kind,
+    device_count=jax.device_count(),
+  )
+
+
 def provenance() -> dict[str, dict]:
-  """``{"code": code_version(), "libraries": library_versions()}``."""
-  return {"code": code_version(), "libraries": library_versions()}
+  """``{"code": code_version(), "libraries": library_versions(),
+  "machine": machine()}``."""
+  return {
+    "code": code_version(),
+    "libraries": library_versions(),
+    "machine": machine(),
+  }

@@ -373,6 +373,8 @@ def test_provenance_names_the_commit_and_libraries():
   assert code["commit"] is None or len(code["commit"]) == 40
   assert out["libraries"]["jax"] == jax.__version__
   assert out["libraries"]["optax"] == optax.__version__
+  assert out["machine"]["backend"] == jax.default_backend()
+  assert out["machine"]["device_count"] == jax.device_count()
 
 
 def test_the_code_version_is_dirty_for_code_not_for_results(tmp_path):
