@@ -768,3 +768,22 @@ def test_peers_narrative_claims_in_words_hold():
     assert cert(f"{peer}_ft") < cert(peer)
     (b, a), (b_ft, a_ft) = before_after(peer), before_after(f"{peer}_ft")
     assert b_ft - a_ft > b - a
+
+
+def test_peers_pretraining_claims_in_words_hold():
+  """The peers narrative: the structure study's records of hydra_aug and
+  csam_rho0_aug start from another pretraining run than the peers' cells,
+  whose dense model tests lower on every seed."""
+  from experiments.study import pretraining
+
+  def rec(study, cell):
+    with open(os.path.join(REPO, "results", study, "cells", cell)) as f:
+      return json.load(f)
+
+  for seed in (0, 1, 2):
+    peers = rec("study_peers", f"cram__s0.90__seed{seed}.json")
+    for variant in ("hydra_aug", "csam_rho0_aug"):
+      other = rec("study_structure", f"{variant}__s0.90__seed{seed}.json")
+      (group,) = pretraining.runs([peers, other])
+      here, there = (run["eval_accuracy"] for run in group["runs"])
+      assert group["runs"][1]["cells"] == [other["cell"]] and there < here
