@@ -787,3 +787,24 @@ def test_peers_pretraining_claims_in_words_hold():
       (group,) = pretraining.runs([peers, other])
       here, there = (run["eval_accuracy"] for run in group["runs"])
       assert group["runs"][1]["cells"] == [other["cell"]] and there < here
+
+
+def test_readme_peers_paragraph_holds(tmp_path):
+  """README's peers paragraph in words: CrAM and SAFE about nine and
+  seventeen points below hydra_aug on the seeds' mean, below on every
+  seed; SAFE's projection and re-tuning cost about eight points of clean
+  accuracy on every seed."""
+  summary, records = _aggregate_committed("study_peers", tmp_path)
+  for peer, points in (("cram", 9), ("safe", 17)):
+    seed = _get(summary, peer, "hydra_aug", 0.9)["seed_level"]
+    assert abs(-100 * seed["mean"] - points) < 0.5
+    assert seed["n"] == seed["agree"] == 3
+  safe = [r for r in records if r["variant"] == "safe"]
+  assert len(safe) == 3
+  for r in safe:
+    (dense,) = [s for s in r["stages"] if s["kind"] == "compression"]
+    assert abs(100 * (dense["eval_accuracy"] - r["clean_accuracy"]) - 8) < 0.5
+  with open(os.path.join(REPO, "README.md")) as f:
+    readme = " ".join(f.read().split())
+  assert "(about nine and seventeen points less)" in readme
+  assert "about eight points of clean accuracy" in readme
