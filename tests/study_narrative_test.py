@@ -808,3 +808,24 @@ def test_readme_peers_paragraph_holds(tmp_path):
     readme = " ".join(f.read().split())
   assert "(about nine and seventeen points less)" in readme
   assert "about eight points of clean accuracy" in readme
+  assert "and about eleven points more than without them" in readme
+  assert "SAFE gains about eight points and stays below" in readme
+
+
+def test_peers_augmented_claims_in_words_hold(tmp_path):
+  """The peers narrative's sentence on cram_aug and safe_aug."""
+  summary, _ = _aggregate_committed("study_peers", tmp_path)
+  get = lambda a, b: _get(summary, a, b, 0.9)
+  means = {g["variant"]: g for g in summary["groups"]}
+  cert = lambda v: means[v]["certified"]["semantic"]["cc_cert@1e-02"]["mean"]
+  # About eleven and eight points from the variations (seeds' means).
+  assert round(100 * (cert("cram_aug") - cert("cram"))) == 11
+  assert round(100 * (cert("safe_aug") - cert("safe"))) == 8
+  above = get("cram_aug", "hydra_aug")
+  assert above["pooled"]["difference"] > 0 and above["pooled"]["low"] > 0
+  seed = above["seed_level"]
+  assert (seed["n"], seed["agree"]) == (3, 2) and seed["mean"] > 0
+  for other in ("hydra_aug", "csam_rho0_aug"):
+    assert get("cram_aug", other)["verdict"] != "holds across training runs"
+    seed = get("safe_aug", other)["seed_level"]
+    assert seed["n"] == seed["agree"] == 3 and seed["mean"] < 0
