@@ -111,23 +111,20 @@ def runs(records: list[dict]) -> list[dict[str, Any]]:
           role=group_role,
           runs=[
             dict(
-              eval_accuracy=_eval_accuracy(members[0]),
+              eval_accuracy=_eval_accuracy(sig),
               cells=[m["cell"] for m in members],
             )
-            for _, members in found
+            for sig, members in found
           ],
         )
       )
   return out
 
 
-def _eval_accuracy(rec: dict) -> float | None:
-  accs = [
-    s.get("eval_accuracy")
-    for s in rec.get("stages", [])
-    if s.get("kind") == "pretrain"
-  ]
-  return accs[0] if accs else None
+def _eval_accuracy(sig: dict[str, Any]) -> float | None:
+  """The dense test accuracy a run's `signature` holds."""
+  found = [v for k, v in sig.items() if k.endswith("/eval_accuracy")]
+  return found[0] if found else None
 
 
 def describe(mixed: list[dict[str, Any]]) -> str:

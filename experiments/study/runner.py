@@ -572,9 +572,8 @@ def run_jobs(
     if reused is not None:
       storage.write_json(record_path(results_dir, job.cell), reused)
       logging.info("%s: reused from %s", job.id, reused["reused_from"])
-    else:
-      if not run_cell(config, job, workdir, results_dir):
-        continue
+    elif not run_cell(config, job, workdir, results_dir):
+      continue
     ran += 1
     if after_record is not None:
       after_record()
