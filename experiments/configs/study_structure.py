@@ -35,6 +35,10 @@ from experiments.study import report as study_report
 
 SWEEP_DIR = "results/study_structure_sweep"
 CONTROLS = ("hydra", "csam_nocert_rho0", "csam")
+# The flatness diagnostic's swapped fractions. The sweep's directed swaps
+# took HYDRA and csam_rho0 to chance accuracy at its smallest fraction
+# (0.5%): smaller ones resolve where that happens.
+FLATNESS_FRACTIONS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 
 
 def chosen_setting(sweep_dir: str = SWEEP_DIR) -> str:
@@ -76,19 +80,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.certify.num_images = 1000
   config.corruptions.enabled = True
   config.corruptions.num_images = 250
-  # The sweep's directed swaps took HYDRA and csam_rho0 to chance accuracy
-  # at the smallest fraction (0.5%): smaller ones resolve where that
-  # happens; certified where the directed swap leaves accuracy to certify.
-  config.flatness.fractions = (
-    0.0005,
-    0.001,
-    0.002,
-    0.005,
-    0.01,
-    0.02,
-    0.05,
-    0.1,
-  )
+  config.flatness.fractions = FLATNESS_FRACTIONS
+  # Certified where the directed swap leaves accuracy to certify.
   config.flatness.certify_fractions = (0.001, 0.01)
   config.flatness.certify_images = 100
   best = chosen_setting(os.environ.get("CSAM_STRUCTURE_SWEEP_DIR", SWEEP_DIR))
