@@ -8,12 +8,22 @@ rule fixed there to its records) against its twin without the
 perturbation (csam_rho0) and the two augmentation-fair variants
 (hydra_aug, csam_rho0_aug), then the controls that separate what makes a
 mask flat under the structural-flatness diagnostic: HYDRA (none of C-SAM's
-ingredients), csam_nocert_rho0 (the [0, 1] projection alone), today's
-C-SAM (rho 0.05). The grid runs the chosen setting and csam_rho0 on all
+ingredients), today's C-SAM (rho 0.05) and csam_nocert_rho0 (the [0, 1]
+projection alone; last, because at the sweep's seed it trained HYDRA's
+model bit for bit). The grid runs the chosen setting and csam_rho0 on all
 five seeds first, then the other variants one by one. Sparsity 0.9, seeds
 0-4 (the sweep ran seed 9), the study_cpu model, data and budget with the
 sweep's validation carve (the training subsets never hold a validation
 image).
+
+The pretraining: the main pair, hydra_aug and csam_rho0_aug ran on one
+machine; the controls run on another, whose pretraining of the same seed
+and config differs in the last bits of its arithmetic and so trains
+another model. RESULTS.md's "Pretraining" line names the cells of each
+run. A control paired with a cell of the first four variants pairs two
+pretraining runs of its seed: the seed is still the unit of the
+seed-level interval, which takes that variation in; the controls pair
+among themselves on one run.
 
 Every model is certified on one set of 1,000 test images
 (``study.image_seed``: the same rows for every variant and seed; N = 10 x
@@ -34,7 +44,7 @@ from experiments.configs import study_structure_sweep
 from experiments.study import report as study_report
 
 SWEEP_DIR = "results/study_structure_sweep"
-CONTROLS = ("hydra", "csam_nocert_rho0", "csam")
+CONTROLS = ("hydra", "csam", "csam_nocert_rho0")
 # The flatness diagnostic's swapped fractions. The sweep's directed swaps
 # took HYDRA and csam_rho0 to chance accuracy at its smallest fraction
 # (0.5%): smaller ones resolve where that happens.
