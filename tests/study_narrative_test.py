@@ -773,7 +773,8 @@ def test_peers_narrative_claims_in_words_hold():
 def test_peers_pretraining_claims_in_words_hold():
   """The peers narrative: the structure study's records of hydra_aug and
   csam_rho0_aug start from another pretraining run than the peers' cells,
-  whose dense model tests lower on every seed."""
+  whose dense model tests lower on every seed; the peers' own cells, run
+  again, start from one run per seed."""
   from experiments.study import pretraining
 
   def rec(study, cell):
@@ -787,6 +788,13 @@ def test_peers_pretraining_claims_in_words_hold():
       (group,) = pretraining.runs([peers, other])
       here, there = (run["eval_accuracy"] for run in group["runs"])
       assert group["runs"][1]["cells"] == [other["cell"]] and there < here
+  # "Both ran again here ... and replaced the reused records": every seed's
+  # cells now start from one run, and none is reused.
+  records = study_report.load_records(
+    os.path.join(REPO, "results", "study_peers")
+  )
+  assert len(records) == 33 and pretraining.runs(records) == []
+  assert not any("reused_from" in r for r in records)
 
 
 def test_readme_peers_paragraph_holds(tmp_path):
@@ -799,6 +807,8 @@ def test_readme_peers_paragraph_holds(tmp_path):
     seed = _get(summary, peer, "hydra_aug", 0.9)["seed_level"]
     assert abs(-100 * seed["mean"] - points) < 0.5
     assert seed["n"] == seed["agree"] == 3
+  for peer in ("cram", "safe"):  # the smaller rate: not established
+    assert _get(summary, f"{peer}_ft", peer, 0.9)["verdict"] != "seeds"
   safe = [r for r in records if r["variant"] == "safe"]
   assert len(safe) == 3
   for r in safe:
@@ -825,7 +835,12 @@ def test_peers_augmented_claims_in_words_hold(tmp_path):
   assert above["pooled"]["difference"] > 0 and above["pooled"]["low"] > 0
   seed = above["seed_level"]
   assert (seed["n"], seed["agree"]) == (3, 2) and seed["mean"] > 0
+  # Neither cram_aug difference is established across training runs
+  # (a verdict is a key of study_inference.VERDICTS).
   for other in ("hydra_aug", "csam_rho0_aug"):
-    assert get("cram_aug", other)["verdict"] != "holds across training runs"
+    assert get("cram_aug", other)["verdict"] in ("images", "none")
     seed = get("safe_aug", other)["seed_level"]
     assert seed["n"] == seed["agree"] == 3 and seed["mean"] < 0
+  # "... which against csam_rho0_aug holds across training runs".
+  assert get("safe_aug", "csam_rho0_aug")["verdict"] == "seeds"
+  assert get("safe_aug", "hydra_aug")["verdict"] != "seeds"
