@@ -728,8 +728,8 @@ def test_peers_first_tier_claims_in_words_hold(tmp_path):
   """The peers narrative's one sentence on three training runs."""
   summary, _ = _aggregate_committed("study_peers", tmp_path)
   get = lambda a, b: _get(summary, a, b, 0.9)
-  for peer in ("cram", "safe"):  # below both on every one of three seeds
-    for other in ("hydra_aug", "csam"):
+  for peer in ("cram", "safe"):  # below all three on every one of 3 seeds
+    for other in ("hydra_aug", "csam", "csam_rho0_aug"):
       seed = get(peer, other)["seed_level"]
       assert seed["n"] == seed["agree"] == 3 and seed["mean"] < 0
     # The dense continuation's optimizer: lower still, on every seed run.
@@ -800,13 +800,18 @@ def test_peers_pretraining_claims_in_words_hold():
 def test_readme_peers_paragraph_holds(tmp_path):
   """README's peers paragraph in words: CrAM and SAFE about nine and
   seventeen points below hydra_aug on the seeds' mean, below on every
-  seed; SAFE's projection and re-tuning cost about eight points of clean
+  seed; about eleven and twenty below csam_rho0_aug, across training
+  runs; SAFE's projection and re-tuning cost about eight points of clean
   accuracy on every seed."""
   summary, records = _aggregate_committed("study_peers", tmp_path)
   for peer, points in (("cram", 9), ("safe", 17)):
     seed = _get(summary, peer, "hydra_aug", 0.9)["seed_level"]
     assert abs(-100 * seed["mean"] - points) < 0.5
     assert seed["n"] == seed["agree"] == 3
+  for peer, points in (("cram", 11), ("safe", 20)):  # csam_rho0_aug
+    c = _get(summary, peer, "csam_rho0_aug", 0.9)
+    assert round(-100 * c["seed_level"]["mean"]) == points
+    assert c["verdict"] == "seeds"
   for peer in ("cram", "safe"):  # the smaller rate: not established
     assert _get(summary, f"{peer}_ft", peer, 0.9)["verdict"] != "seeds"
   safe = [r for r in records if r["variant"] == "safe"]
@@ -820,6 +825,7 @@ def test_readme_peers_paragraph_holds(tmp_path):
   assert "about eight points of clean accuracy" in readme
   assert "and about eleven points more than without them" in readme
   assert "SAFE gains about eight points and stays below" in readme
+  assert "about eleven and twenty points less, and both gaps hold" in readme
 
 
 def test_peers_augmented_claims_in_words_hold(tmp_path):

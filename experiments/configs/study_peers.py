@@ -82,6 +82,10 @@ def get_config() -> ml_collections.ConfigDict:
         ("safe_aug", "csam_rho0_aug"),
         ("cram", "hydra_aug"),
         ("safe", "hydra_aug"),
+        # Issue 23 pairs each peer with csam, hydra_aug and csam_rho0_aug
+        # (these two joined the family when the grid was complete).
+        ("cram", "csam_rho0_aug"),
+        ("safe", "csam_rho0_aug"),
         ("cram_ft", "hydra_aug"),
         ("safe_ft", "hydra_aug"),
         ("cram_ft", "cram"),  # the optimizer alone
