@@ -590,7 +590,13 @@ def test_readme_results_paragraph_is_generated_from_the_records(study_summary):
 
 
 @pytest.mark.parametrize(
-  "name", ["study_structure_sweep", "study_structure", "study_peers"]
+  "name",
+  [
+    "study_structure_sweep",
+    "study_structure",
+    "study_structure_controls",
+    "study_peers",
+  ],
 )
 def test_structure_narratives_render_with_every_number_generated(
   name, tmp_path
@@ -850,3 +856,31 @@ def test_peers_augmented_claims_in_words_hold(tmp_path):
   # "... which against csam_rho0_aug holds across training runs".
   assert get("safe_aug", "csam_rho0_aug")["verdict"] == "seeds"
   assert get("safe_aug", "hydra_aug")["verdict"] != "seeds"
+
+
+def test_structure_controls_twins_claims_in_words_hold():
+  """The controls narrative: seed 9's pretraining here is not the sweep's;
+  HYDRA and csam_rho0 certify about two and six points less here; csam_f1
+  minus csam_rho0 was below zero in the sweep."""
+  from experiments.study import pretraining
+
+  def rec(study, variant):
+    path = os.path.join(REPO, "results", study, "cells")
+    with open(os.path.join(path, f"{variant}__s0.90__seed9.json")) as f:
+      return json.load(f)
+
+  cert = lambda r: r["certification"]["semantic"]["cc_cert"]["1e-02"]
+  here = "study_structure_controls"
+  sweep = "study_structure_sweep"
+  (group,) = pretraining.runs([rec(here, "hydra"), rec(sweep, "hydra")])
+  assert len(group["runs"]) == 2
+  for variant, points in (("hydra", 2), ("csam_rho0", 6)):
+    assert (
+      round(100 * (cert(rec(sweep, variant)) - cert(rec(here, variant))))
+      == points
+    )
+    assert (
+      rec(sweep, variant)["certification"]["images"]["sha256"]
+      == (rec(here, variant)["certification"]["images"]["sha256"])
+    )
+  assert cert(rec(sweep, "csam_f1")) < cert(rec(sweep, "csam_rho0"))
