@@ -904,3 +904,20 @@ def test_structure_controls_random_direction_claims_in_words_hold(tmp_path):
     flat(r)["base"]["accuracy"] - flat(r)["directed"]["0.001"]["accuracy"]
   )
   assert drop(rand) < drop(sharp)
+
+
+def test_structure_controls_soft_forward_claims_in_words_hold(tmp_path):
+  """The controls narrative on the soft forward: without the perturbation
+  it keeps most of the soft setting's gain over csam_rho0; the
+  perturbation's share is not distinguishable from zero; only the whole
+  setting's difference holds after Holm, per image."""
+  summary, _ = _aggregate_committed("study_structure_controls", tmp_path)
+  get = lambda a, b: _get(summary, a, b, 0.9)
+  whole = get("csam_soft", "csam_rho0")
+  forward = get("csam_soft_rho0", "csam_rho0")
+  share = get("csam_soft", "csam_soft_rho0")
+  gain = lambda c: c["pooled"]["difference"]
+  assert 0.5 * gain(whole) < gain(forward) < gain(whole)
+  assert share["pooled"]["low"] < 0 < share["pooled"]["high"]
+  assert whole["verdict"] == "images"
+  assert forward["verdict"] == share["verdict"] == "none"
