@@ -940,3 +940,16 @@ def test_structure_controls_hinge_claims_in_words_hold(tmp_path):
   assert without["verdict"] == "images" and without["pooled"]["high"] < 0
   with_hinge = get("csam_f1", "csam_rho0")
   assert with_hinge["verdict"] == "none"
+
+
+def test_structure_controls_ten_percent_claims_in_words_hold(tmp_path):
+  """The controls narrative at ten percent: the sharpness direction's
+  search did not learn, the random one with the same flips certifies
+  about as much as csam_rho0 (no established difference)."""
+  summary, _ = _aggregate_committed("study_structure_controls", tmp_path)
+  assert "csam_f10" in {w["variant"] for w in summary["search_guard"]}
+  assert "csam_rand_f10" not in {w["variant"] for w in summary["search_guard"]}
+  rand = _get(summary, "csam_rand_f10", "csam_rho0", 0.9)
+  assert rand["verdict"] == "none" and abs(rand["pooled"]["difference"]) < 0.02
+  sharp = _get(summary, "csam_rand_f10", "csam_f10", 0.9)
+  assert sharp["verdict"] == "images" and sharp["pooled"]["low"] > 0
