@@ -948,9 +948,13 @@ def test_structure_controls_ten_percent_claims_in_words_hold(tmp_path):
   about as much as csam_rho0 (no established difference)."""
   summary, _ = _aggregate_committed("study_structure_controls", tmp_path)
   warned = {w["variant"] for w in summary["search_guard"]}
-  assert {"csam_f10", "csam_nocert_f10"} <= warned
-  assert "csam_rand_f10" not in {w["variant"] for w in summary["search_guard"]}
-  rand = _get(summary, "csam_rand_f10", "csam_rho0", 0.9)
-  assert rand["verdict"] == "none" and abs(rand["pooled"]["difference"]) < 0.02
-  sharp = _get(summary, "csam_rand_f10", "csam_f10", 0.9)
-  assert sharp["verdict"] == "images" and sharp["pooled"]["low"] > 0
+  assert {"csam_f10", "csam_nocert_f10", "csam_swap_f10"} <= warned
+  for rand, sharp in (
+    ("csam_rand_f10", "csam_f10"),
+    ("csam_randswap_f10", "csam_swap_f10"),
+  ):
+    assert rand not in warned
+    c = _get(summary, rand, "csam_rho0", 0.9)
+    assert c["verdict"] == "none" and abs(c["pooled"]["difference"]) < 0.02
+    c = _get(summary, rand, sharp, 0.9)
+    assert c["verdict"] == "images" and c["pooled"]["low"] > 0
