@@ -986,3 +986,30 @@ def test_structure_controls_dose_response_claims_in_words_hold(tmp_path):
     if not {c["main"], c["other"]} & broken
   ]
   assert sum(d > shift for d in diffs) == 1
+
+
+def test_readme_structure_controls_paragraph_holds(tmp_path):
+  """README's controls paragraph: the claims the narrative's tests check
+  in detail, and the six-point shift of a twin between the two
+  pretraining runs of seed 9."""
+  summary, records = _aggregate_committed("study_structure_controls", tmp_path)
+  cert = lambda r: r["certification"]["semantic"]["cc_cert"]["1e-02"]
+  by = {r["variant"]: r for r in records}
+  assert cert(by["csam_rand_f1"]) == cert(by["csam_f1"])
+  broken = {w["variant"] for w in summary["search_guard"]}
+  assert {"csam_f10", "csam_swap_f10"} <= broken
+  assert not {"csam_rand_f10", "csam_randswap_f10"} & broken
+  nocert = _get(summary, "csam_nocert_f1", "csam_nocert_rho0", 0.9)
+  assert nocert["pooled"]["high"] < 0
+  sweep = os.path.join(REPO, "results", "study_structure_sweep", "cells")
+  shifts = []
+  for name in sorted(os.listdir(sweep)):
+    with open(os.path.join(sweep, name)) as f:
+      there = json.load(f)
+    if there["variant"] in by:  # every setting both studies ran
+      shifts.append(abs(cert(there) - cert(by[there["variant"]])))
+  assert len(shifts) == 6
+  assert round(100 * max(shifts)) == 6
+  with open(os.path.join(REPO, "README.md")) as f:
+    readme = " ".join(f.read().split())
+  assert "certify up to six points differently" in readme
