@@ -1,6 +1,7 @@
 """Which pretraining run each committed cell starts from."""
 
 import json
+import os
 
 import pytest
 
@@ -37,12 +38,27 @@ def test_records_of_two_pretraining_runs_of_one_config_are_told_apart():
   [("study_structure", range(5)), ("study_cpu", range(3))],
 )
 def test_the_committed_studies_start_every_seed_from_one_run(study, seeds):
+  """Within a study, every seed's cells share one pretraining run; in the
+  structure study, its controls (run on another machine) share one run of
+  their own per seed, the peers' where the peers have the seed."""
   import glob
+
+  from experiments.configs import study_structure
 
   paths = sorted(glob.glob(f"results/{study}/cells/*.json"))
   records = [json.load(open(p)) for p in paths]
   assert {r["seed"] for r in records} == set(seeds)
-  assert pretraining.runs(records) == []
+  controls = [
+    r
+    for r in records
+    if study == "study_structure" and r["variant"] in study_structure.CONTROLS
+  ]
+  first = [r for r in records if r not in controls]
+  assert pretraining.runs(first) == [] and pretraining.runs(controls) == []
+  for rec in controls:
+    peers = f"results/study_peers/cells/cram__s0.90__seed{rec['seed']}.json"
+    if os.path.exists(peers):
+      assert pretraining.runs([rec, json.load(open(peers))]) == []
   # dense_sam's SAM pretraining is a role of its own, not a second run.
   roles = {pretraining.role(r["method"]) for r in records}
   assert roles == (
