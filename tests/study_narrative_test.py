@@ -865,46 +865,54 @@ def test_peers_augmented_claims_in_words_hold(tmp_path):
   assert get("safe_aug", "hydra_aug")["verdict"] != "seeds"
 
 
-def test_structure_controls_twins_claims_in_words_hold():
+def _certified(rec):
+  """CC-Cert certified accuracy at 1e-2 (semantic) of one record."""
+  return rec["certification"]["semantic"]["cc_cert"]["1e-02"]
+
+
+def _seed9(name):
+  """The seed-9 records of a one-seed structure study, by variant."""
+  records = study_report.load_records(os.path.join(REPO, "results", name))
+  return {r["variant"]: r for r in records}
+
+
+@pytest.fixture(scope="module")
+def controls(tmp_path_factory):
+  """results/study_structure_controls aggregated afresh once: its summary
+  and records by variant."""
+  tmp = tmp_path_factory.mktemp("controls")
+  summary, records = _aggregate_committed("study_structure_controls", tmp)
+  return summary, {r["variant"]: r for r in records}
+
+
+def test_structure_controls_twins_claims_in_words_hold(controls):
   """The controls narrative: seed 9's pretraining here is not the sweep's;
   HYDRA and csam_rho0 certify about two and six points less here; csam_f1
   minus csam_rho0 was below zero in the sweep."""
   from experiments.study import pretraining
 
-  def rec(study, variant):
-    path = os.path.join(REPO, "results", study, "cells")
-    with open(os.path.join(path, f"{variant}__s0.90__seed9.json")) as f:
-      return json.load(f)
-
-  cert = lambda r: r["certification"]["semantic"]["cc_cert"]["1e-02"]
-  here = "study_structure_controls"
-  sweep = "study_structure_sweep"
-  (group,) = pretraining.runs([rec(here, "hydra"), rec(sweep, "hydra")])
+  _, here = controls
+  sweep = _seed9("study_structure_sweep")
+  (group,) = pretraining.runs([here["hydra"], sweep["hydra"]])
   assert len(group["runs"]) == 2
   for variant, points in (("hydra", 2), ("csam_rho0", 6)):
-    assert (
-      round(100 * (cert(rec(sweep, variant)) - cert(rec(here, variant))))
-      == points
-    )
-    assert (
-      rec(sweep, variant)["certification"]["images"]["sha256"]
-      == (rec(here, variant)["certification"]["images"]["sha256"])
-    )
-  assert cert(rec(sweep, "csam_f1")) < cert(rec(sweep, "csam_rho0"))
+    gap = _certified(sweep[variant]) - _certified(here[variant])
+    assert round(100 * gap) == points
+    images = lambda r: r["certification"]["images"]["sha256"]
+    assert images(sweep[variant]) == images(here[variant])
+  assert _certified(sweep["csam_f1"]) < _certified(sweep["csam_rho0"])
 
 
-def test_structure_controls_random_direction_claims_in_words_hold(tmp_path):
+def test_structure_controls_random_direction_claims_in_words_hold(controls):
   """The controls narrative on csam_rand_f1: the same flips, a far smaller
   loss increase, as many images certified, higher clean accuracy, a
   smaller drop under the 0.1% directed swap."""
-  _, records = _aggregate_committed("study_structure_controls", tmp_path)
-  by = {r["variant"]: r for r in records}
+  _, by = controls
   rand, sharp = by["csam_rand_f1"], by["csam_f1"]
   assert abs(rand["flip_fraction"] - sharp["flip_fraction"]) < 1e-4
   rise = lambda r: r["perturbation"]["loss_increase"]
   assert rise(rand) < rise(sharp) / 100
-  cert = lambda r: r["certification"]["semantic"]["cc_cert"]["1e-02"]
-  assert cert(rand) == cert(sharp)
+  assert _certified(rand) == _certified(sharp)
   assert rand["clean_accuracy"] > sharp["clean_accuracy"]
   flat = lambda r: r["flatness"]
   drop = lambda r: (
@@ -913,12 +921,12 @@ def test_structure_controls_random_direction_claims_in_words_hold(tmp_path):
   assert drop(rand) < drop(sharp)
 
 
-def test_structure_controls_soft_forward_claims_in_words_hold(tmp_path):
+def test_structure_controls_soft_forward_claims_in_words_hold(controls):
   """The controls narrative on the soft forward: without the perturbation
   it keeps most of the soft setting's gain over csam_rho0; the
   perturbation's share is not distinguishable from zero; only the whole
   setting's difference holds after Holm, per image."""
-  summary, _ = _aggregate_committed("study_structure_controls", tmp_path)
+  summary, _ = controls
   get = lambda a, b: _get(summary, a, b, 0.9)
   whole = get("csam_soft", "csam_rho0")
   forward = get("csam_soft_rho0", "csam_rho0")
@@ -930,11 +938,11 @@ def test_structure_controls_soft_forward_claims_in_words_hold(tmp_path):
   assert forward["verdict"] == share["verdict"] == "none"
 
 
-def test_structure_controls_hinge_claims_in_words_hold(tmp_path):
+def test_structure_controls_hinge_claims_in_words_hold(controls):
   """The controls narrative without the hinge: the 1% radius costs
   certified accuracy against its twin (these trained models); with the
   hinge it does not; neither is a gain that holds."""
-  summary, _ = _aggregate_committed("study_structure_controls", tmp_path)
+  summary, _ = controls
   get = lambda a, b: _get(summary, a, b, 0.9)
   without = get("csam_nocert_f1", "csam_nocert_rho0")
   assert without["verdict"] == "images" and without["pooled"]["high"] < 0
@@ -942,11 +950,11 @@ def test_structure_controls_hinge_claims_in_words_hold(tmp_path):
   assert with_hinge["verdict"] == "none"
 
 
-def test_structure_controls_ten_percent_claims_in_words_hold(tmp_path):
+def test_structure_controls_ten_percent_claims_in_words_hold(controls):
   """The controls narrative at ten percent: the sharpness direction's
   search did not learn, the random one with the same flips certifies
   about as much as csam_rho0 (no established difference)."""
-  summary, _ = _aggregate_committed("study_structure_controls", tmp_path)
+  summary, _ = controls
   warned = {w["variant"] for w in summary["search_guard"]}
   assert {"csam_f10", "csam_nocert_f10", "csam_swap_f10"} <= warned
   for rand, sharp in (
@@ -960,13 +968,13 @@ def test_structure_controls_ten_percent_claims_in_words_hold(tmp_path):
     assert c["verdict"] == "images" and c["pooled"]["low"] > 0
 
 
-def test_structure_controls_dose_response_claims_in_words_hold(tmp_path):
+def test_structure_controls_dose_response_claims_in_words_hold(controls):
   """The controls narrative's dose-response and its limits: no radius
   gains over csam_rho0 after Holm, today's C-SAM certifies what its twin
   does, 0.3% and 1% point upward; csam_rho0's shift between the two
   pretraining runs exceeds every difference between searches that learned
   but one."""
-  summary, records = _aggregate_committed("study_structure_controls", tmp_path)
+  summary, by = controls
   get = lambda a: _get(summary, a, "csam_rho0", 0.9)
   for name in ("csam", "csam_f0.3", "csam_f1", "csam_f10"):
     assert get(name)["verdict"] != "seeds"
@@ -974,11 +982,8 @@ def test_structure_controls_dose_response_claims_in_words_hold(tmp_path):
   assert abs(get("csam")["pooled"]["difference"]) < 0.005
   assert get("csam_f0.3")["pooled"]["difference"] > 0
   assert get("csam_f1")["pooled"]["difference"] > 0
-  sweep = os.path.join(REPO, "results", "study_structure_sweep", "cells")
-  with open(os.path.join(sweep, "csam_rho0__s0.90__seed9.json")) as f:
-    there = json.load(f)["certification"]["semantic"]["cc_cert"]["1e-02"]
-  (here,) = [r for r in records if r["variant"] == "csam_rho0"]
-  shift = abs(there - here["certification"]["semantic"]["cc_cert"]["1e-02"])
+  there = _seed9("study_structure_sweep")["csam_rho0"]
+  shift = abs(_certified(there) - _certified(by["csam_rho0"]))
   broken = {w["variant"] for w in summary["search_guard"]}
   diffs = [
     abs(c["pooled"]["difference"])
@@ -988,26 +993,23 @@ def test_structure_controls_dose_response_claims_in_words_hold(tmp_path):
   assert sum(d > shift for d in diffs) == 1
 
 
-def test_readme_structure_controls_paragraph_holds(tmp_path):
+def test_readme_structure_controls_paragraph_holds(controls):
   """README's controls paragraph: the claims the narrative's tests check
   in detail, and the six-point shift of a twin between the two
   pretraining runs of seed 9."""
-  summary, records = _aggregate_committed("study_structure_controls", tmp_path)
-  cert = lambda r: r["certification"]["semantic"]["cc_cert"]["1e-02"]
-  by = {r["variant"]: r for r in records}
-  assert cert(by["csam_rand_f1"]) == cert(by["csam_f1"])
+  summary, by = controls
+  assert _certified(by["csam_rand_f1"]) == _certified(by["csam_f1"])
   broken = {w["variant"] for w in summary["search_guard"]}
   assert {"csam_f10", "csam_swap_f10"} <= broken
   assert not {"csam_rand_f10", "csam_randswap_f10"} & broken
   nocert = _get(summary, "csam_nocert_f1", "csam_nocert_rho0", 0.9)
   assert nocert["pooled"]["high"] < 0
-  sweep = os.path.join(REPO, "results", "study_structure_sweep", "cells")
-  shifts = []
-  for name in sorted(os.listdir(sweep)):
-    with open(os.path.join(sweep, name)) as f:
-      there = json.load(f)
-    if there["variant"] in by:  # every setting both studies ran
-      shifts.append(abs(cert(there) - cert(by[there["variant"]])))
+  sweep = _seed9("study_structure_sweep")
+  shifts = [  # every setting both studies ran
+    abs(_certified(rec) - _certified(by[v]))
+    for v, rec in sweep.items()
+    if v in by
+  ]
   assert len(shifts) == 6
   assert round(100 * max(shifts)) == 6
   with open(os.path.join(REPO, "README.md")) as f:

@@ -56,9 +56,9 @@ def test_the_committed_studies_start_every_seed_from_one_run(study, seeds):
   first = [r for r in records if r not in controls]
   assert pretraining.runs(first) == [] and pretraining.runs(controls) == []
   for rec in controls:
-    peers = f"results/study_peers/cells/cram__s0.90__seed{rec['seed']}.json"
-    if os.path.exists(peers):
-      assert pretraining.runs([rec, json.load(open(peers))]) == []
+    peers = f"cram__s0.90__seed{rec['seed']}"
+    if os.path.exists(CELLS.format("study_peers", peers)):
+      assert pretraining.runs([rec, _record("study_peers", peers)]) == []
   # dense_sam's SAM pretraining is a role of its own, not a second run.
   roles = {pretraining.role(r["method"]) for r in records}
   assert roles == (

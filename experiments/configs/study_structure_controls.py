@@ -28,7 +28,7 @@ The settings run in pairs, so that a study cut short has whole comparisons:
 HYDRA and csam_rho0 (the twin of every setting), the flip-targeted radius at
 1% and the random direction with the same flip count (sharpness or noise
 injection?), the soft forward without and with the perturbation (the CPU
-sweep's best single change never ran without it), no hinge without and with
+sweep ran it only with the perturbation), no hinge without and with
 the 1% radius, the 10% radius with its random-direction and no-hinge
 controls, the hard-mask swap at 10% and its random twin, then the 0.3%
 radius and today's C-SAM (rho 0.05, about 0.3% flips). Records go to
