@@ -23,7 +23,9 @@ another model. RESULTS.md's "Pretraining" line names the cells of each
 run. A control paired with a cell of the first four variants pairs two
 pretraining runs of its seed: the seed is still the unit of the
 seed-level interval, which takes that variation in; the controls pair
-among themselves on one run.
+among themselves on one run. Today's C-SAM on seeds 0-2 is the peers
+study's record (``reuse_dirs``: its config but for the name, from the
+same pretraining run), not trained twice.
 
 Every model is certified on one set of 1,000 test images
 (``study.image_seed``: the same rows for every variant and seed; N = 10 x
@@ -118,6 +120,9 @@ def get_config() -> ml_collections.ConfigDict:
       ),
       main_distribution="semantic",
       sweep_dir=None,
+      # A control that study_peers ran from this study's pretraining run
+      # of the seed (today's C-SAM, seeds 0-2) is copied, not run again.
+      reuse_dirs=("results/study_peers",),
     )
   )
   return config
