@@ -706,9 +706,19 @@ def test_flatness_placeholders():
           "0.02": dict(mean=0.02, low=0.01, high=0.03, agree=5, n=5),
         },
         random={"0.001": dict(mean=0.01, low=math.nan, high=math.nan)},
+        overall=dict(
+          directed=dict(
+            mean=-0.0133, low=-0.02, high=-0.004, p_value=0.0123,
+            holm=0.0246, agree=4, n=5,
+          ),
+          random=dict(
+            mean=0.01, low=math.nan, high=math.nan, p_value=math.nan,
+            holm=math.nan, agree=1, n=1,
+          ),
+        ),
       )
     ],
-  )
+  )  # fmt: skip
   render = lambda t: study_narrative.render(t, summary, [])
   assert render("{{drop a 0.9 0.001 directed}}") == "17.6"
   assert render("{{drop a 0.9 1e-3 random}}") == "1.2"
@@ -724,6 +734,11 @@ def test_flatness_placeholders():
     "below zero at 0 of 1 swapped fractions (+1.0 points); the seed-level "
     "interval lies below zero at none and above it at none"
   )
+  assert render("{{flatmean a b 0.9 directed}}") == (
+    "-1.3 points [-2.0, -0.4], t-test p = 0.0123, Holm 0.0246, same sign on "
+    "4 of 5 seeds"
+  )
+  assert render("{{flatmean a b 0.9 random}}") == "+1.0 points (one seed)"
   with pytest.raises(ValueError, match="no flatness comparison of b and a"):
     render("{{flatsigns b a 0.9 random}}")
   with pytest.raises(ValueError, match="SWAP must be random or directed"):
@@ -734,6 +749,7 @@ def test_flatness_placeholders():
     "drop",
     "flatdiff",
     "flatsigns",
+    "flatmean",
   } <= set(study_narrative.names())
 
 

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from statsmodels.stats.multitest import multipletests
 
 from experiments import storage
 from experiments.configs import smoke
@@ -157,6 +158,21 @@ def test_flatness_groups_and_comparisons_hand_case():
   assert d == pytest.approx(
     study_stats.seed_level_difference([0.3 - 0.4, 0.22 - 0.4])._asdict()
   )
+  # Over both fractions at once: per seed the mean of x's drop minus y's.
+  # Directed drops: x (0.1, 0.3) and (0.12, 0.22), y (0.2, 0.4) on both
+  # seeds: seed 0 (0.1 + 0.3) / 2 - (0.2 + 0.4) / 2 = -0.1, seed 1
+  # (0.12 + 0.22) / 2 - 0.3 = -0.13.
+  overall = row["overall"]["directed"]
+  expected = study_stats.seed_level_difference([-0.1, -0.13])._asdict()
+  assert {k: overall[k] for k in expected} == pytest.approx(expected)
+  # Holm over the row's two tests (one row here), as statsmodels adjusts.
+  ps = [row["overall"][w]["p_value"] for w in ("random", "directed")]
+  holm = multipletests(ps, method="holm")[1]
+  assert [row["overall"][w]["holm"] for w in ("random", "directed")] == (
+    pytest.approx(holm.tolist())
+  )
+  table = study_structure.flatness_overall_table([row])
+  assert "| 0.90 | x | y | 2 |" in table and "-11.5 [" in table
   table = study_structure.flatness_table(list(groups.values()))
   assert "| x | 0.90 | 2 | 61.0 ± 12.7 |" in table
   assert study_structure.flatness_comparisons(records, [("x", "z")]) == []

@@ -66,7 +66,11 @@ e.g. 0.001; SWAP ``random`` or ``directed``):
 * ``{{flatsigns A B S SWAP}}``: that difference over every swapped
   fraction: how many are below zero, their range, and the fractions whose
   seed-level interval lies below or above zero (each fraction's own 95%
-  interval, not adjusted for the fractions' number).
+  interval, not adjusted for the fractions' number);
+* ``{{flatmean A B S SWAP}}``: that difference over all swapped fractions
+  at once (its mean over them, one number per seed): seed-level mean, t
+  interval, t-test p, Holm over the report's pairs and both swaps, and
+  seeds of its sign.
 
 The study: ``{{records}}`` (cell records), ``{{family}}`` (comparisons in the
 Holm family), ``{{sweep NAME}}`` (certified accuracy of a setting of the
@@ -752,6 +756,22 @@ def _flatdiff(context: _Context, args: list[str]) -> str:
   return _seed_interval(d["mean"], d["low"], d["high"], d["agree"], d["n"])
 
 
+def _flatmean(context: _Context, args: list[str]) -> str:
+  """A's drop minus B's over all swapped fractions at once (``overall``):
+  seed-level interval, t-test p, its Holm adjustment, sign count."""
+  _arity("flatmean", args, "A B S SWAP", 4, 4)
+  a, b, s = args[0], args[1], _float(args[2])
+  swap = _swap("flatmean", args[3])
+  d = _flatness_comparison(context, a, b, s)["overall"][swap]
+  if d["n"] < 2:
+    return f"{_points(d['mean'])} points (one seed)"
+  return (
+    f"{_points(d['mean'])} points [{_points(d['low'])}, "
+    f"{_points(d['high'])}], t-test p = {_p(d['p_value'])}, Holm "
+    f"{_p(d['holm'])}, same sign on {d['agree']} of {d['n']} seeds"
+  )
+
+
 # --- The study --------------------------------------------------------------
 
 
@@ -812,6 +832,7 @@ HANDLERS = {
   "drop": _drop,
   "flatdiff": _flatdiff,
   "flatsigns": _flatsigns,
+  "flatmean": _flatmean,
   "records": _records,
   "family": _family,
   "sweep": _sweep,

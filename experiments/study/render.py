@@ -298,6 +298,16 @@ def _structure_sections(summary: dict) -> list[str]:
         summary["flatness_comparisons"]
       )
     )
+    out.append(
+      "#### Over all swapped fractions at once\n\nEach fraction above is a "
+      "separate look at the same models. Here one test per pair and swap: "
+      "the mean over the swapped fractions of A's drop minus B's (one "
+      "number per seed; points), its Student-t 95% interval over the "
+      "seeds, the seeds of that sign and the one-sample t-test, "
+      "Holm-adjusted over every test of this table (both swaps). Negative: "
+      "A loses less.\n\n"
+      + study_structure.flatness_overall_table(summary["flatness_comparisons"])
+    )
   if summary.get("perturbation"):
     out.append(
       "### What each C-SAM search's perturbation did\n\nMeans over the "

@@ -8,7 +8,9 @@ From the cell records (`experiments.study`):
   gradient-directed, with Student-t intervals over seeds, and the
   certified accuracy at the certified fractions;
 * `flatness_comparisons`: the seed-level difference of those drops between
-  two variants (A's drop minus B's: negative = A's structure is flatter);
+  two variants (A's drop minus B's: negative = A's structure is flatter),
+  per fraction and over all fractions at once (``overall``: one test per
+  pair and swap, Holm-adjusted over the report's pairs);
 * `perturbation_rows`: what each variant's perturbation did during the
   search (flipped fraction, radius, loss increase, gradient cosine) beside
   its certified accuracy and its paired difference from the main variant.
@@ -19,6 +21,8 @@ from __future__ import annotations
 import collections
 import math
 from typing import Any
+
+import numpy as np
 
 from experiments.reports import markdown
 from experiments.study import stats as study_stats
@@ -82,10 +86,15 @@ def flatness_groups(records: list[dict]) -> list[dict[str, Any]]:
 def flatness_comparisons(
   records: list[dict], pairs: list[tuple[str, str]]
 ) -> list[dict[str, Any]]:
-  """Seed-level differences of accuracy drops, A minus B, per fraction.
+  """Seed-level differences of accuracy drops, A minus B, per fraction and
+  over all fractions.
 
   Paired by (sparsity, seed): ``d_s = drop_A(s) - drop_B(s)`` for every
-  seed both have; `study_stats.seed_level_difference` over the seeds.
+  seed both have; `study_stats.seed_level_difference` over the seeds. Each
+  fraction's interval is a separate look at the same models; ``overall``
+  is one: per swap, the mean of ``d_s`` over the fractions (one number per
+  seed) with its seed-level interval and t-test, and ``holm``, that p-value
+  adjusted over every row's overall tests (both swaps).
   """
   by_key = {
     (r["variant"], r["sparsity"], r["seed"]): r
@@ -106,14 +115,28 @@ def flatness_comparisons(
       for swap in SWAPS:
         da = [_drops(by_key[(a, sparsity, s)], swap) for s in row["seeds"]]
         db = [_drops(by_key[(b, sparsity, s)], swap) for s in row["seeds"]]
-        row[swap] = {
-          name: study_stats.seed_level_difference(
-            [x[name] - y[name] for x, y in zip(da, db, strict=True)]
-          )._asdict()
+        per_fraction = {
+          name: [x[name] - y[name] for x, y in zip(da, db, strict=True)]
           for name in da[0]
         }
+        row[swap] = {
+          name: study_stats.seed_level_difference(d)._asdict()
+          for name, d in per_fraction.items()
+        }
+        row.setdefault("overall", {})[swap] = study_stats.seed_level_difference(
+          np.mean(list(per_fraction.values()), axis=0)
+        )._asdict()
       out.append(row)
+  _holm_overall(out)
   return out
+
+
+def _holm_overall(rows: list[dict[str, Any]]) -> None:
+  """Adds ``holm`` to every row's overall tests: Holm over all of them."""
+  tests = [row["overall"][swap] for row in rows for swap in SWAPS]
+  adjusted = study_stats.holm([t["p_value"] for t in tests]) if tests else []
+  for test, p in zip(tests, adjusted, strict=True):
+    test["holm"] = float(p)
 
 
 def perturbation_rows(
@@ -224,6 +247,29 @@ def flatness_comparison_table(rows: list[dict]) -> str:
     ]
     table.append(cells)
   return markdown.table(header, table)
+
+
+def flatness_overall_table(rows: list[dict]) -> str:
+  """Markdown: A's drop minus B's over all fractions, per swap, with the
+  t-test's p and its Holm adjustment."""
+  if not rows:
+    return ""
+  header = ["sparsity", "A", "B", "seeds"]
+  for swap in SWAPS:
+    header += [f"{swap}: A - B [95% t CI] same sign", "t-test p (Holm)"]
+  table = []
+  for r in rows:
+    cells = [f"{r['sparsity']:.2f}", r["main"], r["other"]]
+    cells.append(str(len(r["seeds"])))
+    for swap in SWAPS:
+      o = r["overall"][swap]
+      cells += [_diff(o), f"{_p(o['p_value'])} ({_p(o['holm'])})"]
+    table.append(cells)
+  return markdown.table(header, table)
+
+
+def _p(p: float) -> str:
+  return "n/a" if math.isnan(p) else f"{p:.3g}"
 
 
 def perturbation_table(rows: list[dict], main: str) -> str:
