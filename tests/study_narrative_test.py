@@ -730,6 +730,7 @@ def test_the_projection_alone_trained_hydras_model_on_five_seeds():
   def measured(name, seed):
     with open(os.path.join(cells, f"{name}__s0.90__seed{seed}.json")) as f:
       rec = json.load(f)
+
     def strip(x):  # the times
       if isinstance(x, dict):
         return {k: strip(v) for k, v in x.items() if "time" not in k}
