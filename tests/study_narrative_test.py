@@ -714,7 +714,7 @@ def test_readme_structure_paragraph_holds(tmp_path):
   for words in (
     "on five training runs",
     "complete): flipping one percent",
-    "about eight points over HYDRA) holds across training runs",
+    "(about eight points over HYDRA) that holds across training runs",
     "projection alone trains HYDRA's model",
   ):
     assert words in readme
