@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from etils.epath import backend as epath_backend
 from etils.epath import gpath
@@ -450,6 +451,39 @@ def test_a_record_with_the_same_config_and_pretraining_run_is_reused(
       config.study.reuse_dirs = bad
     with pytest.raises(ValueError, match="study.reuse_dirs must be a tuple"):
       study.validate_study(config.study)
+
+
+def test_a_done_marker_without_stage_records_reads_the_checkpoints(tmp_path):
+  """A marker written before it held the stage records: the pretraining's
+  signature comes from its stage-end checkpoint's meta; without one (or
+  mid-stage) it is empty, and the cell's record is not reused."""
+  from experiments.training import checkpointing
+
+  config = study_smoke.get_config()
+  work = str(tmp_path / "w")
+  cell = study.Cell("hydra", 0.5, 0)
+  shared = study.shared_dir(work, study.cell_config(config, cell))
+  storage.write_json(f"{shared}/DONE.json", dict(job="pretrain"))
+  assert study.local_pretraining(config, cell, work) == {}
+  ckpt = checkpointing.StageCheckpointer(
+    f"{shared}/pretrain_sgd", max_to_keep=2, every_steps=0
+  )
+  state = dict(w=np.zeros(2, np.float32))
+  ckpt.save(10, state, dict(done=False, records=[]))
+  assert study.local_pretraining(config, cell, work) == {}  # mid-stage
+  ckpt.save(30, state, dict(done=True, records=_pretrain_stage(0.5)))
+  ckpt.close()
+  assert study.local_pretraining(config, cell, work) == {
+    "pretrain/steps": 30,
+    "pretrain/eval_accuracy": 0.5,
+  }
+  # The marker's own records, where it has them, win.
+  storage.write_json(
+    f"{shared}/DONE.json",
+    dict(job="pretrain", stages=dict(pretrain_sgd=_pretrain_stage(0.6))),
+  )
+  signature = study.local_pretraining(config, cell, work)
+  assert signature["pretrain/eval_accuracy"] == 0.6
 
 
 def test_the_peers_study_shares_the_structure_studys_pretraining_and_cells():

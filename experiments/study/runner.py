@@ -49,7 +49,7 @@ from experiments.robustness import evaluation
 from experiments.study import pretraining as study_pretraining
 from experiments.study import report as study_report
 from experiments.study import variants
-from experiments.training import methods, stages, train
+from experiments.training import checkpointing, methods, stages, train
 
 # --config and --workdir are experiments.main's flags (one definition: both
 # modules may be imported in one process).
@@ -451,17 +451,24 @@ def local_pretraining(
   config: ml_collections.ConfigDict, cell: Cell, workdir: str
 ) -> dict[str, Any]:
   """The signature (`study_pretraining.signature`) of the pretraining run
-  this work directory holds for ``cell`` (empty when its done marker
-  predates the stage records, or it has not run)."""
+  this work directory holds for ``cell`` (empty when it has not run).
+
+  The stage records come from the done marker, or, for a marker written
+  before it held them, from the stage-end checkpoint of the last shared
+  stage (the same records: `run_pretraining` writes that checkpoint's).
+  """
   cfg = cell_config(config, cell)
-  marker = storage.path(_done_marker(shared_dir(workdir, cfg)))
+  shared = shared_dir(workdir, cfg)
+  marker = storage.path(_done_marker(shared))
   if not marker.exists():
     return {}
-  by_role = storage.read_json(marker).get("stages") or {}
   (method,) = cfg.methods  # a cell runs one method
-  return study_pretraining.signature(
-    by_role.get(study_pretraining.role(method), [])
-  )
+  role = study_pretraining.role(method)
+  stages = (storage.read_json(marker).get("stages") or {}).get(role)
+  if stages is None and role != "none":
+    meta = checkpointing.latest_meta(os.path.join(shared, role.split("+")[-1]))
+    stages = meta["records"] if meta and meta.get("done") else []
+  return study_pretraining.signature(stages or [])
 
 
 def reused_record(

@@ -26,6 +26,27 @@ def abstract_like(tree: Any, sharding: Sharding) -> Any:
   )
 
 
+def latest_meta(directory: str) -> dict[str, Any] | None:
+  """The ``meta`` of the newest checkpoint in a stage's ``directory``,
+  read without its state, or None when the directory holds none.
+
+  Example:
+    >>> latest_meta("/no/such/stage") is None
+    True
+  """
+  if "://" not in str(directory) and not os.path.isdir(directory):
+    return None
+  options = ocp.CheckpointManagerOptions(read_only=True)
+  with ocp.CheckpointManager(directory, options=options) as manager:
+    steps = manager.all_steps()
+    if not steps:
+      return None
+    restored = manager.restore(
+      max(steps), args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+    )
+  return dict(restored.meta)
+
+
 class StageCheckpointer:
   """Saves and restores one stage's checkpoints.
 
