@@ -141,7 +141,13 @@ def sign_agreement(comparisons: list[dict]) -> list[dict[str, Any]]:
   return out
 
 
-def _p(p: float | None) -> str:
+def p_text(p: float | None) -> str:
+  """A p-value as the reports print it (``n/a`` for a test not run).
+
+  Example:
+    >>> p_text(0.012345), p_text(float("nan")), p_text(None)
+    ('0.0123', 'n/a', 'n/a')
+  """
   return "n/a" if p is None or math.isnan(p) else f"{p:.3g}"
 
 
@@ -168,15 +174,17 @@ def table(comparisons: list[dict]) -> str:
   rows = []
   for c in comparisons:
     p, s, h = c["pooled"], c["seed_level"], c["heterogeneity"]
-    het = "n/a" if h is None else f"{_p(h['p_value'])} ({h['i_squared']:.2f})"
+    het = (
+      "n/a" if h is None else f"{p_text(h['p_value'])} ({h['i_squared']:.2f})"
+    )
     cells = [
       f"{c['sparsity']:.2f}",
       c["main"],
       c["other"],
       _ci(p["difference"], p["low"], p["high"]),
-      f"{_p(p['p_value'])} ({_p(c['holm_image'])})",
+      f"{p_text(p['p_value'])} ({p_text(c['holm_image'])})",
       _ci(s["mean"], s["low"], s["high"]),
-      f"{_p(s['p_value'])} ({_p(c['holm_seed'])})",
+      f"{p_text(s['p_value'])} ({p_text(c['holm_seed'])})",
       f"{s['agree']}/{s['n']}",
       het,
       VERDICTS[c["verdict"]],

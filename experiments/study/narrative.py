@@ -524,14 +524,14 @@ def _per_seed(c: dict, seed: int) -> dict:
   return by_seed[seed]
 
 
+# One p-value format for every report (`study_inference.p_text`).
+_p = study_inference.p_text
+
+
 def _points(x: float) -> str:
   """A difference in points, signed (``0.0`` without a sign)."""
   s = f"{100 * x:+.1f}"
   return "0.0" if s in ("+0.0", "-0.0") else s
-
-
-def _p(p: float | None) -> str:
-  return "n/a" if p is None or math.isnan(p) else f"{p:.3g}"
 
 
 def _seed_interval(mean, low, high, agree, n, p_value=None) -> str:

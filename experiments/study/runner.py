@@ -463,10 +463,15 @@ def local_pretraining(
   if not marker.exists():
     return {}
   (method,) = cfg.methods  # a cell runs one method
-  role = study_pretraining.role(method)
-  stages = (storage.read_json(marker).get("stages") or {}).get(role)
-  if stages is None and role != "none":
-    meta = checkpointing.latest_meta(os.path.join(shared, role.split("+")[-1]))
+  by_role = storage.read_json(marker).get("stages") or {}
+  stages = by_role.get(study_pretraining.role(method))
+  recipe = methods.get_recipe(method)
+  shared_stages = [i for i, spec in enumerate(recipe) if spec.shared]
+  if stages is None and shared_stages:
+    last = shared_stages[-1]
+    meta = checkpointing.latest_meta(
+      train.stage_directory(workdir, method, last, recipe[last], shared)
+    )
     stages = meta["records"] if meta and meta.get("done") else []
   return study_pretraining.signature(stages or [])
 

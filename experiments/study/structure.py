@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from experiments.reports import markdown
+from experiments.study import inference as study_inference
 from experiments.study import stats as study_stats
 
 SWAPS = ("random", "directed")
@@ -268,8 +269,8 @@ def flatness_overall_table(rows: list[dict]) -> str:
   return markdown.table(header, table)
 
 
-def _p(p: float) -> str:
-  return "n/a" if math.isnan(p) else f"{p:.3g}"
+# One p-value format for every report (`study_inference.p_text`).
+_p = study_inference.p_text
 
 
 def perturbation_table(rows: list[dict], main: str) -> str:
