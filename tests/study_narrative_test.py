@@ -611,9 +611,16 @@ def test_structure_narratives_render_with_every_number_generated(
   assert "{{" not in rendered and "}}" not in rendered
 
 
-def test_structure_narrative_claims_in_words_hold(tmp_path):
+@pytest.fixture(scope="module")
+def structure(tmp_path_factory):
+  """results/study_structure aggregated afresh once: summary, records."""
+  tmp = tmp_path_factory.mktemp("structure")
+  return _aggregate_committed("study_structure", tmp)
+
+
+def test_structure_narrative_claims_in_words_hold(structure):
   """What results/study_structure/narrative.md states in words."""
-  summary, records = _aggregate_committed("study_structure", tmp_path)
+  summary, records = structure
   get = lambda a, b: _get(summary, a, b, 0.9)
   # The main pair: no gain ("not established"), at most a fraction of a
   # point above zero.
@@ -658,6 +665,18 @@ def test_structure_narrative_claims_in_words_hold(tmp_path):
   )
 
 
+def _without_times(x, drop=lambda key, value: False):
+  """A record's JSON without its times (keys holding "time") and the
+  entries ``drop(key, value)`` selects, at every depth."""
+  if isinstance(x, dict):
+    return {
+      k: _without_times(v, drop)
+      for k, v in x.items()
+      if "time" not in k and not drop(k, v)
+    }
+  return [_without_times(v, drop) for v in x] if isinstance(x, list) else x
+
+
 def _structure_controls_claims(summary):
   """The controls section of results/study_structure/narrative.md."""
   get = lambda a, b: _get(summary, a, b, 0.9)
@@ -696,15 +715,14 @@ def _structure_controls_claims(summary):
       ), (row["main"], row["other"], w)
 
 
-def test_structure_controls_section_claims_in_words_hold(tmp_path):
-  summary, _ = _aggregate_committed("study_structure", tmp_path)
-  _structure_controls_claims(summary)
+def test_structure_controls_section_claims_in_words_hold(structure):
+  _structure_controls_claims(structure[0])
 
 
-def test_readme_structure_paragraph_holds(tmp_path):
+def test_readme_structure_paragraph_holds(structure):
   """README's paragraph on the five-seed study: the claims the narrative's
   tests check, and its words in README."""
-  summary, records = _aggregate_committed("study_structure", tmp_path)
+  summary, records = structure
   _structure_controls_claims(summary)
   get = lambda a, b: _get(summary, a, b, 0.9)
   assert -0.055 < get("csam_f1", "hydra_aug")["seed_level"]["mean"] < -0.045
@@ -731,14 +749,9 @@ def test_the_projection_alone_trained_hydras_model_on_five_seeds():
     with open(os.path.join(cells, f"{name}__s0.90__seed{seed}.json")) as f:
       rec = json.load(f)
 
-    def strip(x):  # the times
-      if isinstance(x, dict):
-        return {k: strip(v) for k, v in x.items() if "time" not in k}
-      return [strip(v) for v in x] if isinstance(x, list) else x
-
     keep = ("clean_accuracy", "search_cross_entropy", "certification")
     keep += ("flatness", "sparsity_reached", "corruptions")
-    out = strip({k: rec[k] for k in keep})
+    out = _without_times({k: rec[k] for k in keep})
     out["stages"] = [
       (s["name"], s["steps"], s["eval_accuracy"]) for s in rec["stages"]
     ]
@@ -760,18 +773,11 @@ def test_the_projection_alone_trained_hydras_model_at_seed_9(name):
     with open(os.path.join(cells, f"{name}__s0.90__seed9.json")) as f:
       rec = json.load(f)
 
-    def strip(x):  # the times, and the flips C-SAM's search logs (none)
-      if isinstance(x, dict):
-        return {
-          k: strip(v)
-          for k, v in x.items()
-          if "time" not in k and not (k.startswith("flip") and v == 0.0)
-        }
-      return [strip(v) for v in x] if isinstance(x, list) else x
-
     keep = ("clean_accuracy", "search_cross_entropy", "stages")
     keep += ("certification", "flatness", "sparsity_reached")
-    return strip({k: rec[k] for k in keep})
+    # The flips C-SAM's search logs (none) left out too.
+    no_flips = lambda k, v: k.startswith("flip") and v == 0.0
+    return _without_times({k: rec[k] for k in keep}, no_flips)
 
   assert measured("csam_nocert_rho0") == measured("hydra")
 
